@@ -1,0 +1,1 @@
+"""aociauth: Docker/OCI registry authentication for aiohttp (wired up as modules land)."""
