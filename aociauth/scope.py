@@ -177,7 +177,7 @@ class Scope:
             return self
         return Scope._make(self._items | other._items)
 
-    def __or__(self, other: object) -> Scope:
+    def __or__(self, other: Scope) -> Scope:
         if not isinstance(other, Scope):
             return NotImplemented
         return self.union(other)

@@ -384,7 +384,7 @@ def test_operators_refuse_other_types() -> None:
 def test_scope_is_immutable() -> None:
     scope = parse_scope("repository:foo:pull")
     with pytest.raises(AttributeError):
-        scope._items = frozenset()  # type: ignore[misc]
+        scope._items = frozenset()
     with pytest.raises(AttributeError):
         del scope._original
     rs = repo("foo", "pull")
