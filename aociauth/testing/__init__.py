@@ -1,0 +1,1 @@
+"""In-process registry and token server for testing code that uses aociauth."""
