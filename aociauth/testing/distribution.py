@@ -29,7 +29,7 @@ import tempfile
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
 import aiohttp
@@ -101,7 +101,7 @@ class DistributionRegistry:
         self.realm = realm if realm is not None else "aociauth-test"
         self.service = service
         self.issuer = issuer
-        self._users = dict(users or {})
+        self._users = MappingProxyType(dict(users or {}))
         self._rootcertbundle = rootcertbundle
         self._binary = binary
         self._start_timeout = start_timeout
@@ -127,6 +127,16 @@ class DistributionRegistry:
         if self._port is None:
             raise RuntimeError("the registry is not running")
         return f"127.0.0.1:{self._port}"
+
+    @property
+    def users(self) -> Mapping[str, str]:
+        """The htpasswd mode's user names and passwords (empty in the other modes)."""
+        return self._users
+
+    @property
+    def directory(self) -> Path | None:
+        """The temporary directory holding configuration, storage and log, while running."""
+        return self._dir
 
     @property
     def pid(self) -> int | None:
