@@ -7,28 +7,24 @@ they are skipped, with the reason shown, where it is not installed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
+from aociauth.testing._jwt import TokenIssuer
 from aociauth.testing.distribution import DistributionRegistry, find_binary
-
-if TYPE_CHECKING:
-    from aociauth.testing._jwt import TokenIssuer
 
 # The tests issue tokens themselves: no token server answers at this realm.
 DISTRIBUTION_TOKEN_REALM = "http://127.0.0.1:9/token"
 DISTRIBUTION_USERS = {"alice": "alice-password", "bob": "bob-password"}
+_NO_REGISTRY = "docker-registry (distribution 2.8) is not on PATH: apt-get install docker-registry"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the ``registry`` tests, saying why, when ``docker-registry`` is missing."""
     if find_binary() is not None:
         return
-    skip = pytest.mark.skip(
-        reason="docker-registry (distribution 2.8) is not on PATH: apt-get install docker-registry"
-    )
+    skip = pytest.mark.skip(reason=_NO_REGISTRY)
     for item in items:
         if "registry" in item.keywords:
             item.add_marker(skip)
@@ -37,6 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def distribution_htpasswd() -> AsyncIterator[DistributionRegistry]:
     """A real registry taking Basic credentials of :data:`DISTRIBUTION_USERS` (``.users``)."""
+    _require_registry()
     async with DistributionRegistry(auth="htpasswd", users=DISTRIBUTION_USERS) as registry:
         yield registry
 
@@ -44,8 +41,6 @@ async def distribution_htpasswd() -> AsyncIterator[DistributionRegistry]:
 @pytest.fixture(scope="session")
 def distribution_token_issuer() -> TokenIssuer:
     """The :class:`~aociauth.testing._jwt.TokenIssuer` whose tokens ``distribution_token`` takes."""
-    from aociauth.testing._jwt import TokenIssuer
-
     return TokenIssuer()
 
 
@@ -54,6 +49,7 @@ async def distribution_token(
     distribution_token_issuer: TokenIssuer,
 ) -> AsyncIterator[DistributionRegistry]:
     """A real registry taking bearer tokens of ``distribution_token_issuer``."""
+    _require_registry()
     issuer = distribution_token_issuer
     async with DistributionRegistry(
         auth="token",
@@ -63,3 +59,12 @@ async def distribution_token(
         rootcertbundle=issuer.root_cert_pem,
     ) as registry:
         yield registry
+
+
+def _require_registry() -> None:
+    # For a test that uses the fixtures without the ``registry`` mark.
+    if find_binary() is None:
+        pytest.skip(_NO_REGISTRY)
+
+
+from scripted import stack  # noqa: E402, F401  (the middleware tests share this fixture)

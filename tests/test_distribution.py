@@ -18,16 +18,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 import pytest_asyncio
 
+from aociauth.testing._jwt import TokenIssuer
 from aociauth.testing.distribution import DistributionRegistry, RegistryStartError
-
-if TYPE_CHECKING:
-    from aociauth.testing._jwt import TokenIssuer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ZERO_DIGEST = "sha256:" + "0" * 64
@@ -460,8 +459,6 @@ async def test_token_for_another_audience_or_from_an_untrusted_root_is_invalid(
     distribution_token_issuer: TokenIssuer,
     session: aiohttp.ClientSession,
 ) -> None:
-    from aociauth.testing._jwt import TokenIssuer
-
     stranger = TokenIssuer(issuer=distribution_token_issuer.issuer, service=SERVICE)
     access = grant("team/app", "pull")
     tokens = [
@@ -550,6 +547,23 @@ async def test_cancelling_the_block_still_stops_the_registry() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert pid is not None
+    assert not running(pid)
+    assert directory is not None
+    assert not directory.exists()
+
+
+@pytest.mark.registry
+async def test_a_cancel_scope_that_stays_cancelled_still_lets_the_registry_stop() -> None:
+    # anyio cancellation is level-triggered: every await in the cancelled scope
+    # is cancelled again, the waits of the exit included unless shielded.
+    registry = DistributionRegistry()
+    with anyio.CancelScope() as scope:
+        async with registry:
+            pid, directory = registry.pid, registry.directory
+            scope.cancel()
+            await anyio.sleep(0)
+    assert scope.cancelled_caught
     assert pid is not None
     assert not running(pid)
     assert directory is not None
