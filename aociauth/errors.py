@@ -82,7 +82,7 @@ class HelperError(ConfigError):
 
 
 class HelperNotFoundError(HelperError):
-    """The credential helper ``docker-credential-NAME`` is not on PATH (Go: ``ErrHelperNotFound``)."""
+    """The helper ``docker-credential-NAME`` is not on PATH (Go: ``ErrHelperNotFound``)."""
 
 
 class HelperTimeoutError(HelperError):

@@ -1,0 +1,827 @@
+"""The aiohttp client middleware: the registry token flows of the Go original, concurrent.
+
+``new_std_transport(params)`` returns an :class:`AuthMiddleware`; put it in
+``aiohttp.ClientSession(middlewares=[mw])``. For each request it decides which
+credentials to attach (a cached bearer token, Basic credentials, nothing),
+sends it, and on a 401 with a usable challenge acquires what the challenge
+asks for and sends the request once more.
+
+State lives in one :class:`AuthMiddleware` per program (or per identity):
+per registry origin, the last challenge and the first-contact probe; per
+origin and credentials, a partition of the token cache and the current
+refresh token; and the in-flight token fetches shared by concurrent requests.
+No lock is held across I/O: concurrent requests that need the same token wait
+on one shared fetch, and fetches for different scopes run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field, fields
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientRequest, ClientResponse, hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from aociauth._redact import redact_text, redact_url
+from aociauth.challenge import Challenge, parse_challenges, select_challenge
+from aociauth.config import Config, ConfigEntry
+from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
+from aociauth.errors import (
+    AuthRequestError,
+    BodyNotReplayableError,
+    ChallengeError,
+    CredentialLookupError,
+    OCIAuthError,
+    RealmPolicyError,
+    TokenServerError,
+)
+from aociauth.inference import infer_scope
+from aociauth.realm import RealmDecision, RealmPolicy, check_realm
+from aociauth.scope import TYPE_REPOSITORY, Scope, parse_scope, unlimited_scope
+from aociauth.tokens import AccessToken, TokenCache, TokenResponse, parse_token_response
+
+__all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transport"]
+
+log = logging.getLogger("aociauth")
+
+#: The OAuth2 client id sent with refresh-token grants (the original sends its own name).
+OAUTH_CLIENT_ID = "aociauth"
+
+Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
+
+_DENIED_BODY = json.dumps(
+    {
+        "errors": [
+            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
+        ]
+    }
+).encode()
+
+
+@dataclass(frozen=True)
+class StdTransportParams:
+    """How the middleware finds credentials, talks to token servers, and which policies it follows.
+
+    ``config`` and ``session`` are the Go ``StdTransportParams`` fields
+    (``session`` stands in for ``Transport``: token requests go through it,
+    always with ``middlewares=()``; None means a session the middleware owns).
+    The rest have secure, round-trip-saving defaults. :meth:`original_policy`
+    gives the Go original's behaviour, for comparison.
+    """
+
+    config: Config | None = None
+    session: aiohttp.ClientSession | None = None
+    #: Where credentials may be sent; see :class:`aociauth.RealmPolicy`.
+    realm_policy: RealmPolicy = field(default_factory=RealmPolicy)
+    #: Seconds a token request (connect, send, read) may take, per attempt.
+    token_timeout: float = 30.0
+    #: Largest token-server body read, in bytes.
+    max_token_response: int = 1024 * 1024
+    #: Attempts at a token request that meets 429, 5xx or a connection error.
+    token_attempts: int = 3
+    #: First backoff, and the cap on any single wait (Retry-After included), in seconds.
+    retry_backoff: float = 0.2
+    retry_max_wait: float = 10.0
+    #: Token cache bound (entries, least recently used evicted).
+    cache_size: int = 10_000
+    #: Infer the required scope from the request path when no RequestInfo is set.
+    infer_scopes: bool = True
+    #: Fetch a token before sending, once a registry's Bearer challenge is known.
+    authorize_ahead: bool = True
+    #: A burst to a registry not yet contacted sends one request first.
+    coalesce_first_contact: bool = True
+    #: Refresh tokens in the background in the last part of their life.
+    refresh_ahead: bool = True
+    #: The part of a token's life in which it is refreshed ahead.
+    refresh_fraction: float = 0.15
+    #: Hold one lock per registry across token fetches (the original's behaviour).
+    serialize_token_fetches: bool = False
+
+    @classmethod
+    def original_policy(cls, **kwargs: Any) -> StdTransportParams:
+        """Parameters that behave like the Go original: no inference, no fetch ahead,
+        no first-contact coalescing, no refresh ahead, one lock per registry."""
+        base: dict[str, Any] = {
+            "infer_scopes": False,
+            "authorize_ahead": False,
+            "coalesce_first_contact": False,
+            "refresh_ahead": False,
+            "serialize_token_fetches": True,
+        }
+        base.update(kwargs)
+        return cls(**base)
+
+
+@dataclass
+class AuthStats:
+    """Counters of what the middleware did, to assert on and to log.
+
+    ``token_requests`` counts HTTP requests sent to token servers (retries
+    included) by kind: ``get_basic``, ``get_anonymous``, ``post_refresh``.
+    """
+
+    requests: int = 0
+    responses_401: int = 0
+    retries_after_401: int = 0
+    rewritten_403: int = 0
+    token_requests: dict[str, int] = field(default_factory=dict)
+    token_fetches: int = 0
+    token_fetch_failures: int = 0
+    token_server_retries: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    fetches_ahead: int = 0
+    fetches_ahead_failed: int = 0
+    first_contact_waits: int = 0
+    refreshes_ahead: int = 0
+    config_lookups: int = 0
+    anonymous_realm_downgrades: int = 0
+
+    @property
+    def total_token_requests(self) -> int:
+        """All HTTP requests sent to token servers."""
+        return sum(self.token_requests.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain copy, for printing or JSON."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["token_requests"] = dict(self.token_requests)
+        out["total_token_requests"] = self.total_token_requests
+        return out
+
+
+@dataclass
+class _Credentials:
+    """What the config said for one (origin, namespace), plus the current refresh token."""
+
+    entry: ConfigEntry
+    refresh_token: str
+    partition: Hashable
+
+    @property
+    def has_basic(self) -> bool:
+        return bool(self.entry.username and self.entry.password)
+
+
+@dataclass
+class _Origin:
+    """What is known of one registry origin (scheme, host, port)."""
+
+    url: URL
+    host: str
+    challenge: Challenge | None = None
+    probe: asyncio.Future[None] | None = None
+    contacted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    creds: dict[str, asyncio.Future[_Credentials]] = field(default_factory=dict)
+    picky: bool = False
+
+
+@dataclass(frozen=True)
+class _FetchKey:
+    partition: Hashable
+    realm: str
+    service: str
+    scope: Scope
+
+
+def _host_key(url: URL) -> str:
+    """The registry name the config is asked about: host, plus the port when one is given."""
+    host = url.raw_host or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{url.explicit_port}" if url.explicit_port is not None else host
+
+
+def _primary_repository(scope: Scope) -> str:
+    """The repository a request is about: the one it pushes to, else the only one it names."""
+    repos = [rs for rs in scope if rs.resource_type == TYPE_REPOSITORY]
+    for rs in repos:
+        if rs.action == "push":
+            return rs.resource
+    names = {rs.resource for rs in repos}
+    return names.pop() if len(names) == 1 else ""
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, min(when.timestamp() - time.time(), cap))
+
+
+class AuthMiddleware:
+    """An aiohttp client middleware that authorises requests to Docker/OCI registries.
+
+    Use it as ``aiohttp.ClientSession(middlewares=[mw])`` and as an async
+    context manager (or ``await mw.close()``) so the background work and the
+    session it owns are released. One instance keeps the token cache for
+    every registry it meets; share it between sessions for the same identity.
+    """
+
+    def __init__(self, params: StdTransportParams | None = None) -> None:
+        self._p = params or StdTransportParams()
+        self._config = self._p.config
+        self._origins: dict[URL, _Origin] = {}
+        self._cache = TokenCache(self._p.cache_size)
+        self._inflight: dict[_FetchKey, asyncio.Task[AccessToken]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: set[_FetchKey] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self.stats = AuthStats()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> AuthMiddleware:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel background refreshes and shared fetches; close the session the middleware owns."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._inflight.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _token_session(self) -> aiohttp.ClientSession:
+        if self._p.session is not None:
+            return self._p.session
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    # -- the middleware ----------------------------------------------------
+
+    async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        """Authorise ``req``, send it, and answer one usable 401 challenge."""
+        self.stats.requests += 1
+        st = self._origin(req.url)
+        if request_info_is_set():
+            required = request_info_from_context().required_scope
+            known = True
+        else:
+            inferred = (
+                infer_scope(req.method, req.url.path, req.url.query)
+                if self._p.infer_scopes
+                else None
+            )
+            required, known = (inferred, True) if inferred is not None else (Scope(), False)
+        want = scope_from_context()
+        creds = await self._credentials(st, _primary_repository(required))
+
+        probe = await self._wait_first_contact(st)
+        try:
+            sent = await self._authorize(req, st, creds, required, want, known)
+            sent_at = asyncio.get_running_loop().time()
+            resp = await handler(req)
+        finally:
+            if probe:
+                # Waiters resume on a later turn of the loop; by then a 401 below has
+                # recorded its challenge and registered its token fetch for them to join.
+                self._end_probe(st)
+        st.contacted = True
+        if resp.status != 401:
+            return resp
+        self.stats.responses_401 += 1
+        return await self._on_401(req, handler, resp, st, creds, required, want, sent, sent_at)
+
+    def _origin(self, url: URL) -> _Origin:
+        origin = url.origin()
+        st = self._origins.get(origin)
+        if st is None:
+            st = self._origins[origin] = _Origin(url=origin, host=_host_key(url))
+        return st
+
+    async def _wait_first_contact(self, st: _Origin) -> bool:
+        """Hold back a burst to a registry not yet contacted; True for the request sent first."""
+        if not self._p.coalesce_first_contact:
+            return False
+        while not st.contacted and st.challenge is None:
+            if st.probe is None:
+                st.probe = asyncio.get_running_loop().create_future()
+                return True
+            self.stats.first_contact_waits += 1
+            await asyncio.shield(st.probe)
+        return False
+
+    @staticmethod
+    def _end_probe(st: _Origin) -> None:
+        fut, st.probe = st.probe, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- credentials ---------------------------------------------------------
+
+    async def _credentials(self, st: _Origin, repository: str) -> _Credentials:
+        """The credentials for a repository of a registry, looked up once and shared.
+
+        Like the original, the answer (or the failure) is remembered for the
+        life of the middleware, so a helper runs once per registry (and namespace).
+        """
+        namespace = self._namespace(st.host, repository)
+        task = st.creds.get(namespace)
+        if task is None:
+            task = st.creds[namespace] = self._spawn(self._load_credentials(st, namespace))
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _load_credentials(self, st: _Origin, namespace: str) -> _Credentials:
+        if self._downgraded(st):
+            entry = ConfigEntry()
+        else:
+            try:
+                entry = await self._lookup(st.host, namespace)
+            except Exception as exc:
+                # A user's Config may raise anything; the caller gets one clear error type.
+                # Our own errors carry no secret; a foreign message is scrubbed first.
+                why = str(exc) if isinstance(exc, OCIAuthError) else redact_text(str(exc))
+                raise CredentialLookupError(
+                    f"cannot acquire auth info for registry {st.host!r}: {why}",
+                    registry=st.host,
+                    step="config",
+                ) from exc
+        part: Hashable = (st.url, namespace, entry)
+        creds = _Credentials(entry=entry, refresh_token=entry.refresh_token, partition=part)
+        if entry.access_token:
+            # A config access token is a token of unlimited scope that never expires.
+            self._cache.put(
+                part, AccessToken(entry.access_token, unlimited_scope(), -math.inf, math.inf)
+            )
+        return creds
+
+    def _downgraded(self, st: _Origin) -> bool:
+        """Plain http to a host we have spoken https to: a downgrade, so no credentials at all."""
+        return st.url.scheme == "http" and any(
+            o.scheme == "https" and o.host == st.url.host for o in self._origins
+        )
+
+    def _namespace(self, host: str, repository: str) -> str:
+        """The longest per-namespace ``auths`` key of the config that covers the repository."""
+        namespaces = getattr(self._config, "namespaces", None)
+        if not repository or namespaces is None:
+            return ""
+        for ns in namespaces(host):
+            if repository == ns or repository.startswith(ns + "/"):
+                return str(ns)
+        return ""
+
+    async def _lookup(self, host: str, namespace: str) -> ConfigEntry:
+        if self._config is None:
+            return ConfigEntry()
+        self.stats.config_lookups += 1
+        if namespace:
+            by_repo = getattr(self._config, "entry_for_repository", None)
+            if by_repo is not None:
+                entry: ConfigEntry = await by_repo(host, namespace)
+                return entry
+        return await self._config.entry_for_registry(host)
+
+    # -- before sending ------------------------------------------------------
+
+    async def _authorize(
+        self,
+        req: ClientRequest,
+        st: _Origin,
+        creds: _Credentials,
+        required: Scope,
+        want: Scope,
+        known: bool,
+    ) -> AccessToken | None:
+        """Attach what we have before sending; return the token attached, if any."""
+        loop_now = asyncio.get_running_loop().time()
+        tok = self._cache.get(creds.partition, required, loop_now)
+        if tok is not None:
+            self.stats.cache_hits += 1
+            self._maybe_refresh_ahead(st, creds, tok, loop_now)
+            _set_bearer(req, tok)
+            return tok
+        self.stats.cache_misses += 1
+        ch = st.challenge
+        if ch is None:
+            return None
+        if ch.scheme == "bearer":
+            if creds.refresh_token or (known and self._p.authorize_ahead):
+                # With a refresh token the original acquires ahead too (and fails if it cannot).
+                self.stats.fetches_ahead += 1
+                try:
+                    tok = await self._acquire(st, creds, ch, required, want)
+                except AuthRequestError as exc:
+                    if creds.refresh_token and not self._p.authorize_ahead:
+                        raise
+                    self.stats.fetches_ahead_failed += 1
+                    log.debug(
+                        "aociauth: early token fetch for %s failed (%s); the challenge decides",
+                        st.host,
+                        exc,
+                    )
+                    return None
+                _set_bearer(req, tok)
+                return tok
+            return None
+        if creds.has_basic:
+            req.headers[hdrs.AUTHORIZATION] = _basic(creds.entry)
+        return None
+
+    # -- after a 401 ---------------------------------------------------------
+
+    async def _on_401(
+        self,
+        req: ClientRequest,
+        handler: Handler,
+        resp: ClientResponse,
+        st: _Origin,
+        creds: _Credentials,
+        required: Scope,
+        want: Scope,
+        sent: AccessToken | None,
+        sent_at: float,
+    ) -> ClientResponse:
+        ch = select_challenge(parse_challenges(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
+        if ch is None:
+            return resp
+        st.challenge = ch
+        if ch.scheme == "bearer":
+            ch_scope = parse_scope(ch.params.get("scope", ""))
+            if sent is not None:
+                self._forget(creds, sent, ch, ch_scope)
+            self._check_replayable(req, resp, st)
+            resp.release()
+            # Any token obtained after this request went out is as fresh as a new fetch.
+            tok = await self._acquire(
+                st, creds, ch, ch_scope, want.union(required), newer_than=sent_at
+            )
+            _set_bearer(req, tok)
+            resp2 = await self._resend(req, handler)
+            if resp2.status == 401:
+                self.stats.responses_401 += 1
+                return await _rewrite_403(resp2, self.stats)
+            return resp2
+        # Basic: send credentials if we have them and have not sent them already.
+        if not creds.has_basic or hdrs.AUTHORIZATION in req.headers:
+            return resp
+        self._check_replayable(req, resp, st)
+        resp.release()
+        req.headers[hdrs.AUTHORIZATION] = _basic(creds.entry)
+        resp2 = await self._resend(req, handler)
+        if resp2.status == 401:
+            self.stats.responses_401 += 1
+        return resp2
+
+    def _forget(
+        self, creds: _Credentials, sent: AccessToken, ch: Challenge, ch_scope: Scope
+    ) -> None:
+        """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
+        if ch.params.get("error") == "insufficient_scope" and not ch_scope.is_empty():
+            self._cache.replace(creds.partition, sent, sent.narrowed(ch_scope))
+        else:
+            self._cache.discard(creds.partition, sent)
+
+    @staticmethod
+    def _check_replayable(req: ClientRequest, resp: ClientResponse, st: _Origin) -> None:
+        # aiohttp resends a consumed streaming body as an empty one, with no error
+        # (measured: async generators and pipes); refuse instead of sending garbage.
+        if getattr(req.body, "consumed", False):
+            resp.release()
+            raise BodyNotReplayableError(
+                f"{req.method} {redact_url(req.url)} was answered 401 and its streaming body "
+                "cannot be sent again; authorise first (for example with a request that has "
+                "no body, or with_scope before streaming)",
+                registry=st.host,
+                step="retry",
+                status=401,
+            )
+
+    async def _resend(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        self.stats.retries_after_401 += 1
+        close = getattr(req, "close", None)
+        if close is not None:
+            # Finish any body writer of the first attempt before the payload rewinds.
+            await close()
+        return await handler(req)
+
+    # -- acquiring tokens ----------------------------------------------------
+
+    async def _acquire(
+        self,
+        st: _Origin,
+        creds: _Credentials,
+        ch: Challenge,
+        required: Scope,
+        want: Scope,
+        *,
+        newer_than: float = -math.inf,
+    ) -> AccessToken:
+        """A token holding ``required`` (asking for ``want`` too), shared by concurrent calls."""
+        realm = ch.params.get("realm", "")
+        service = ch.params.get("service", "")
+        wanted = required.union(want)
+        now = asyncio.get_running_loop().time()
+        tok = self._cache.get(creds.partition, required, now)
+        if tok is not None and tok.issued_at >= newer_than:
+            return tok
+        for k, running in list(self._inflight.items()):
+            if k.partition == creds.partition and k.realm == realm and k.scope.contains(required):
+                tok = await asyncio.shield(running)
+                if tok.scope.contains(required):
+                    return tok
+        key = _FetchKey(creds.partition, realm, service, wanted)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(st, creds, ch, required, wanted))
+            self._inflight[key] = task
+            self._tasks.add(task)
+
+            def done(t: asyncio.Task[AccessToken], key: _FetchKey = key) -> None:
+                self._tasks.discard(t)
+                if self._inflight.get(key) is t:
+                    del self._inflight[key]
+                _retrieve(t)
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _fetch(
+        self, st: _Origin, creds: _Credentials, ch: Challenge, required: Scope, wanted: Scope
+    ) -> AccessToken:
+        """One token fetch: the wide scope, then (if refused with 401) the required scope alone."""
+        if self._p.serialize_token_fetches:
+            async with st.lock:
+                return await self._fetch_unlocked(st, creds, ch, required, wanted)
+        return await self._fetch_unlocked(st, creds, ch, required, wanted)
+
+    async def _fetch_unlocked(
+        self, st: _Origin, creds: _Credentials, ch: Challenge, required: Scope, wanted: Scope
+    ) -> AccessToken:
+        self.stats.token_fetches += 1
+        scope = required if st.picky else wanted
+        try:
+            try:
+                resp = await self._token_request(st, creds, ch, scope)
+            except TokenServerError as exc:
+                if exc.status != 401 or scope == required:
+                    raise
+                # The spec says a subset grant is not an error, but some token servers
+                # reject a request for more than they grant: ask for what is required.
+                st.picky = True
+                scope = required
+                resp = await self._token_request(st, creds, ch, scope)
+        except AuthRequestError:
+            self.stats.token_fetch_failures += 1
+            raise
+        if resp.refresh_token:
+            creds.refresh_token = resp.refresh_token
+        now = asyncio.get_running_loop().time()
+        tok = AccessToken(resp.token, scope, now, now + resp.expires_in)
+        self._cache.put(creds.partition, tok)
+        log.debug(
+            "aociauth: token for %s scope=%r expires_in=%.0fs", st.host, str(scope), resp.expires_in
+        )
+        return tok
+
+    def _maybe_refresh_ahead(
+        self, st: _Origin, creds: _Credentials, tok: AccessToken, now: float
+    ) -> None:
+        if not self._p.refresh_ahead or self._closed or st.challenge is None:
+            return
+        if st.challenge.scheme != "bearer" or not tok.refresh_due(now, self._p.refresh_fraction):
+            return
+        ch = st.challenge
+        key = _FetchKey(creds.partition, ch.params.get("realm", ""), "refresh", tok.scope)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                self.stats.refreshes_ahead += 1
+                await self._fetch(st, creds, ch, tok.scope, tok.scope)
+            except AuthRequestError as exc:
+                log.debug("aociauth: refresh ahead for %s failed: %s", st.host, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        self._spawn(refresh())
+
+    async def _token_request(
+        self, st: _Origin, creds: _Credentials, ch: Challenge, scope: Scope
+    ) -> TokenResponse:
+        realm = ch.params.get("realm", "")
+        if not realm:
+            raise ChallengeError(
+                f"malformed Www-Authenticate header from {st.host} (missing realm)",
+                registry=st.host,
+                step="challenge",
+            )
+        verdict = check_realm(st.url, realm, self._p.realm_policy)
+        if verdict.decision is RealmDecision.REFUSE:
+            raise RealmPolicyError(
+                f"refusing token request for {st.host}: {verdict.reason}",
+                registry=st.host,
+                step="realm",
+            )
+        use_creds = verdict.decision is RealmDecision.CREDENTIALS
+        if not use_creds and (creds.has_basic or creds.refresh_token):
+            self.stats.anonymous_realm_downgrades += 1
+            log.warning(
+                "aociauth: realm for %s is not trusted with credentials (%s); asking anonymously",
+                st.host,
+                verdict.reason,
+            )
+        service = ch.params.get("service", "")
+        realm_url = verdict.url
+        if use_creds and creds.refresh_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.refresh_token,
+                "client_id": OAUTH_CLIENT_ID,
+                "scope": str(scope),
+            }
+            if service:
+                form["service"] = service
+            try:
+                return await self._token_http(st, "post_refresh", "POST", realm_url, data=form)
+            except TokenServerError as exc:
+                # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
+                if exc.status not in (404, 405):
+                    raise
+        query: list[tuple[str, str]] = list(realm_url.query.items())
+        query += [("scope", s) for s in str(scope).split(" ") if s]
+        if service:
+            query.append(("service", service))
+        url = realm_url.with_query(query)
+        auth = _basic(creds.entry) if use_creds and creds.has_basic else None
+        kind = "get_basic" if auth is not None else "get_anonymous"
+        return await self._token_http(st, kind, "GET", url, auth=auth)
+
+    async def _token_http(
+        self,
+        st: _Origin,
+        kind: str,
+        method: str,
+        url: URL,
+        *,
+        data: dict[str, str] | None = None,
+        auth: str | None = None,
+    ) -> TokenResponse:
+        """Send a token request with bounded time, size and retries; never follow a redirect."""
+        attempts = max(1, self._p.token_attempts)
+        where = f"token server {url.host} for {st.host}"
+        headers = {hdrs.ACCEPT: "application/json"}
+        if auth is not None:
+            headers[hdrs.AUTHORIZATION] = auth
+        for attempt in range(attempts):
+            self.stats.token_requests[kind] = self.stats.token_requests.get(kind, 0) + 1
+            wait: float | None = None
+            status: int | None = None
+            try:
+                async with self._token_session().request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    middlewares=(),
+                    timeout=aiohttp.ClientTimeout(total=self._p.token_timeout),
+                ) as resp:
+                    status = resp.status
+                    if status == 200:
+                        body = await _read_capped(resp, self._p.max_token_response, where, st.host)
+                        return parse_token_response(body, registry=st.host)
+                    if status != 429 and status < 500:
+                        raise TokenServerError(
+                            f"{where} answered {status}",
+                            registry=st.host,
+                            step="token",
+                            status=status,
+                        )
+                    wait = _retry_after(resp.headers.get(hdrs.RETRY_AFTER), self._p.retry_max_wait)
+                    failure = TokenServerError(
+                        f"{where} answered {status}", registry=st.host, step="token", status=status
+                    )
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, OCIAuthError):
+                    raise
+                failure = TokenServerError(
+                    f"{where} could not be reached: {type(exc).__name__}",
+                    registry=st.host,
+                    step="token",
+                    status=status,
+                )
+            if attempt + 1 >= attempts:
+                raise failure
+            self.stats.token_server_retries += 1
+            if wait is None:
+                base = self._p.retry_backoff * (2**attempt)
+                wait = min(self._p.retry_max_wait, base) * (0.5 + random.random())  # noqa: S311
+            log.debug("aociauth: %s failed (%s); retry in %.2fs", where, failure, wait)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddleware:
+    """The middleware for ``aiohttp.ClientSession(middlewares=[...])`` (Go: ``NewStdTransport``)."""
+    return AuthMiddleware(params)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's failure as seen: its waiters get it; a failure with none is not news."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _basic(entry: ConfigEntry) -> str:
+    """An RFC 7617 Basic Authorization value (UTF-8, as docker/cli sends it)."""
+    raw = f"{entry.username}:{entry.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _set_bearer(req: ClientRequest, tok: AccessToken) -> None:
+    req.headers[hdrs.AUTHORIZATION] = f"Bearer {tok.value}"
+
+
+async def _read_capped(resp: ClientResponse, cap: int, where: str, registry: str) -> bytes:
+    """The body, or an error once it passes ``cap`` bytes (nothing past the cap is read)."""
+    length = resp.content_length
+    if length is not None and length > cap:
+        raise TokenServerError(
+            f"{where} sent a body larger than {cap} bytes",
+            registry=registry,
+            step="token",
+            status=resp.status,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise TokenServerError(
+                f"{where} sent a body larger than {cap} bytes",
+                registry=registry,
+                step="token",
+                status=resp.status,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _rewrite_403(resp: ClientResponse, stats: AuthStats) -> ClientResponse:
+    """The original's rule: a 401 right after a token the server just gave us means 403 DENIED."""
+    stats.rewritten_403 += 1
+    resp.release()
+    headers = CIMultiDict(resp.headers)
+    headers[hdrs.CONTENT_TYPE] = "application/json"
+    headers[hdrs.CONTENT_LENGTH] = str(len(_DENIED_BODY))
+    headers.popall(hdrs.WWW_AUTHENTICATE, None)
+    resp.status = 403
+    resp.reason = "Forbidden"
+    # aiohttp keeps the headers and the read body in these attributes; read()
+    # and json() answer from _body once it is set.
+    proxy = CIMultiDictProxy(headers)
+    resp._headers = proxy
+    cache = getattr(resp, "_cache", None)  # where @reify keeps .headers once read
+    if isinstance(cache, dict):
+        cache["headers"] = proxy
+    resp._body = _DENIED_BODY
+    return resp

@@ -1,0 +1,251 @@
+"""Access tokens: reading a token server's answer, and the indexed token cache.
+
+Pure code: no I/O, no clock of its own (callers pass ``now``, a monotonic time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from aociauth.errors import TokenResponseError
+from aociauth.scope import Scope, new_scope
+
+__all__ = [
+    "DEFAULT_EXPIRES_IN",
+    "MAX_EXPIRES_IN",
+    "MAX_TOKEN_LENGTH",
+    "AccessToken",
+    "TokenCache",
+    "TokenResponse",
+    "parse_token_response",
+]
+
+#: The token spec: "When omitted, this defaults to 60 seconds."
+DEFAULT_EXPIRES_IN = 60.0
+#: A token server's claim of a longer life is not believed: a day is plenty,
+#: and a bound keeps a bogus huge value from turning into an overflow.
+MAX_EXPIRES_IN = 86_400.0
+#: JWTs with large access lists run to a few KiB; 32 KiB leaves room and
+#: still refuses a body that is one huge string.
+MAX_TOKEN_LENGTH = 32 * 1024
+#: Refresh tokens are sent in a form body, never in a header, but are still
+#: bounded and must be printable.
+MAX_REFRESH_TOKEN_LENGTH = 32 * 1024
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """What a token server's successful answer says, validated."""
+
+    token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: float
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenResponse(token=<set>, refresh_token="
+            f"{'<set>' if self.refresh_token else '<empty>'}, expires_in={self.expires_in})"
+        )
+
+
+def _expires_in(value: object) -> float:
+    # bool is an int in Python; a JSON true is not a lifetime.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return DEFAULT_EXPIRES_IN
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        return DEFAULT_EXPIRES_IN
+    return min(v, MAX_EXPIRES_IN)
+
+
+def parse_token_response(body: bytes, *, registry: str) -> TokenResponse:
+    """Validate a token server's 200 answer.
+
+    The body must be a JSON object whatever the Content-Type says (JSON sent
+    as text/plain is accepted). ``token`` is preferred to ``access_token``
+    (as in the original). The token must be RFC 6750 ``b64token`` characters
+    and at most :data:`MAX_TOKEN_LENGTH` long, so nothing it holds can inject
+    a header. Messages never quote the body.
+    """
+
+    def fail(why: str) -> TokenResponseError:
+        return TokenResponseError(
+            f"token server for {registry} answered with {why}",
+            registry=registry,
+            step="token",
+            status=200,
+        )
+
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise fail("a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise fail("JSON that is not an object")
+    token = data.get("token")
+    if not isinstance(token, str) or not token:
+        token = data.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise fail("no token (neither 'token' nor 'access_token')")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise fail(f"a token longer than {MAX_TOKEN_LENGTH} characters")
+    if not _B64TOKEN.fullmatch(token):
+        raise fail("a token with characters outside RFC 6750 b64token")
+    refresh = data.get("refresh_token", "")
+    if not isinstance(refresh, str):
+        refresh = ""
+    if refresh and (len(refresh) > MAX_REFRESH_TOKEN_LENGTH or not _PRINTABLE.fullmatch(refresh)):
+        raise fail("a malformed refresh token")
+    return TokenResponse(
+        token=token, refresh_token=refresh, expires_in=_expires_in(data.get("expires_in"))
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class AccessToken:
+    """A bearer token and the scope it was issued for.
+
+    ``issued_at`` and ``expires_at`` are monotonic times (``loop.time()``).
+    Compared by identity: two fetches never make "the same" token.
+    """
+
+    value: str = field(repr=False)
+    scope: Scope
+    issued_at: float
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessToken(<redacted>, scope={str(self.scope)!r}, expires_at={self.expires_at:.1f})"
+        )
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds between issue and expiry."""
+        return self.expires_at - self.issued_at
+
+    def usable(self, now: float, margin: float = 1.0) -> bool:
+        """Still good for a request sent now: the original drops tokens expiring within 1 s."""
+        return now + margin < self.expires_at
+
+    def refresh_due(self, now: float, fraction: float) -> bool:
+        """In the last ``fraction`` of its life (and of a finite life at all)."""
+        life = self.lifetime
+        return math.isfinite(life) and now >= self.expires_at - life * fraction
+
+    def narrowed(self, without: Scope) -> AccessToken | None:
+        """This token with ``without`` taken out of the scope it is trusted for."""
+        if self.scope.is_unlimited():
+            return self
+        kept = [rs for rs in self.scope if rs not in without]
+        if not kept:
+            return None
+        return AccessToken(self.value, new_scope(*kept), self.issued_at, self.expires_at)
+
+
+_ANY = ("", "")  # bucket of tokens that cover no single resource (unlimited, empty)
+
+
+class TokenCache:
+    """Tokens indexed by partition and resource, bounded, least recently used out first.
+
+    A partition is whatever separates identities (origin and credentials): a
+    token is never found under another partition. Each token is indexed under
+    every ``(type, resource)`` its scope names, so a lookup inspects only the
+    tokens of the first resource the wanted scope names, plus the partition's
+    tokens of unlimited scope: its cost does not grow with the number of
+    tokens cached. Expired tokens are dropped when met, and the least recently
+    used token goes when ``max_entries`` is reached.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._lru: OrderedDict[AccessToken, Hashable] = OrderedDict()
+        self._buckets: dict[tuple[Hashable, str, str], list[AccessToken]] = {}
+        self._latest: dict[Hashable, AccessToken] = {}
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @staticmethod
+    def _keys(partition: Hashable, scope: Scope) -> list[tuple[Hashable, str, str]]:
+        if scope.is_unlimited() or scope.is_empty():
+            return [(partition, *_ANY)]
+        seen: dict[tuple[Hashable, str, str], None] = {}
+        for rs in scope:
+            seen[(partition, rs.resource_type, rs.resource)] = None
+        return list(seen)
+
+    def put(self, partition: Hashable, token: AccessToken) -> None:
+        """Add a token; evict the least recently used one past the bound."""
+        for key in self._keys(partition, token.scope):
+            self._buckets.setdefault(key, []).insert(0, token)
+        self._lru[token] = partition
+        self._latest[partition] = token
+        while len(self._lru) > self.max_entries:
+            old, part = self._lru.popitem(last=False)
+            self._unindex(part, old)
+
+    def discard(self, partition: Hashable, token: AccessToken) -> None:
+        """Forget a token (for example one the registry called invalid)."""
+        if self._lru.pop(token, None) is not None:
+            self._unindex(partition, token)
+
+    def replace(self, partition: Hashable, old: AccessToken, new: AccessToken | None) -> None:
+        """Swap a token for a narrowed copy (or drop it when ``new`` is None)."""
+        self.discard(partition, old)
+        if new is not None:
+            self.put(partition, new)
+
+    def _unindex(self, partition: Hashable, token: AccessToken) -> None:
+        for key in self._keys(partition, token.scope):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            if token in bucket:
+                bucket.remove(token)
+            if not bucket:
+                del self._buckets[key]
+        if self._latest.get(partition) is token:
+            del self._latest[partition]
+
+    def get(
+        self, partition: Hashable, scope: Scope, now: float, *, exclude: AccessToken | None = None
+    ) -> AccessToken | None:
+        """A usable token of ``partition`` whose scope contains ``scope``, or None."""
+        candidates: list[AccessToken] = []
+        if scope.is_empty():
+            latest = self._latest.get(partition)
+            if latest is not None:
+                candidates.append(latest)
+        elif not scope.is_unlimited():
+            first = next(iter(scope))
+            candidates.extend(
+                self._buckets.get((partition, first.resource_type, first.resource), ())
+            )
+        candidates.extend(self._buckets.get((partition, *_ANY), ()))
+        for tok in candidates:
+            if not tok.usable(now):
+                self.discard(partition, tok)
+                continue
+            if tok is not exclude and tok.scope.contains(scope):
+                self._lru.move_to_end(tok)
+                return tok
+        return None
+
+    def clear(self) -> None:
+        """Forget every token."""
+        self._lru.clear()
+        self._buckets.clear()
+        self._latest.clear()

@@ -1,0 +1,329 @@
+"""The Go original's transport scenarios (its auth_test.go), through the aiohttp middleware.
+
+Each scenario runs a scripted target server and auth server on loopback
+(aiohttp TestServer), like the Go tests' httptest servers, and drives
+requests through ``aiohttp.ClientSession(middlewares=[mw])``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import aiohttp
+import pytest
+from aiohttp import web
+from scripted import (
+    TESTUSER,
+    ConfigFunc,
+    Form,
+    HTTPError,
+    assert_request,
+    basic_of,
+    bearer_challenge,
+    client,
+    creds_for,
+    scope_of,
+    start,
+    token_for,
+)
+
+import aociauth
+from aociauth import ConfigEntry, new_scope, parse_scope, with_scope
+
+# -- the scenarios -----------------------------------------------------------
+
+
+async def test_basic_auth(stack: list[object]) -> None:
+    async def gate(req: web.Request) -> None:
+        if basic_of(req) != ("testuser", "testpassword"):
+            raise HTTPError(401, {"Www-Authenticate": "Basic"})
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(stack, creds_for(s, TESTUSER))
+    await assert_request(session, s.url("/test"))
+    # One 401 to learn the challenge; afterwards Basic goes with every request.
+    assert [r.headers.get("Authorization") is None for r in s.target_hits] == [
+        True,
+        False,
+        False,
+    ]
+
+
+async def test_bearer_auth(stack: list[object]) -> None:
+    test_scope = parse_scope("repository:foo:push,pull")
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        if basic_of(req) != ("testuser", "testpassword"):
+            raise HTTPError(401)
+        requested = parse_scope(form.get("scope"))
+        assert requested == test_scope
+        assert form.getall("service") == ["someService"]
+        return {"token": token_for(requested)}
+
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, test_scope),
+            )
+        assert scope_of(req) == test_scope
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, creds_for(s, TESTUSER))
+    await assert_request(session, s.url("/test"))
+    assert len(s.auth_hits) == 1
+
+
+async def test_bearer_auth_additional_scope(stack: list[object]) -> None:
+    required = parse_scope("repository:foo:push,pull")
+    additional = parse_scope("repository:bar:pull somethingElse")
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        if basic_of(req) != ("testuser", "testpassword"):
+            raise HTTPError(401)
+        requested = parse_scope(" ".join(form.getall("scope")))
+        assert requested == required.union(additional)
+        assert form.getall("service") == ["someService"]
+        return {"token": token_for(requested)}
+
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, required),
+            )
+        assert scope_of(req) == required.union(additional)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, creds_for(s, TESTUSER))
+    with with_scope(additional):
+        await assert_request(session, s.url("/test"))
+    assert len(s.auth_hits) == 1
+
+
+async def test_bearer_auth_requires_exact_scope(stack: list[object]) -> None:
+    required = parse_scope("repository:foo:pull,push")
+    exact = "other repository:foo:push,pull"
+    exact_token = base64.b64encode(f"token-{exact}".encode()).decode()
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        if basic_of(req) != ("testuser", "testpassword"):
+            raise HTTPError(401)
+        if " ".join(form.getall("scope")) != exact:
+            raise HTTPError(401)
+        return {"token": exact_token}
+
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, exact),
+            )
+        assert req.headers["Authorization"] == f"Bearer {exact_token}"
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, creds_for(s, TESTUSER))
+    await assert_request(session, s.url("/test"), required)
+    assert len(s.auth_hits) == 1
+
+
+async def test_auth_not_available_after_challenge(stack: list[object]) -> None:
+    async def gate(req: web.Request) -> None:
+        assert "Authorization" not in req.headers, "authorization unexpectedly presented"
+        raise HTTPError(401, {"Www-Authenticate": "Basic service=someService"})
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    async with session.get(s.url("/test")) as resp:
+        assert resp.status == 401
+    assert len(s.target_hits) == 1
+
+
+async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> None:
+    test_scope = parse_scope("repository:foo:pull")
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        requested = parse_scope(form.get("scope"))
+        assert requested == test_scope
+        assert form.getall("service") == ["someService"]
+        return {"token": token_for(requested)}
+
+    async def gate(req: web.Request) -> None:
+        challenge = bearer_challenge(s.realm, test_scope)
+        if "Authorization" in req.headers:
+            assert scope_of(req) == test_scope
+        raise HTTPError(401, challenge)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    async with session.get(s.url("/test")) as resp:
+        assert resp.status == 403
+        assert resp.content_type == "application/json"
+        body = await resp.json()
+    assert body == {
+        "errors": [
+            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
+        ]
+    }
+    assert len(s.target_hits) == 2
+    assert len(s.auth_hits) == 1
+
+
+async def test_401_with_config_credentials_is_returned_as_is(stack: list[object]) -> None:
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(401, {"Www-Authenticate": "Basic"}, "no auth creds provided")
+        raise HTTPError(401, {"Www-Authenticate": "Basic"}, "password mismatch")
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(
+        stack, ConfigFunc(lambda host: ConfigEntry(username="someuser", password="somepassword"))
+    )
+    async with session.get(s.url("/test")) as resp:
+        assert resp.status == 401
+        assert await resp.text() == "password mismatch"
+
+
+async def test_config_has_access_token(stack: list[object]) -> None:
+    async def gate(req: web.Request) -> None:
+        assert req.headers.get("Authorization") == "Bearer somevalue"
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(stack, creds_for(s, ConfigEntry(access_token="somevalue")))
+    await assert_request(session, s.url("/test"))
+
+
+async def test_config_error(stack: list[object]) -> None:
+    class Failing:
+        async def entry_for_registry(self, host: str) -> ConfigEntry:
+            raise RuntimeError("always fails")
+
+    async def gate(req: web.Request) -> None:
+        raise HTTPError(401)
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(stack, Failing())
+    with pytest.raises(aociauth.OCIAuthError, match=r"cannot acquire auth.*always fails") as ei:
+        await session.get(s.url("/test"))
+    assert isinstance(ei.value, aiohttp.ClientError)
+    assert s.target_hits == []
+
+
+async def test_later_request_uses_earlier_token_with_larger_scope(stack: list[object]) -> None:
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+
+    async def gate(req: web.Request) -> None:
+        resource = req.path.removeprefix("/test/")
+        required = new_scope(aociauth.ResourceScope("repository", resource, "pull"))
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, required),
+            )
+        assert scope_of(req).contains(required)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    with with_scope(parse_scope("repository:foo1:pull repository:foo2:pull")):
+        await assert_request(session, s.url("/test/foo1"))
+        await assert_request(session, s.url("/test/foo2"))
+    assert len(s.auth_hits) == 1
+
+
+async def test_auth_server_rejects_requests_with_too_much_scope(stack: list[object]) -> None:
+    has = parse_scope("repository:foo:pull")
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        requested = parse_scope(" ".join(form.getall("scope")))
+        if not has.contains(requested):
+            raise HTTPError(401)
+        return {"token": token_for(requested)}
+
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, has),
+            )
+        assert scope_of(req).contains(has)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    with with_scope(parse_scope("repository:foo:pull repository:bar:pull")):
+        await assert_request(session, s.url("/test"))
+    # The wide request is refused once, the required-only one succeeds.
+    assert len(s.auth_hits) == 2
+
+
+async def test_refresh_token_from_config_with_expiry(stack: list[object]) -> None:
+    required = parse_scope("repository:foo:pull")
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        assert req.method == "POST"
+        assert form.get("grant_type") == "refresh_token"
+        assert form.get("client_id") != ""
+        assert form.get("service") == "someService"
+        assert form.get("refresh_token") == "someRefreshToken"
+        # A token that expires soon, so the next request needs another.
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope")))), "expires_in": 2}
+
+    async def gate(req: web.Request) -> None:
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, required),
+            )
+        assert scope_of(req).contains(required)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, creds_for(s, ConfigEntry(refresh_token="someRefreshToken")))
+    await assert_request(session, s.url("/test"), required)
+    # The expiry rule leaves at least a second of leeway (as in the original).
+    await asyncio.sleep(1.1)
+    await assert_request(session, s.url("/test"), required)
+    assert len(s.auth_hits) == 2
+
+
+async def test_refresh_token_rotated_by_auth_server(stack: list[object]) -> None:
+    count = 0
+
+    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+        nonlocal count
+        count += 1
+        assert form.get("refresh_token") == f"someRefreshToken{count}"
+        return {
+            "refresh_token": f"someRefreshToken{count + 1}",
+            "token": token_for(parse_scope(" ".join(form.getall("scope")))),
+        }
+
+    async def gate(req: web.Request) -> None:
+        resource = req.path.removeprefix("/test/")
+        required = new_scope(aociauth.ResourceScope("repository", resource, "pull"))
+        if "Authorization" not in req.headers:
+            raise HTTPError(
+                401,
+                bearer_challenge(s.realm, required),
+            )
+        assert scope_of(req).contains(required)
+
+    s = await start(gate, auth)
+    stack.append(s)
+    session = await client(stack, creds_for(s, ConfigEntry(refresh_token="someRefreshToken1")))
+    for i in range(4):
+        need = new_scope(aociauth.ResourceScope("repository", f"foo{i}", "pull"))
+        await assert_request(session, s.url(f"/test/foo{i}"), need)
+    assert count == 4
