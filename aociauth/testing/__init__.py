@@ -1,1 +1,74 @@
-"""In-process registry and token server for testing code that uses aociauth."""
+"""Test doubles for code that talks to OCI registries: a token server and keys.
+
+``aociauth.testing`` runs, inside your test process, the servers an
+authenticating registry client meets, on ``127.0.0.1`` and a free port:
+
+* :class:`TokenServer`: a distribution token server (``GET /token`` with
+  Basic credentials or anonymously, ``POST /token`` with the OAuth2 password
+  and refresh-token grants). Who may do what is configurable, and it can be
+  told to misbehave: fail the next requests, answer HTML or a huge body,
+  redirect, stall or drop the connection. It counts and records everything
+  it receives (never a password) in :attr:`TokenServer.counters` and
+  :attr:`TokenServer.requests`.
+* :class:`TokenIssuer`: the keys behind it. It signs JWTs that the reference
+  registry (distribution 2.8) accepts, so the same tokens work against the
+  in-process fakes and a real ``docker-registry``.
+
+Each server is an async context manager::
+
+    async with TokenServer(users={"alice": "secret"}) as ts:
+        ...  # point a registry's realm at ts.realm
+
+With pytest and pytest-asyncio, the ``pytest11`` plugin
+(:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures.
+
+Names are imported on first use, so that loading the pytest plugin (which
+pytest does in every project that has aociauth installed) needs neither
+``cryptography`` (the ``testing`` extra) nor the servers' code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aociauth.testing._jwt import TokenIssuer
+    from aociauth.testing.tokenserver import (
+        Access,
+        Grants,
+        TokenRequest,
+        TokenServer,
+        TokenServerCounters,
+    )
+
+__all__ = [
+    "Access",
+    "Grants",
+    "TokenIssuer",
+    "TokenRequest",
+    "TokenServer",
+    "TokenServerCounters",
+]
+
+_HOMES = {
+    "TokenIssuer": "aociauth.testing._jwt",
+    "Access": "aociauth.testing.tokenserver",
+    "Grants": "aociauth.testing.tokenserver",
+    "TokenRequest": "aociauth.testing.tokenserver",
+    "TokenServer": "aociauth.testing.tokenserver",
+    "TokenServerCounters": "aociauth.testing.tokenserver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
