@@ -292,6 +292,25 @@ class AuthMiddleware:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    def cached_token(self, url: str | URL, scope: Scope | None = None) -> AccessToken | None:
+        """A cached, still usable token for the registry at ``url`` holding ``scope``.
+
+        For tools that show what the flow obtained (``aociauth token``); the
+        token's ``repr`` hides its value. ``scope`` None means any token.
+        """
+        origin = URL(str(url)).origin()
+        st = self._origins.get(origin)
+        if st is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        for task in list(st.creds.values()):
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                continue
+            tok = self._cache.get(task.result().partition, scope or Scope(), now)
+            if tok is not None:
+                return tok
+        return None
+
     # -- the middleware ----------------------------------------------------
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
@@ -713,6 +732,15 @@ class AuthMiddleware:
             headers[hdrs.AUTHORIZATION] = auth
         for attempt in range(attempts):
             self.stats.token_requests[kind] = self.stats.token_requests.get(kind, 0) + 1
+            log.debug(
+                "aociauth: token request %d/%d for %s: %s %s (%s)",
+                attempt + 1,
+                attempts,
+                st.host,
+                method,
+                redact_url(url),
+                kind,
+            )
             wait: float | None = None
             status: int | None = None
             try:

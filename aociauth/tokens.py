@@ -61,6 +61,8 @@ def _expires_in(value: object) -> float:
     # bool is an int in Python; a JSON true is not a lifetime.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return DEFAULT_EXPIRES_IN
+    if isinstance(value, int) and value > MAX_EXPIRES_IN:
+        return MAX_EXPIRES_IN  # before float(): a 400-digit integer overflows it
     v = float(value)
     if not math.isfinite(v) or v <= 0:
         return DEFAULT_EXPIRES_IN

@@ -1,0 +1,209 @@
+"""The token cache and token-response validation (pure code, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from aociauth import TokenResponseError, parse_scope, unlimited_scope
+from aociauth.tokens import (
+    DEFAULT_EXPIRES_IN,
+    MAX_EXPIRES_IN,
+    MAX_TOKEN_LENGTH,
+    AccessToken,
+    TokenCache,
+    parse_token_response,
+)
+
+
+def tok(scope: str, issued: float = 0.0, life: float = 100.0, value: str = "t") -> AccessToken:
+    return AccessToken(value, parse_scope(scope), issued, issued + life)
+
+
+# -- parse_token_response ----------------------------------------------------
+
+
+def parse(obj: object) -> object:
+    return parse_token_response(json.dumps(obj).encode(), registry="reg.example")
+
+
+def test_token_preferred_to_access_token() -> None:
+    r = parse_token_response(b'{"token": "a", "access_token": "b"}', registry="r")
+    assert r.token == "a"
+    assert parse_token_response(b'{"access_token": "b"}', registry="r").token == "b"
+    assert parse_token_response(b'{"token": "", "access_token": "b"}', registry="r").token == "b"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, DEFAULT_EXPIRES_IN),
+        (0, DEFAULT_EXPIRES_IN),
+        (-5, DEFAULT_EXPIRES_IN),
+        ("300", DEFAULT_EXPIRES_IN),
+        (True, DEFAULT_EXPIRES_IN),
+        (2, 2.0),
+        (300, 300.0),
+        (1e300, MAX_EXPIRES_IN),
+        (10**400, MAX_EXPIRES_IN),
+        (float("nan"), DEFAULT_EXPIRES_IN),
+        (float("inf"), DEFAULT_EXPIRES_IN),
+    ],
+)
+def test_expires_in_is_bounded(value: object, expected: float) -> None:
+    body: dict[str, object] = {"token": "abc"}
+    if value is not None:
+        body["expires_in"] = value
+    # json.dumps writes NaN and Infinity, which Python's json.loads accepts back.
+    raw = json.dumps(body).encode()
+    assert parse_token_response(raw, registry="r").expires_in == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html>nope</html>",
+        b"[]",
+        b'"token"',
+        b"{}",
+        b'{"token": 5}',
+        b'{"token": "a b"}',
+        b'{"token": "a\\r\\nX-Injected: 1"}',
+        b'{"token": "\\u00e9"}',
+        b"\xff\xfe",
+        json.dumps({"token": "a" * (MAX_TOKEN_LENGTH + 1)}).encode(),
+        b'{"token": "ok", "refresh_token": "bad\\nvalue"}',
+        b"[" * 100_000,
+    ],
+)
+def test_unusable_answers_are_token_response_errors(body: bytes) -> None:
+    with pytest.raises(TokenResponseError) as ei:
+        parse_token_response(body, registry="reg.example")
+    assert "reg.example" in str(ei.value)
+    assert ei.value.step == "token"
+
+
+def test_json_sent_as_text_is_accepted_and_bom_tolerated() -> None:
+    assert parse_token_response(b'\xef\xbb\xbf{"token": "abc"}', registry="r").token == "abc"
+
+
+def test_error_never_quotes_the_body() -> None:
+    with pytest.raises(TokenResponseError) as ei:
+        parse_token_response(b'{"token": "secret value with spaces"}', registry="r")
+    assert "secret" not in str(ei.value)
+
+
+def test_token_response_repr_hides_secrets() -> None:
+    r = parse_token_response(
+        b'{"token": "SECRETTOKEN", "refresh_token": "SECRETREFRESH"}', registry="r"
+    )
+    assert "SECRET" not in repr(r)
+
+
+# -- AccessToken -----------------------------------------------------------
+
+
+def test_access_token_repr_hides_value_and_usable_margin() -> None:
+    t = tok("repository:a:pull", issued=0, life=10, value="SECRET")
+    assert "SECRET" not in repr(t)
+    assert t.usable(8.9)
+    assert not t.usable(9.0)  # the original drops tokens expiring within a second
+
+
+def test_refresh_due_in_last_fraction_only_for_finite_life() -> None:
+    t = tok("repository:a:pull", issued=0, life=100)
+    assert not t.refresh_due(84, 0.15)
+    assert t.refresh_due(85, 0.15)
+    forever = AccessToken("x", unlimited_scope(), -math.inf, math.inf)
+    assert not forever.refresh_due(1e12, 0.15)
+
+
+def test_narrowed_drops_refused_items() -> None:
+    t = tok("repository:a:pull repository:b:pull")
+    n = t.narrowed(parse_scope("repository:b:pull"))
+    assert n is not None
+    assert n.scope == parse_scope("repository:a:pull")
+    assert n.value == t.value
+    assert t.narrowed(parse_scope("repository:a:pull repository:b:pull")) is None
+
+
+# -- TokenCache ------------------------------------------------------------
+
+
+def test_lookup_by_contained_scope_and_partition() -> None:
+    c = TokenCache()
+    t = tok("repository:a:pull,push repository:b:pull")
+    c.put("p1", t)
+    assert c.get("p1", parse_scope("repository:a:pull"), 1) is t
+    assert c.get("p1", parse_scope("repository:b:pull"), 1) is t
+    assert c.get("p1", parse_scope("repository:b:push"), 1) is None
+    assert c.get("p2", parse_scope("repository:a:pull"), 1) is None
+    assert c.get("p1", parse_scope(""), 1) is t
+
+
+def test_unlimited_token_holds_everything() -> None:
+    c = TokenCache()
+    t = AccessToken("x", unlimited_scope(), -math.inf, math.inf)
+    c.put("p", t)
+    assert c.get("p", parse_scope("repository:z:push registry:catalog:*"), 1) is t
+    assert c.get("p", unlimited_scope(), 1) is t
+    assert c.get("p", parse_scope(""), 1) is t
+
+
+def test_expired_tokens_are_dropped_when_met() -> None:
+    c = TokenCache()
+    c.put("p", tok("repository:a:pull", issued=0, life=10))
+    assert c.get("p", parse_scope("repository:a:pull"), 9.5) is None
+    assert len(c) == 0
+
+
+def test_bound_evicts_least_recently_used() -> None:
+    c = TokenCache(max_entries=3)
+    a, b, d = tok("repository:a:pull"), tok("repository:b:pull"), tok("repository:d:pull")
+    for t in (a, b, d):
+        c.put("p", t)
+    assert c.get("p", parse_scope("repository:a:pull"), 1) is a  # a is now most recent
+    e = tok("repository:e:pull")
+    c.put("p", e)
+    assert len(c) == 3
+    assert c.get("p", parse_scope("repository:b:pull"), 1) is None  # b was least recent
+    assert c.get("p", parse_scope("repository:a:pull"), 1) is a
+
+
+def test_lookup_inspects_only_the_resource_bucket() -> None:
+    """Lookup cost does not grow with unrelated tokens: count scope checks."""
+    c = TokenCache(max_entries=200_000)
+    for i in range(10_000):
+        c.put("p", tok(f"repository:r{i}:pull"))
+    checked = 0
+    target = parse_scope("repository:r5000:pull")
+    original_contains = type(target).contains
+
+    def counting(self: object, other: object) -> bool:
+        nonlocal checked
+        checked += 1
+        return original_contains(self, other)  # type: ignore[arg-type]
+
+    type(target).contains = counting  # type: ignore[method-assign]
+    try:
+        assert c.get("p", target, 1) is not None
+    finally:
+        type(target).contains = original_contains  # type: ignore[method-assign]
+    assert checked == 1
+
+
+def test_discard_and_replace() -> None:
+    c = TokenCache()
+    t = tok("repository:a:pull repository:b:pull")
+    c.put("p", t)
+    n = t.narrowed(parse_scope("repository:b:pull"))
+    c.replace("p", t, n)
+    assert c.get("p", parse_scope("repository:b:pull"), 1) is None
+    assert c.get("p", parse_scope("repository:a:pull"), 1) is n
+    assert n is not None
+    c.discard("p", n)
+    assert len(c) == 0
+    assert c.get("p", parse_scope(""), 1) is None
