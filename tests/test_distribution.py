@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -649,44 +650,55 @@ asyncio.run(main())
 """
 
 
-async def hold_registry(how: str) -> tuple[asyncio.subprocess.Process, int, Path]:
+@contextlib.asynccontextmanager
+async def held_registry(how: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
+    """Run HOLDER; yield it, its registry's pid and directory; leave none of them behind."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", HOLDER, how, stdout=asyncio.subprocess.PIPE
     )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 60)
-    pid, directory = line.decode().split()
-    return proc, int(pid), Path(directory)
+    pid, directory = 0, None
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        pid_text, directory_text = line.decode().split()
+        pid, directory = int(pid_text), Path(directory_text)
+        yield proc, pid, directory
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if pid and running(pid):
+            os.kill(pid, signal.SIGKILL)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.registry
 async def test_an_interrupted_program_stops_its_registry() -> None:
-    proc, pid, directory = await hold_registry("wait")
-    assert running(pid)
-    proc.send_signal(signal.SIGINT)
-    await asyncio.wait_for(proc.wait(), 60)
-    assert not running(pid)
-    assert not directory.exists()
+    async with held_registry("wait") as (proc, pid, directory):
+        assert running(pid)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 60)
+        assert not running(pid)
+        assert not directory.exists()
 
 
 @pytest.mark.registry
 async def test_a_program_leaving_without_exiting_the_context_stops_its_registry_at_exit() -> None:
-    proc, pid, directory = await hold_registry("leave")
-    await asyncio.wait_for(proc.wait(), 60)
-    await until_dead(pid)
-    assert not directory.exists()
+    async with held_registry("leave") as (proc, pid, directory):
+        await asyncio.wait_for(proc.wait(), 60)
+        await until_dead(pid)
+        assert not directory.exists()
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 @pytest.mark.registry
 async def test_a_killed_program_takes_its_registry_with_it() -> None:
-    proc, pid, directory = await hold_registry("wait")
-    try:
+    # Nothing is left to remove the directory: held_registry does.
+    async with held_registry("wait") as (proc, pid, _):
         proc.kill()
         await asyncio.wait_for(proc.wait(), 60)
         await until_dead(pid)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # no one was left to remove it
 
 
 # --- argument checks (no registry started) ---------------------------------
