@@ -1,0 +1,1302 @@
+"""Configuration: sources, merging, auths entries, Docker Hub, namespaces, lookups.
+
+The first part ports the Go original's authfile_test.go case by case; helper
+processes are replaced by runner functions here (test_helpers.py runs real
+processes). The rest proves what this project adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aociauth.config import (
+    DOCKER_HUB_SERVER_URL,
+    MAX_CONFIG_SIZE,
+    Config,
+    ConfigEntry,
+    ConfigFile,
+    Resolution,
+    load,
+    load_with_env,
+)
+from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
+from aociauth.helpers import HelperRunner
+
+
+async def no_runner(helper_name: str, server_url: str) -> ConfigEntry:
+    pytest.fail(f"no helpers available (asked {helper_name} for {server_url})")
+
+
+async def go_helper(helper_name: str, server_url: str) -> ConfigEntry:
+    """The Go test's docker-credential-test, as a runner."""
+    if helper_name != "test":
+        raise HelperNotFoundError(f"helper {helper_name} not found", helper=helper_name)
+    if server_url == "registry-with-basic-auth.com":
+        return ConfigEntry(username="someuser", password="somesecret")
+    if server_url == "registry-with-token.com":
+        return ConfigEntry(refresh_token="sometoken")
+    if server_url == "registry-with-error.com":
+        raise HelperError("error getting credentials: some error", helper=helper_name)
+    return ConfigEntry()
+
+
+class Recorder:
+    """A runner that records what it was asked and answers from a table."""
+
+    def __init__(self, answers: dict[str, ConfigEntry] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.answers = answers or {}
+
+    async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        self.calls.append((helper_name, server_url))
+        return self.answers.get(server_url, ConfigEntry())
+
+
+def write_config(directory: Path, content: str | bytes, name: str = "config.json") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return path
+
+
+def load_text(tmp_path: Path, content: str | bytes, runner: HelperRunner = no_runner) -> ConfigFile:
+    """Go's load(): the document as $DOCKER_CONFIG/config.json."""
+    write_config(tmp_path / "docker", content)
+    return load_with_env(runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+
+
+def from_auths(auths: dict[str, object], runner: HelperRunner = no_runner) -> ConfigFile:
+    return ConfigFile.from_dict({"auths": auths}, runner=runner)
+
+
+def b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+# -- the Go original's tests -------------------------------------------------------
+
+
+async def test_load_with_no_config() -> None:
+    c = load_with_env(no_runner, {"HOME": "", "DOCKER_CONFIG": "", "XDG_RUNTIME_DIR": ""})
+    assert await c.entry_for_registry("some.org") == ConfigEntry()
+    assert c.sources == ()
+
+
+LOCATIONS = [
+    ("inline-docker-auth-env.example.com", "DOCKER_AUTH_CONFIG", None, None),
+    ("default-dockerconfig.example.com", "HOME", "home", ".docker/config.json"),
+    ("runtime-containers-auth.example.com", "XDG_RUNTIME_DIR", "xdg", "containers/auth.json"),
+]
+
+
+def location_env(tmp_path: Path) -> dict[str, str]:
+    """A config in every place, each naming itself as the username."""
+    env = {}
+    for extra_host, var, directory, file in LOCATIONS:
+        doc = json.dumps(
+            {
+                "auths": {
+                    "someregistry.example.com": {"username": var, "password": "somepassword"},
+                    extra_host: {"username": var, "password": "somepassword"},
+                }
+            }
+        )
+        if directory is None:
+            env[var] = doc
+        else:
+            assert file is not None
+            env[var] = str(tmp_path / directory)
+            path = tmp_path / directory / file
+            write_config(path.parent, doc, path.name)
+    return env
+
+
+@pytest.mark.parametrize(("extra_host", "var"), [(loc[0], loc[1]) for loc in LOCATIONS])
+async def test_load_per_source(tmp_path: Path, extra_host: str, var: str) -> None:
+    c = load_with_env(no_runner, location_env(tmp_path))
+    assert await c.entry_for_registry(extra_host) == ConfigEntry(
+        username=var, password="somepassword"
+    )
+
+
+async def test_load_precedence(tmp_path: Path) -> None:
+    env = location_env(tmp_path)
+    for _, var, directory, _ in LOCATIONS:
+        c = load_with_env(no_runner, env)
+        entry = await c.entry_for_registry("someregistry.example.com")
+        assert entry == ConfigEntry(username=var, password="somepassword")
+        # Remove this level so that the next one can be checked.
+        if directory is None:
+            del env[var]
+        else:
+            for path in sorted((tmp_path / directory).rglob("*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+    c = load_with_env(no_runner, env)
+    assert await c.entry_for_registry("someregistry.example.com") == ConfigEntry()
+
+
+async def test_load_docker_config_overrides_home(tmp_path: Path) -> None:
+    write_config(
+        tmp_path / "home" / ".docker",
+        '{"auths": {"home-only.example.com": {"username": "HOME", "password": "pw"}}}',
+    )
+    env = {"HOME": str(tmp_path / "home"), "XDG_RUNTIME_DIR": "", "DOCKER_AUTH_CONFIG": ""}
+    c = load_with_env(no_runner, {**env, "DOCKER_CONFIG": ""})
+    assert await c.entry_for_registry("home-only.example.com") == ConfigEntry(
+        username="HOME", password="pw"
+    )
+    c = load_with_env(no_runner, {**env, "DOCKER_CONFIG": str(tmp_path)})
+    assert await c.entry_for_registry("home-only.example.com") == ConfigEntry()
+
+
+async def test_with_base64_auth(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path, '{"auths": {"someregistry.example.com": {"auth": "dGVzdHVzZXI6cGFzc3dvcmQ="}}}'
+    )
+    assert await c.entry_for_registry("someregistry.example.com") == ConfigEntry(
+        username="testuser", password="password"
+    )
+
+
+async def test_with_malformed_base64_auth(tmp_path: Path) -> None:
+    # The original fails the whole load; here only lookups of that host fail.
+    c = load_text(tmp_path, '{"auths": {"someregistry.example.com": {"auth": "!!!"}}}')
+    with pytest.raises(ConfigError) as info:
+        await c.entry_for_registry("someregistry.example.com")
+    path = re.escape(str(tmp_path / "docker" / "config.json"))
+    assert re.fullmatch(
+        rf'cannot decode auth field for "someregistry.example.com" in {path}: '
+        "invalid base64-encoded string",
+        str(info.value),
+    )
+    assert info.value.registry == "someregistry.example.com"
+
+
+async def test_with_auth_and_username(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path,
+        """{"auths": {"someregistry.example.com": {
+            "auth": "dGVzdHVzZXI6cGFzc3dvcmQ=", "username": "foo", "password": "bar"}}}""",
+    )
+    assert await c.entry_for_registry("someregistry.example.com") == ConfigEntry(
+        username="testuser", password="password"
+    )
+
+
+async def test_with_url_entry(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path,
+        """{"auths": {
+            "https://someregistry.example.com/v1": {"username": "foo", "password": "bar"}}}""",
+    )
+    assert await c.entry_for_registry("someregistry.example.com") == ConfigEntry(
+        username="foo", password="bar"
+    )
+
+
+async def test_with_url_entry_and_explicit_host(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path,
+        """{"auths": {
+            "https://someregistry.example.com/v1": {"username": "foo", "password": "bar"},
+            "someregistry.example.com": {"username": "baz", "password": "arble"}}}""",
+    )
+    assert await c.entry_for_registry("someregistry.example.com") == ConfigEntry(
+        username="baz", password="arble"
+    )
+    assert await c.entry_for_registry("https://someregistry.example.com/v1") == ConfigEntry(
+        username="foo", password="bar"
+    )
+
+
+async def test_with_multiple_urls_and_same_host(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path,
+        """{"auths": {
+            "https://someregistry.example.com/v1": {"username": "u1", "password": "p"},
+            "http://someregistry.example.com/v1": {"username": "u2", "password": "p"},
+            "http://someregistry.example.com/v2": {"username": "u3", "password": "p"}}}""",
+    )
+    with pytest.raises(ConfigError) as info:
+        await c.entry_for_registry("someregistry.example.com")
+    assert str(info.value).startswith(
+        'more than one auths entry for "someregistry.example.com" ('
+        "http://someregistry.example.com/v1, "
+        "http://someregistry.example.com/v2, "
+        "https://someregistry.example.com/v1)"
+    )
+    assert str(tmp_path / "docker" / "config.json") in str(info.value)
+
+
+async def test_with_helper_basic(tmp_path: Path) -> None:
+    c = load_text(tmp_path, '{"credHelpers": {"registry-with-basic-auth.com": "test"}}', go_helper)
+    assert await c.entry_for_registry("registry-with-basic-auth.com") == ConfigEntry(
+        username="someuser", password="somesecret"
+    )
+
+
+async def test_with_helper_token(tmp_path: Path) -> None:
+    c = load_text(tmp_path, '{"credHelpers": {"registry-with-token.com": "test"}}', go_helper)
+    assert await c.entry_for_registry("registry-with-token.com") == ConfigEntry(
+        refresh_token="sometoken"
+    )
+
+
+async def test_with_helper_registry_not_found(tmp_path: Path) -> None:
+    c = load_text(tmp_path, '{"credHelpers": {"other.com": "test"}}', go_helper)
+    assert await c.entry_for_registry("other.com") == ConfigEntry()
+
+
+async def test_with_helper_registry_other_error(tmp_path: Path) -> None:
+    c = load_text(tmp_path, '{"credHelpers": {"registry-with-error.com": "test"}}', go_helper)
+    with pytest.raises(HelperError, match="error getting credentials: some error"):
+        await c.entry_for_registry("registry-with-error.com")
+
+
+async def test_with_default_helper(tmp_path: Path) -> None:
+    c = load_text(tmp_path, '{"credsStore": "test"}', go_helper)
+    assert await c.entry_for_registry("registry-with-basic-auth.com") == ConfigEntry(
+        username="someuser", password="somesecret"
+    )
+
+
+async def test_with_default_helper_not_found(tmp_path: Path) -> None:
+    # A default helper that is not installed is ignored (cue-lang/cue#2934).
+    c = load_text(
+        tmp_path,
+        """{"credsStore": "definitely-not-found-executable",
+            "auths": {"registry-with-basic-auth.com": {"username": "u1", "password": "p"}}}""",
+        go_helper,
+    )
+    assert await c.entry_for_registry("registry-with-basic-auth.com") == ConfigEntry(
+        username="u1", password="p"
+    )
+
+
+async def test_with_default_helper_other_error(tmp_path: Path) -> None:
+    async def err_helper(helper_name: str, server_url: str) -> ConfigEntry:
+        raise HelperError("some error", helper=helper_name)
+
+    c = load_text(
+        tmp_path,
+        """{"credsStore": "test",
+            "auths": {"registry-with-basic-auth.com": {"username": "u1", "password": "p"}}}""",
+        err_helper,
+    )
+    with pytest.raises(HelperError, match=r"^some error$"):
+        await c.entry_for_registry("registry-with-basic-auth.com")
+
+
+async def test_with_specific_helper_not_found(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path,
+        '{"credHelpers": {"registry-with-basic-auth.com": "definitely-not-found-executable"}}',
+        go_helper,
+    )
+    with pytest.raises(HelperNotFoundError):
+        await c.entry_for_registry("registry-with-basic-auth.com")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(None, ConfigEntry(), id="zero"),
+        pytest.param(b"", ConfigEntry(), id="empty file"),
+        pytest.param(
+            b'{"auths": {"r.test": {"username": "u", "password": "p"}}}',
+            ConfigEntry(username="u", password="p"),
+            id="valid file",
+        ),
+    ],
+)
+async def test_config_source_read(
+    tmp_path: Path, content: bytes | None, expected: ConfigEntry
+) -> None:
+    if content is not None:
+        write_config(tmp_path / "docker", content)
+    c = load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+    assert await c.entry_for_registry("r.test") == expected
+    assert c.sources == ((str(tmp_path / "docker" / "config.json"),) if content else ())
+
+
+async def test_config_source_file_not_found() -> None:
+    c = load_with_env(no_runner, {"DOCKER_CONFIG": "/path/that/does/not/exist"})
+    assert c.sources == ()
+
+
+def test_config_source_read_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "config.json"))):
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path)})
+
+
+MERGE_CASES = [
+    pytest.param(
+        {},
+        {},
+        {"foo": None, "bar": None, "store": None},
+        id="zero",
+    ),
+    pytest.param(
+        {
+            "auths": {"foo": {"username": "hello"}},
+            "credHelpers": {"bar": "echo"},
+            "credsStore": "cat",
+        },
+        {},
+        {"foo": "hello", "bar": "echo", "store": "cat"},
+        id="set on empty",
+    ),
+    pytest.param(
+        {
+            "auths": {"foo": {"username": "hello"}},
+            "credHelpers": {"bar": "echo"},
+            "credsStore": "cat",
+        },
+        {
+            "auths": {"foo": {"username": "other", "identitytoken": ""}},
+            "credHelpers": {"bar": "lorem"},
+            "credsStore": "yes",
+        },
+        {"foo": "other", "bar": "lorem", "store": "yes"},
+        id="keep original",
+    ),
+    pytest.param(
+        {
+            "auths": {"foo": {"username": "hello"}},
+            "credHelpers": {"bar": "echo"},
+            "credsStore": "cat",
+        },
+        {"auths": {"moo": {"identitytoken": "cool"}}, "credHelpers": {"doo": "ipsum"}},
+        {"foo": "hello", "moo": "cool", "bar": "echo", "doo": "ipsum", "store": "cat"},
+        id="merge",
+    ),
+]
+
+
+@pytest.mark.parametrize(("later", "earlier", "want"), MERGE_CASES)
+async def test_config_data_merge_into(
+    tmp_path: Path,
+    later: dict[str, object],
+    earlier: dict[str, object],
+    want: dict[str, str | None],
+) -> None:
+    """Go's mergeInto: an earlier source keeps its keys; the first credsStore wins."""
+    write_config(tmp_path / "docker", json.dumps(later))
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker"), "DOCKER_AUTH_CONFIG": json.dumps(earlier)}
+    calls: list[tuple[str, str]] = []
+
+    async def runner(helper_name: str, server_url: str) -> ConfigEntry:
+        # The stores are not installed, so that auths entries show through them.
+        calls.append((helper_name, server_url))
+        if helper_name in ("cat", "yes"):
+            raise HelperNotFoundError("not installed", helper=helper_name)
+        return ConfigEntry(username="from-helper", password="p")
+
+    c = load_with_env(runner, env)
+    for host, value in want.items():
+        calls.clear()
+        if host == "store":
+            await c.resolve("unlisted.test")
+            assert calls == ([(value, "unlisted.test")] if value else [])
+            continue
+        resolution = await c.resolve(host)
+        if value is None:
+            assert resolution.entry == ConfigEntry()
+        elif resolution.kind == "credHelpers":
+            assert resolution.helper == value
+        else:
+            assert resolution.kind == "auths"
+            assert value in (resolution.entry.username, resolution.entry.refresh_token)
+
+
+# -- sources, bounds and document shape --------------------------------------------
+
+
+def test_load_reads_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(tmp_path / "docker", '{"auths": {"r.test": {"username": "u", "password": "p"}}}')
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert load(no_runner).sources == (str(tmp_path / "docker" / "config.json"),)
+
+
+def test_home_comes_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "h" / ".docker", "{}")
+    # An empty document is still a source: it was read.
+    assert load_with_env(no_runner, {"HOME": str(tmp_path / "h")}).sources == (str(path),)
+    assert load_with_env(no_runner, {}).sources == ()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"{", "invalid config"),
+        (b'{"auths": {}} {"auths": {}}', "Extra data"),
+        (b"   ", "invalid config"),
+        (b"[]", "not a JSON object"),
+        (b'"text"', "not a JSON object"),
+        (b'{"auths": []}', '"auths" is not a JSON object'),
+        (b'{"credHelpers": "x"}', '"credHelpers" is not a JSON object'),
+        (b'{"credsStore": 5}', '"credsStore" is not a string'),
+        (b'{"auths": {"r.test": {"username": NaN}}}', "invalid config"),
+        (b"\xff\xfe{}", "not UTF-8"),
+    ],
+)
+def test_invalid_documents_fail_the_load_naming_the_source(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    path = write_config(tmp_path / "docker", content)
+    with pytest.raises(ConfigError) as info:
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_inline_config_names_docker_auth_config() -> None:
+    with pytest.raises(ConfigError, match="invalid config DOCKER_AUTH_CONFIG"):
+        load_with_env(no_runner, {"DOCKER_AUTH_CONFIG": '{"auths": {"r.test": {"auth": "c2VjcmV0'})
+
+
+def test_invalid_json_message_holds_none_of_the_text(tmp_path: Path) -> None:
+    secret = "VERY-SECRET-PASSWORD"
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, '{"auths": {"r.test": {"password": "' + secret + '"}}, oops')
+    assert secret not in str(info.value)
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
+
+
+async def test_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
+    c = load_text(
+        tmp_path, b'\xef\xbb\xbf{"auths": {"r.test": {"username": "u", "password": "p"}}}'
+    )
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p")
+
+
+def test_files_larger_than_the_limit_are_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "docker", b"")
+    with path.open("r+b") as f:
+        f.truncate(MAX_CONFIG_SIZE + 1)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+
+
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    doc = b'{"auths": {}}'
+    write_config(tmp_path / "docker", doc + b" " * (MAX_CONFIG_SIZE - len(doc)))
+    assert load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")}).sources
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    os.mkfifo(tmp_path / "docker" / "config.json")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+
+
+def test_a_symlink_loop_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").symlink_to(tmp_path / "docker" / "config.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+
+
+async def test_a_symlink_to_a_file_is_followed(tmp_path: Path) -> None:
+    real = write_config(tmp_path / "elsewhere", '{"auths": {"r.test": {"username": "u"}}}')
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").symlink_to(real)
+    c = load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+    assert (await c.entry_for_registry("r.test")).username == "u"
+
+
+def test_unreadable_file_is_an_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    path = write_config(tmp_path / "docker", "{}")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_with_env(no_runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+
+
+async def test_null_values_count_as_absent() -> None:
+    c = ConfigFile.from_dict({"auths": {"r.test": None}, "credHelpers": None, "credsStore": None})
+    assert await c.resolve("r.test") == Resolution(ConfigEntry(), "<dict>", "r.test", None, "auths")
+
+
+# -- auths entries -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        (b64("alice:pw"), ConfigEntry(username="alice", password="pw")),
+        ("YWxpY2U6cHc", ConfigEntry(username="alice", password="pw")),  # unpadded (Docker for Mac)
+        ("YWxpY2U6cHc=", ConfigEntry(username="alice", password="pw")),
+        (" " + b64("alice:pw") + "\n", ConfigEntry(username="alice", password="pw")),
+        (b64("alice:pw\x00\x00"), ConfigEntry(username="alice", password="pw")),
+        (b64("alice:p:w"), ConfigEntry(username="alice", password="p:w")),
+        (b64("alice:"), ConfigEntry(username="alice")),
+        (b64("älice:pä"), ConfigEntry(username="älice", password="pä")),
+    ],
+)
+async def test_auth_field_decodes(auth: str, expected: ConfigEntry) -> None:
+    assert await from_auths({"r.test": {"auth": auth}}).entry_for_registry("r.test") == expected
+
+
+@pytest.mark.parametrize(
+    ("auth", "problem"),
+    [
+        ("dXNlcjpwYXNz!!", "invalid base64"),  # Python's lenient decoder would give user:pass
+        ("dXNlcjp wYXNz", "invalid base64"),
+        ("dXNl-cjpwYXNz", "invalid base64"),  # URL-safe alphabet
+        ("YWxpY2U6cHc==YQ==", "invalid base64"),  # data after the padding
+        ("Y", "invalid base64"),
+        ("YWxpY2U6cHé=", "invalid base64"),
+        (b64("alice"), "no username found"),
+        (b64(":pw"), "no username found"),
+        (b64(b"alice:\xff\xfe"), "not UTF-8"),
+    ],
+)
+async def test_bad_auth_fields_fail_their_host_only(auth: str, problem: str) -> None:
+    c = from_auths({"bad.test": {"auth": auth}, "good.test": {"auth": b64("bob:pw")}})
+    with pytest.raises(ConfigError) as info:
+        await c.entry_for_registry("bad.test")
+    assert problem in str(info.value)
+    assert '"bad.test"' in str(info.value)
+    assert auth.strip() not in str(info.value)
+    for shown in ("alice", ":pw", "user:pass"):
+        assert shown not in str(info.value)
+    assert await c.entry_for_registry("good.test") == ConfigEntry(username="bob", password="pw")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "string",
+        ["list"],
+        5,
+        {"username": 5},
+        {"password": ["x"]},
+        {"auth": True},
+        {"identitytoken": {}},
+        {"registrytoken": 1.5},
+        {"password": "\ud800"},
+    ],
+)
+async def test_malformed_entries_fail_their_host_only(value: object) -> None:
+    c = from_auths({"bad.test": value, "good.test": {"username": "u", "password": "p"}})
+    with pytest.raises(ConfigError, match=re.escape('"bad.test"')):
+        await c.entry_for_registry("bad.test")
+    assert await c.entry_for_registry("good.test") == ConfigEntry(username="u", password="p")
+
+
+async def test_identitytoken_is_the_refresh_token_and_registrytoken_the_access_token() -> None:
+    c = from_auths({"r.test": {"identitytoken": "IDT", "registrytoken": "RT"}})
+    assert await c.entry_for_registry("r.test") == ConfigEntry(
+        refresh_token="IDT", access_token="RT"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"identitytoken": "IDT", "username": "u"},
+        # Azure's form: a zero-GUID user with an empty password, and a token.
+        {"identitytoken": "IDT", "auth": b64("00000000-0000-0000-0000-000000000000:")},
+    ],
+)
+async def test_identitytoken_with_a_username_is_ambiguous(value: dict[str, str]) -> None:
+    c = from_auths({"r.test": value})
+    with pytest.raises(ConfigError, match="ambiguous auth credentials") as info:
+        await c.entry_for_registry("r.test")
+    assert "IDT" not in str(info.value)
+
+
+async def test_an_empty_entry_marks_a_helper_credential() -> None:
+    c = from_auths({"r.test": {}})
+    assert await c.resolve("r.test") == Resolution(ConfigEntry(), "<dict>", "r.test", None, "auths")
+    runner = Recorder({"r.test": ConfigEntry(username="u", password="p")})
+    c = ConfigFile.from_dict({"auths": {"r.test": {}}, "credsStore": "desktop"}, runner=runner)
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p")
+    assert runner.calls == [("desktop", "r.test")]
+
+
+async def test_other_fields_are_ignored() -> None:
+    c = from_auths({"r.test": {"username": "u", "password": "p", "email": 5, "serveraddress": []}})
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p")
+
+
+async def test_a_derived_host_with_a_bad_entry_fails_that_host_only() -> None:
+    c = from_auths({"https://bad.test/v1/": {"auth": "%%%"}, "good.test": {"username": "u"}})
+    with pytest.raises(ConfigError, match=re.escape('"https://bad.test/v1/"')):
+        await c.entry_for_registry("bad.test")
+    assert (await c.entry_for_registry("good.test")).username == "u"
+
+
+async def test_url_keys_derive_per_source(tmp_path: Path) -> None:
+    """As in the original: a host derived in an earlier source beats an explicit later key."""
+    write_config(tmp_path / "docker", json.dumps({"auths": {"r.test": {"username": "later"}}}))
+    env = {
+        "DOCKER_AUTH_CONFIG": json.dumps(
+            {"auths": {"https://r.test/v1/": {"username": "earlier"}}}
+        ),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    c = load_with_env(no_runner, env)
+    assert (await c.entry_for_registry("r.test")).username == "earlier"
+    # Within one source the explicit key wins.
+    c = from_auths({"https://r.test/v1/": {"username": "url"}, "r.test": {"username": "explicit"}})
+    assert (await c.entry_for_registry("r.test")).username == "explicit"
+
+
+async def test_url_key_without_scheme_and_ports() -> None:
+    c = from_auths(
+        {
+            "ftp://odd.test/x": {"username": "odd"},
+            "https://127.0.0.1:5000": {"username": "local"},
+            "http://localhost/": {"username": "lh"},
+        }
+    )
+    assert (await c.entry_for_registry("127.0.0.1:5000")).username == "local"
+    assert (await c.entry_for_registry("localhost")).username == "lh"
+    # Only http:// and https:// are stripped, as by docker's ConvertToHostname.
+    assert (await c.entry_for_registry("ftp:")).username == "odd"
+    assert await c.entry_for_registry("odd.test") == ConfigEntry()
+
+
+async def test_no_suffix_matching() -> None:
+    c = from_auths({"git.test": {"username": "u", "password": "p"}})
+    assert await c.entry_for_registry("registry.git.test") == ConfigEntry()
+    assert await c.entry_for_registry("GIT.TEST") == ConfigEntry()
+
+
+# -- helpers in the configuration ----------------------------------------------------
+
+
+async def test_cred_helpers_win_over_creds_store_and_auths() -> None:
+    runner = Recorder({"r.test": ConfigEntry(username="from-helper", password="p")})
+    c = ConfigFile.from_dict(
+        {
+            "auths": {"r.test": {"username": "from-auths", "password": "p"}},
+            "credHelpers": {"r.test": "ecr-login"},
+            "credsStore": "desktop",
+        },
+        runner=runner,
+    )
+    assert await c.resolve("r.test") == Resolution(
+        ConfigEntry(username="from-helper", password="p"),
+        "<dict>",
+        "r.test",
+        "ecr-login",
+        "credHelpers",
+    )
+    assert await c.resolve("other.test") == Resolution(
+        ConfigEntry(), "<dict>", None, "desktop", "credsStore"
+    )
+    assert runner.calls == [("ecr-login", "r.test"), ("desktop", "other.test")]
+
+
+async def test_a_helper_answer_is_used_as_is() -> None:
+    # The helper has nothing: the auths entry is not consulted (as in the original).
+    runner = Recorder()
+    c = ConfigFile.from_dict(
+        {"auths": {"r.test": {"username": "u", "password": "p"}}, "credsStore": "desktop"},
+        runner=runner,
+    )
+    assert await c.entry_for_registry("r.test") == ConfigEntry()
+
+
+async def test_an_empty_cred_helper_means_auths() -> None:
+    c = ConfigFile.from_dict(
+        {
+            "auths": {"r.test": {"username": "u", "password": "p"}},
+            "credHelpers": {"r.test": ""},
+            "credsStore": "desktop",
+        },
+        runner=no_runner,
+    )
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p")
+
+
+async def test_a_cred_helper_that_is_not_a_string_fails_its_host_only() -> None:
+    runner = Recorder({"good.test": ConfigEntry(username="u", password="p")})
+    c = ConfigFile.from_dict({"credHelpers": {"bad.test": 5, "good.test": "x"}}, runner=runner)
+    with pytest.raises(ConfigError, match=re.escape('credHelpers entry for "bad.test"')):
+        await c.entry_for_registry("bad.test")
+    assert await c.entry_for_registry("good.test") == ConfigEntry(username="u", password="p")
+
+
+async def test_a_runner_that_raises_something_else_gives_a_helper_error() -> None:
+    async def broken(helper_name: str, server_url: str) -> ConfigEntry:
+        raise ValueError("password=S3CRET-IN-MESSAGE")
+
+    c = ConfigFile.from_dict({"credsStore": "x"}, runner=broken)
+    with pytest.raises(HelperError) as info:
+        await c.entry_for_registry("r.test")
+    assert "S3CRET" not in str(info.value)
+    assert "ValueError" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_a_runner_must_return_a_config_entry() -> None:
+    async def wrong(helper_name: str, server_url: str) -> ConfigEntry:
+        return {"username": "u"}  # type: ignore[return-value]
+
+    c = ConfigFile.from_dict({"credsStore": "x"}, runner=wrong)
+    with pytest.raises(HelperError, match="not a ConfigEntry"):
+        await c.entry_for_registry("r.test")
+
+
+async def test_creds_store_comes_from_the_first_source_that_sets_it(tmp_path: Path) -> None:
+    write_config(tmp_path / "docker", '{"credsStore": "second"}')
+    runner = Recorder()
+    env = {"DOCKER_AUTH_CONFIG": '{"credsStore": ""}', "DOCKER_CONFIG": str(tmp_path / "docker")}
+    c = load_with_env(runner, env)
+    await c.entry_for_registry("r.test")
+    assert runner.calls == [("second", "r.test")]
+
+
+# -- Docker Hub ------------------------------------------------------------------------
+
+HUB_NAMES = ["docker.io", "index.docker.io", "registry-1.docker.io"]
+
+
+@pytest.mark.parametrize("host", HUB_NAMES)
+@pytest.mark.parametrize(
+    "key", [DOCKER_HUB_SERVER_URL, "index.docker.io/v1/", "index.docker.io/v1", "docker.io"]
+)
+async def test_every_hub_name_finds_the_hub_entry(host: str, key: str) -> None:
+    c = from_auths({key: {"auth": b64("alice:s3cret")}, "other.test": {"username": "x"}})
+    resolution = await c.resolve(host)
+    assert resolution.entry == ConfigEntry(username="alice", password="s3cret")
+    assert resolution.key == key
+
+
+async def test_the_hub_name_asked_for_wins_then_docker_logins_key() -> None:
+    c = from_auths(
+        {
+            DOCKER_HUB_SERVER_URL: {"username": "login"},
+            "docker.io": {"username": "podman"},
+            "index.docker.io": {"username": "index"},
+        }
+    )
+    assert (await c.entry_for_registry("docker.io")).username == "podman"
+    assert (await c.entry_for_registry("index.docker.io")).username == "index"
+    assert (await c.entry_for_registry("registry-1.docker.io")).username == "login"
+
+
+async def test_an_earlier_source_wins_for_the_hub_too(tmp_path: Path) -> None:
+    write_config(
+        tmp_path / "docker", json.dumps({"auths": {DOCKER_HUB_SERVER_URL: {"username": "file"}}})
+    )
+    env = {
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"docker.io": {"username": "env"}}}),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    c = load_with_env(no_runner, env)
+    for host in HUB_NAMES:
+        assert (await c.entry_for_registry(host)).username == "env"
+
+
+async def test_hub_urls_do_not_make_the_hub_ambiguous() -> None:
+    c = from_auths(
+        {
+            DOCKER_HUB_SERVER_URL: {"username": "login"},
+            "http://index.docker.io/v1/": {"username": "x"},
+        }
+    )
+    for host in HUB_NAMES:
+        assert (await c.entry_for_registry(host)).username == "login"
+
+
+@pytest.mark.parametrize("host", HUB_NAMES)
+async def test_helpers_are_asked_for_the_hub_url(host: str) -> None:
+    runner = Recorder({DOCKER_HUB_SERVER_URL: ConfigEntry(username="hub", password="p")})
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    assert (await c.entry_for_registry(host)).username == "hub"
+    assert runner.calls == [("desktop", DOCKER_HUB_SERVER_URL)]
+
+
+@pytest.mark.parametrize("key", [DOCKER_HUB_SERVER_URL, *HUB_NAMES])
+async def test_a_hub_cred_helper_under_any_hub_name_applies(key: str) -> None:
+    runner = Recorder({DOCKER_HUB_SERVER_URL: ConfigEntry(username="hub", password="p")})
+    c = ConfigFile.from_dict({"credHelpers": {key: "gcloud"}}, runner=runner)
+    for host in HUB_NAMES:
+        resolution = await c.resolve(host)
+        assert (resolution.kind, resolution.key, resolution.helper) == (
+            "credHelpers",
+            key,
+            "gcloud",
+        )
+    assert {call for call in runner.calls} == {("gcloud", DOCKER_HUB_SERVER_URL)}
+
+
+async def test_other_hosts_are_asked_as_given() -> None:
+    runner = Recorder()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    await c.entry_for_registry("localhost:5000")
+    await c.entry_for_registry("hub.docker.com")
+    assert runner.calls == [("desktop", "localhost:5000"), ("desktop", "hub.docker.com")]
+
+
+# -- namespaces ----------------------------------------------------------------------
+
+
+NAMESPACED = {
+    "quay.io": {"username": "host"},
+    "quay.io/team": {"username": "team"},
+    "quay.io/team/app": {"username": "app"},
+    "quay.io/other/": {"username": "trailing-slash"},
+}
+
+
+@pytest.mark.parametrize(
+    ("repository", "username", "key"),
+    [
+        ("team/app", "app", "quay.io/team/app"),
+        ("team/app/sub", "app", "quay.io/team/app"),
+        ("team/application", "team", "quay.io/team"),
+        ("team/x", "team", "quay.io/team"),
+        ("team", "team", "quay.io/team"),
+        ("teamx/app", "host", "quay.io"),
+        ("other/app", "host", "quay.io"),
+        ("", "host", "quay.io"),
+        ("/team/app/", "app", "quay.io/team/app"),
+    ],
+)
+async def test_namespace_keys_longest_first_on_segments(
+    repository: str, username: str, key: str
+) -> None:
+    c = from_auths(NAMESPACED)
+    resolution = await c.resolve("quay.io", repository)
+    assert (resolution.entry.username, resolution.key) == (username, key)
+    assert (await c.entry_for_repository("quay.io", repository)).username == username
+
+
+async def test_entry_for_registry_is_the_empty_repository() -> None:
+    c = from_auths(NAMESPACED)
+    assert await c.entry_for_registry("quay.io") == await c.entry_for_repository("quay.io", "")
+
+
+async def test_a_namespace_key_beats_the_hosts_helpers() -> None:
+    runner = Recorder({"quay.io": ConfigEntry(username="helper", password="p")})
+    c = ConfigFile.from_dict(
+        {
+            "auths": {"quay.io/team": {"username": "robot", "password": "p"}},
+            "credsStore": "desktop",
+        },
+        runner=runner,
+    )
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "robot"
+    assert (await c.entry_for_repository("quay.io", "else/app")).username == "helper"
+    assert runner.calls == [("desktop", "quay.io")]
+
+
+async def test_an_empty_namespace_entry_falls_through() -> None:
+    c = from_auths({"quay.io/team": {}, "quay.io": {"username": "host"}})
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "host"
+    assert c.namespaces("quay.io") == ()
+
+
+async def test_a_bad_namespace_entry_fails_that_namespace_only() -> None:
+    c = from_auths({"quay.io/team": {"auth": "!!"}, "quay.io": {"username": "host"}})
+    with pytest.raises(ConfigError, match=re.escape('"quay.io/team"')):
+        await c.entry_for_repository("quay.io", "team/app")
+    assert (await c.entry_for_repository("quay.io", "other/app")).username == "host"
+    assert (await c.entry_for_registry("quay.io")).username == "host"
+
+
+async def test_hub_namespaces_under_any_hub_name() -> None:
+    c = from_auths(
+        {
+            "docker.io/library": {"username": "library"},
+            DOCKER_HUB_SERVER_URL: {"username": "login"},
+            "index.docker.io/v1": {"username": "legacy-root"},
+        }
+    )
+    for host in HUB_NAMES:
+        assert (await c.entry_for_repository(host, "library/alpine")).username == "library"
+        assert (await c.entry_for_repository(host, "someone/app")).username == "login"
+        # index.docker.io/v1 is the legacy root key, not the namespace of user "v1".
+        assert (await c.entry_for_repository(host, "v1/app")).username == "login"
+        assert c.namespaces(host) == ("library",)
+
+
+async def test_namespaces_lists_paths_longest_first() -> None:
+    c = from_auths(NAMESPACED)
+    # "quay.io/other/" is no namespace key: keys are host/path, without a trailing "/".
+    assert c.namespaces("quay.io") == ("team/app", "team")
+    assert c.namespaces("ghcr.io") == ()
+
+
+async def test_namespace_keys_are_per_key_across_sources(tmp_path: Path) -> None:
+    """Keys merge per key: a later source's namespace key still beats an earlier host key."""
+    write_config(tmp_path / "docker", json.dumps({"auths": {"quay.io/team": {"username": "team"}}}))
+    env = {
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"quay.io": {"username": "host"}}}),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    c = load_with_env(no_runner, env)
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "team"
+    assert (await c.entry_for_registry("quay.io")).username == "host"
+
+
+# -- Resolution, ConfigEntry, ConfigFile -----------------------------------------------
+
+
+async def test_resolution_says_where_the_answer_came_from(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "docker",
+        json.dumps(
+            {
+                "auths": {"https://r.test/v1/": {"username": "u", "password": "p"}},
+                "credHelpers": {"h.test": "pass"},
+            }
+        ),
+    )
+    runner = Recorder({"h.test": ConfigEntry(username="hu", password="hp")})
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_AUTH_CONFIG": '{"credsStore": "desktop"}',
+    }
+    c = load_with_env(runner, env)
+    assert await c.resolve("r.test") == Resolution(
+        ConfigEntry(), "DOCKER_AUTH_CONFIG", None, "desktop", "credsStore"
+    )
+    assert await c.resolve("h.test") == Resolution(
+        ConfigEntry(username="hu", password="hp"), str(path), "h.test", "pass", "credHelpers"
+    )
+    c = load_with_env(runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
+    assert await c.resolve("r.test") == Resolution(
+        ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
+    )
+    assert await c.resolve("none.test") == Resolution(ConfigEntry(), None, None, None, "none")
+
+
+def test_config_entry_repr_hides_secrets() -> None:
+    entry = ConfigEntry(
+        refresh_token="RT-SECRET", access_token="AT-SECRET", username="alice", password="PW-SECRET"
+    )
+    for shown in (repr(entry), str(entry), repr(Resolution(entry)), f"{entry}"):
+        assert "SECRET" not in shown
+    assert (
+        repr(ConfigEntry(username="alice", password="x"))
+        == "ConfigEntry(username='alice', password=<set>)"
+    )
+    assert repr(ConfigEntry()) == "ConfigEntry()"
+    assert repr(ConfigEntry(refresh_token="x")) == "ConfigEntry(refresh_token=<set>)"
+
+
+def test_config_entry_is_a_hashable_frozen_value() -> None:
+    a = ConfigEntry(username="u", password="p")
+    assert a == ConfigEntry(username="u", password="p")
+    assert a != ConfigEntry(username="u", password="q")
+    assert len({a, ConfigEntry(username="u", password="p"), ConfigEntry()}) == 2
+    with pytest.raises(AttributeError):
+        a.username = "v"  # type: ignore[misc]
+
+
+async def test_an_empty_config_file_has_no_credentials() -> None:
+    c = ConfigFile()
+    assert await c.resolve("r.test") == Resolution(ConfigEntry())
+    assert isinstance(c, Config)
+    assert isinstance(load_with_env(no_runner, {}), Config)
+
+
+def test_from_dict_checks_the_shape() -> None:
+    with pytest.raises(ConfigError, match="my-source"):
+        ConfigFile.from_dict({"auths": [1]}, source="my-source")
+    with pytest.raises(ConfigError, match="not a string"):
+        ConfigFile.from_dict({"auths": {1: {}}})
+
+
+# -- single flight ---------------------------------------------------------------------
+
+
+class GatedRunner:
+    """A runner that waits for a gate, counting its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.gate = asyncio.Event()
+        self.fail = False
+
+    async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        self.runs += 1
+        await self.gate.wait()
+        if self.fail:
+            raise HelperError("boom", helper=helper_name)
+        return ConfigEntry(username="u", password=f"p{self.runs}")
+
+
+async def test_concurrent_lookups_share_one_helper_run() -> None:
+    runner = GatedRunner()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    lookups = [asyncio.ensure_future(c.entry_for_registry("r.test")) for _ in range(50)]
+    await asyncio.sleep(0)
+    runner.gate.set()
+    assert set(await asyncio.gather(*lookups)) == {ConfigEntry(username="u", password="p1")}
+    assert runner.runs == 1
+    # Once answered, the next lookup asks again: remembering is the middleware's job.
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p2")
+    assert runner.runs == 2
+
+
+async def test_hub_names_share_one_helper_run() -> None:
+    runner = GatedRunner()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    lookups = [asyncio.ensure_future(c.entry_for_registry(h)) for h in HUB_NAMES * 5]
+    await asyncio.sleep(0)
+    runner.gate.set()
+    await asyncio.gather(*lookups)
+    assert runner.runs == 1
+
+
+async def test_different_hosts_run_the_helper_separately() -> None:
+    runner = GatedRunner()
+    runner.gate.set()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    await asyncio.gather(c.entry_for_registry("a.test"), c.entry_for_registry("b.test"))
+    assert runner.runs == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_run() -> None:
+    runner = GatedRunner()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    first = asyncio.ensure_future(c.entry_for_registry("r.test"))
+    second = asyncio.ensure_future(c.entry_for_registry("r.test"))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    runner.gate.set()
+    assert await second == ConfigEntry(username="u", password="p1")
+    assert runner.runs == 1
+
+
+async def test_a_run_left_by_all_its_waiters_is_joined_by_the_next() -> None:
+    runner = GatedRunner()
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    first = asyncio.ensure_future(c.entry_for_registry("r.test"))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    later = asyncio.ensure_future(c.entry_for_registry("r.test"))
+    await asyncio.sleep(0)
+    runner.gate.set()
+    assert await later == ConfigEntry(username="u", password="p1")
+    assert runner.runs == 1
+
+
+async def test_failures_are_shared_but_not_cached() -> None:
+    runner = GatedRunner()
+    runner.fail = True
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    lookups = [asyncio.ensure_future(c.entry_for_registry("r.test")) for _ in range(5)]
+    await asyncio.sleep(0)
+    runner.gate.set()
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    assert all(isinstance(r, HelperError) for r in results)
+    assert runner.runs == 1
+    runner.fail = False
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p2")
+
+
+def test_lookups_work_across_event_loops() -> None:
+    runner = Recorder({"r.test": ConfigEntry(username="u", password="p")})
+    c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+    for _ in range(2):
+        assert asyncio.run(c.entry_for_registry("r.test")).username == "u"
+    assert len(runner.calls) == 2
+
+
+# -- secrets never in messages -----------------------------------------------------------
+
+
+def _every_message(exc: BaseException) -> str:
+    parts = [str(exc), repr(exc)]
+    if exc.__cause__ is not None:
+        parts.append(str(exc.__cause__))
+    if exc.__context__ is not None:
+        parts.append(str(exc.__context__))
+    return "\n".join(parts)
+
+
+async def test_no_lookup_error_shows_a_secret() -> None:
+    secret = "Zq9-SECRET-value"
+    entries: dict[str, object] = {
+        "a.test": {"auth": b64("alice:" + secret) + "!"},
+        "b.test": {"auth": b64(secret)},
+        "c.test": {"identitytoken": secret, "username": "u"},
+        "d.test": {"password": secret, "username": 5},
+        "https://e.test/1": {"password": secret},
+        "https://e.test/2": {"password": secret},
+    }
+    c = from_auths(entries)
+    for host in ("a.test", "b.test", "c.test", "d.test", "e.test"):
+        with pytest.raises(ConfigError) as info:
+            await c.entry_for_registry(host)
+        text = _every_message(info.value)
+        assert secret not in text
+        assert b64(secret)[:12] not in text
+
+
+# -- property: anything JSON loads or fails cleanly, and never shows a secret --------------
+
+SECRET_MARK = "QX7SECRET"
+secrets_st = st.text(alphabet="abcdefghijk0123456789", min_size=4, max_size=12).map(
+    lambda s: SECRET_MARK + s
+)
+json_leaf = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+hosts_st = st.sampled_from(
+    ["r.test", "quay.io", "docker.io", "index.docker.io", "registry-1.docker.io", "localhost:5000"]
+)
+keys_st = st.one_of(
+    hosts_st,
+    hosts_st.map(lambda h: f"https://{h}/v1/"),
+    hosts_st.map(lambda h: f"http://{h}"),
+    hosts_st.map(lambda h: f"{h}/team"),
+    hosts_st.map(lambda h: f"{h}/team/app"),
+    st.just(DOCKER_HUB_SERVER_URL),
+    st.just("index.docker.io/v1/"),
+    st.text(alphabet="abc./:-", max_size=10),
+)
+
+
+@st.composite
+def auth_values(draw: st.DrawFn) -> tuple[object, list[str]]:
+    """An auths value and the secrets in it."""
+    secret = draw(secrets_st)
+    kind = draw(st.integers(0, 8))
+    if kind == 0:
+        return draw(json_value), []
+    if kind == 1:
+        return {"username": draw(st.text(max_size=5)), "password": secret}, [secret]
+    if kind == 2:
+        user = draw(st.text(alphabet="ab:", max_size=4))
+        raw = f"{user}:{secret}" if draw(st.booleans()) else secret
+        encoded = b64(raw)
+        mangle = draw(st.sampled_from(["", "!", "=", "==", "strip", " ", "-"]))
+        if mangle == "strip":
+            encoded = encoded.rstrip("=")
+        else:
+            encoded += mangle
+        return {"auth": encoded}, [secret]
+    if kind == 3:
+        return {"identitytoken": secret, "username": draw(st.sampled_from(["", "u"]))}, [secret]
+    if kind == 4:
+        return {"registrytoken": secret}, [secret]
+    if kind == 5:
+        return {}, []
+    if kind == 6:
+        return {"auth": b64(b"\xff" + secret.encode())}, [secret]
+    if kind == 7:
+        return {"username": draw(json_value), "password": secret}, [secret]
+    return {"auth": secret}, [secret]
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[object, list[str]]:
+    secrets: list[str] = []
+    doc: dict[str, object] = {}
+    if draw(st.booleans()):
+        auths = {}
+        for key in draw(st.lists(keys_st, max_size=6)):
+            value, found = draw(auth_values())
+            auths[key] = value
+            secrets += found
+        doc["auths"] = auths if draw(st.integers(0, 9)) else draw(json_value)
+    if draw(st.booleans()):
+        doc["credHelpers"] = draw(
+            st.dictionaries(
+                keys_st,
+                st.sampled_from(["ok", "missing", "broken", "../x"]) | json_value,
+                max_size=3,
+            )
+        )
+    if draw(st.booleans()):
+        doc["credsStore"] = draw(st.sampled_from(["ok", "missing", "broken", ""]) | json_value)
+    for extra in draw(st.dictionaries(st.text(max_size=5), json_value, max_size=2)).items():
+        doc.setdefault(*extra)
+    if not draw(st.integers(0, 19)):
+        return draw(json_value), secrets
+    return doc, secrets
+
+
+async def property_runner(helper_name: str, server_url: str) -> ConfigEntry:
+    if helper_name == "ok":
+        return ConfigEntry(username="helper-user", password="helper-pw")
+    if helper_name == "broken":
+        raise HelperError("helper broke", helper=helper_name)
+    raise HelperNotFoundError("not found", helper=helper_name)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents(), host=hosts_st, repository=st.sampled_from(["", "team", "team/app", "x/y"]))
+def test_any_document_loads_or_fails_cleanly_and_shows_no_secret(
+    doc: tuple[object, list[str]], host: str, repository: str
+) -> None:
+    data, secrets = doc
+    env = {"DOCKER_AUTH_CONFIG": json.dumps(data)}
+
+    def check(exc: BaseException) -> None:
+        text = _every_message(exc)
+        for secret in secrets:
+            assert secret not in text
+            assert b64(secret)[:8] not in text
+
+    try:
+        config = load_with_env(property_runner, env)
+    except ConfigError as exc:
+        check(exc)
+        return
+
+    async def lookups() -> None:
+        for call in (
+            lambda: config.entry_for_registry(host),
+            lambda: config.entry_for_repository(host, repository),
+            lambda: config.resolve(host, repository),
+        ):
+            try:
+                result = await call()
+            except OCIAuthError as exc:
+                check(exc)
+            else:
+                for secret in secrets:
+                    assert secret not in repr(result)
+        config.namespaces(host)
+
+    asyncio.run(lookups())
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40) | st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+def test_any_inline_text_loads_or_raises_config_error(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        load_with_env(no_runner, {"DOCKER_AUTH_CONFIG": text})
