@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import weakref
 from collections.abc import Mapping
@@ -193,7 +194,7 @@ class DistributionRegistry:
                 "delete": {"enabled": False},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            # A fixed secret silences the "no HTTP secret" warning.
+            # A secret of our own silences the "no HTTP secret" warning.
             "http": {"addr": "127.0.0.1:0", "secret": secrets.token_hex(16)},
         }
         if self.auth == "htpasswd":
@@ -229,7 +230,7 @@ class DistributionRegistry:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         with (self._dir / "registry.log").open("wb") as log:
             self._process = await anyio.open_process(
-                command, stdin=None, stdout=log, stderr=log, cwd=self._dir, env=env
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self._dir, env=env
             )
         self._finalizer = weakref.finalize(
             self, _last_resort_cleanup, self._process.pid, str(self._dir)
