@@ -466,12 +466,18 @@ class AuthMiddleware:
                 self.stats.fetches_ahead += 1
                 try:
                     tok = await self._acquire(st, creds, ch, required, want)
-                except AuthRequestError as exc:
-                    if creds.refresh_token and not self._p.authorize_ahead:
+                except TokenServerError as exc:
+                    # Only a refusal (a 4xx other than 429) may be about the scope we
+                    # guessed; the registry's own challenge then decides. A token server
+                    # that is down was already retried: asking again would only add load.
+                    refused = (
+                        exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+                    )
+                    if not refused or (creds.refresh_token and not self._p.authorize_ahead):
                         raise
                     self.stats.fetches_ahead_failed += 1
                     log.debug(
-                        "aociauth: early token fetch for %s failed (%s); the challenge decides",
+                        "aociauth: early token fetch for %s refused (%s); the challenge decides",
                         st.host,
                         exc,
                     )
