@@ -1,0 +1,295 @@
+"""Credential-helper processes: ``docker-credential-NAME get``.
+
+The protocol (docker/docker-credential-helpers): the server URL on standard
+input, a JSON object ``{"ServerURL", "Username", "Secret"}`` on standard
+output. ``Username == "<token>"`` means ``Secret`` is an identity (refresh)
+token. A non-zero exit with the output ``credentials not found in native
+keychain`` means there are no credentials, and so does
+``{"Username": "", "Secret": ""}`` (older ``docker-credential-pass`` answers an
+unknown server that way).
+
+Bounded, unlike the original: the helper name must be a plain file name; the
+run has a timeout, after which the helper's whole process group is killed;
+standard output is capped at :data:`MAX_HELPER_OUTPUT` and parsed as exactly
+one JSON object; errors carry the helper's standard error (trimmed), never its
+standard output, which may hold the secret.
+
+The process is driven with asyncio's subprocess protocol rather than
+``asyncio.subprocess.Process``: it reports the helper's exit apart from the
+closing of its pipes, which a grandchild may hold open long after the helper
+has gone, and it lets the reading side be closed on such a grandchild.
+``anyio`` provides the timeout and the shielded clean-up, which must run to
+the end even when the caller is being cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import anyio
+
+from aociauth.config import ConfigEntry
+from aociauth.errors import HelperError, HelperNotFoundError, HelperTimeoutError
+
+__all__ = [
+    "DEFAULT_HELPER_TIMEOUT",
+    "MAX_HELPER_OUTPUT",
+    "NOT_FOUND_MESSAGE",
+    "TOKEN_USERNAME",
+    "HelperRunner",
+    "exec_helper",
+    "exec_helper_with_env",
+]
+
+HelperRunner = Callable[[str, str], Awaitable[ConfigEntry]]
+"""Runs a credential helper (Go: ``HelperRunner``).
+
+Called with the helper name as the configuration spells it (without the
+``docker-credential-`` prefix) and the server URL. Returns an empty
+:class:`ConfigEntry` when the helper has no credentials; raises
+:class:`~aociauth.HelperNotFoundError` when the helper does not exist.
+"""
+
+#: Seconds a helper may take by default. Helpers have been seen to hang on a
+#: locked keychain (docker/docker-credential-helpers#355); interactive SSO
+#: helpers need longer, or ``timeout=None``.
+DEFAULT_HELPER_TIMEOUT = 60.0
+
+#: Most bytes read from a helper's standard output. An answer is ~200 bytes.
+MAX_HELPER_OUTPUT = 1024 * 1024
+
+#: What helpers print (with a non-zero exit) for a server they have nothing for.
+NOT_FOUND_MESSAGE = "credentials not found in native keychain"
+
+#: The username that marks ``Secret`` as an identity token (docker/cli ``native_store.go``).
+TOKEN_USERNAME = "<token>"  # noqa: S105 (a marker, not a password)
+
+_PREFIX = "docker-credential-"
+_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Once the helper has exited, how long its pipes may stay open (held by a
+# process it left behind) before that process group is killed.
+_PIPE_GRACE = 1.0
+# How long to wait for a killed helper to be reaped before closing its pipes anyway.
+_REAP_BOUND = 5.0
+_STDERR_KEEP_BYTES = 4096
+_STDERR_SHOWN = 1024
+
+
+async def exec_helper(helper_name: str, server_url: str) -> ConfigEntry:
+    """Ask ``docker-credential-<helper_name>`` for ``server_url`` (Go: ``ExecHelper``).
+
+    Uses this process's environment and :data:`DEFAULT_HELPER_TIMEOUT`.
+    Implements :data:`HelperRunner`.
+    """
+    return await exec_helper_with_env(None)(helper_name, server_url)
+
+
+def exec_helper_with_env(
+    env: Mapping[str, str] | None, *, timeout: float | None = DEFAULT_HELPER_TIMEOUT
+) -> HelperRunner:
+    """A :data:`HelperRunner` that runs helpers with ``env`` (Go: ``ExecHelperWithEnv``).
+
+    With ``env`` None, helpers inherit this process's environment and are
+    found on its ``PATH``. Otherwise ``env`` (copied now) is the helper's whole
+    environment and the helper is found on ``env["PATH"]`` (``os.defpath``
+    when it has none). ``timeout`` is in seconds; None lets a helper take as
+    long as it likes (for helpers that wait for a person to log in).
+    """
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be positive, or None")
+    frozen = None if env is None else dict(env)
+
+    async def run(helper_name: str, server_url: str) -> ConfigEntry:
+        return await _run_helper(helper_name, server_url, frozen, timeout)
+
+    return run
+
+
+class _HelperProcess(asyncio.SubprocessProtocol):
+    """Collects a helper's output and notes its exit and the closing of its pipes."""
+
+    def __init__(self) -> None:
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.stdout_overflow = False
+        self.exited = False
+        self._open_pipes = {1, 2}
+        self._changed = asyncio.Event()
+
+    @property
+    def pipes_closed(self) -> bool:
+        return not self._open_pipes
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            if len(self.stdout) + len(data) > MAX_HELPER_OUTPUT:
+                self.stdout_overflow = True
+                self._changed.set()
+            elif not self.stdout_overflow:
+                self.stdout += data
+        elif fd == 2:
+            self.stderr += data
+            del self.stderr[:-_STDERR_KEEP_BYTES]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open_pipes.discard(fd)
+        self._changed.set()
+
+    def process_exited(self) -> None:
+        self.exited = True
+        self._changed.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def _run_helper(
+    name: str, server_url: str, env: dict[str, str] | None, time_limit: float | None
+) -> ConfigEntry:
+    def fail(message: str, cls: type[HelperError] = HelperError, **extra: Any) -> NoReturn:
+        raise cls(
+            f"credential helper {_PREFIX}{_show(name)} for {server_url}: {message}",
+            helper=name,
+            registry=server_url,
+            **extra,
+        )
+
+    if not _VALID_NAME.fullmatch(name):
+        # The name comes from a configuration file; a "/" or a leading "-"
+        # would make it a path or an option rather than a helper on PATH.
+        fail("refused: a helper name may only hold letters, digits, '.', '_' and '-'")
+    executable = _find(_PREFIX + name, (os.environ if env is None else env).get("PATH", os.defpath))
+    if executable is None:
+        fail("not found on PATH", HelperNotFoundError)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, proc = await loop.subprocess_exec(
+            _HelperProcess,
+            executable,
+            "get",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        fail("not found", HelperNotFoundError)
+    except OSError as exc:
+        fail(f"cannot run it: {exc.strerror or type(exc).__name__}")
+    timed_out = False
+    try:
+        stdin = transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport):
+            stdin.write(server_url.encode("utf-8", "surrogateescape"))
+            stdin.close()
+        with anyio.move_on_after(time_limit) as deadline:
+            await proc.until(lambda: proc.exited or proc.stdout_overflow)
+        timed_out = deadline.cancelled_caught
+        if not timed_out:
+            with anyio.move_on_after(_PIPE_GRACE):
+                await proc.until(lambda: proc.pipes_closed or proc.stdout_overflow)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _dispose(transport, proc)
+
+    stderr = _tidy(bytes(proc.stderr))
+    if timed_out:
+        fail(
+            f"no answer within {time_limit:g} s; its process group was killed",
+            HelperTimeoutError,
+            stderr=stderr,
+        )
+    if proc.stdout_overflow:
+        fail(f"more than {MAX_HELPER_OUTPUT} bytes on standard output", stderr=stderr)
+    code = transport.get_returncode()
+    if code != 0:
+        if NOT_FOUND_MESSAGE in (_text(proc.stdout), _text(proc.stderr)):
+            return ConfigEntry()
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        fail(f"failed ({how})" + (f": {stderr}" if stderr else ""), stderr=stderr, exit_code=code)
+    answer = _parse_answer(bytes(proc.stdout))
+    if isinstance(answer, str):
+        fail(answer, stderr=stderr, exit_code=code)
+    return answer
+
+
+async def _dispose(transport: asyncio.SubprocessTransport, proc: _HelperProcess) -> None:
+    """Kill what is left of the helper, reap it, and close our ends of its pipes."""
+    if not (proc.exited and proc.pipes_closed and not proc.stdout_overflow):
+        # The helper is running, or left a process holding its pipes: kill
+        # its process group (its own, from start_new_session), grandchildren too.
+        _kill_group(transport.get_pid())
+    with anyio.move_on_after(_REAP_BOUND):
+        await proc.until(lambda: proc.exited)
+    transport.close()
+
+
+def _find(program: str, search_path: str) -> str | None:
+    """The absolute path of ``program`` on ``search_path``.
+
+    Synchronous: a stat() per PATH entry, local and no slower than the
+    search ``execvp`` itself would make.
+    """
+    found = shutil.which(program, path=search_path)
+    return None if found is None else os.path.abspath(found)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _parse_answer(stdout: bytes) -> ConfigEntry | str:
+    """The credentials in a helper's answer, or what is wrong with it (never its text)."""
+    problem = "standard output is not one JSON object"
+    try:
+        data = json.loads(stdout.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return problem
+    if not isinstance(data, dict):
+        return problem
+    username, secret = data.get("Username"), data.get("Secret")
+    if not isinstance(username, str) or not isinstance(secret, str):
+        return "the answer lacks the string fields Username and Secret"
+    if not username and not secret:
+        return ConfigEntry()
+    if not secret:
+        return "the answer has a username but an empty Secret"
+    if username == TOKEN_USERNAME:
+        return ConfigEntry(refresh_token=secret)
+    if not username:
+        return "the answer has a Secret but no Username"
+    return ConfigEntry(username=username, password=secret)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # NaN and Infinity are not JSON, though Python's parser accepts them.
+    raise ValueError(name)
+
+
+def _text(data: bytearray) -> str:
+    return data.decode("utf-8", "replace").strip()
+
+
+def _tidy(stderr: bytes) -> str:
+    """The end of a helper's standard error, as one line of printable text."""
+    text = stderr.decode("utf-8", "replace")[-_STDERR_SHOWN:]
+    kept = "".join(c if c.isprintable() else " " if c in "\t\n\r" else "" for c in text)
+    return " ".join(kept.split())
+
+
+def _show(name: str) -> str:
+    """A helper name fit for a message, however odd the configuration's one is."""
+    return name if _VALID_NAME.fullmatch(name) else repr(name[:64])
