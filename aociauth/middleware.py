@@ -108,6 +108,8 @@ class StdTransportParams:
     refresh_fraction: float = 0.15
     #: Hold one lock per registry across token fetches (the original's behaviour).
     serialize_token_fetches: bool = False
+    #: A ``with_scope`` wider than this many items is not added to token requests.
+    max_scope_items: int = 256
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:
@@ -328,8 +330,36 @@ class AuthMiddleware:
             )
             required, known = (inferred, True) if inferred is not None else (Scope(), False)
         want = scope_from_context()
+        if want.is_unlimited() or len(want) > self._p.max_scope_items:
+            # Bounded: a token request with thousands of scope items is refused by
+            # servers and is itself an amplification; the required scope still goes.
+            log.debug(
+                "aociauth: wanted scope too large (%s items); ignoring it",
+                "unlimited" if want.is_unlimited() else len(want),
+            )
+            want = Scope()
         creds = await self._credentials(st, _primary_repository(required))
+        callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
+        resp = await self._send(req, handler, st, creds, required, want, known)
+        # aiohttp's resp.request_info (and so the repr of ClientResponseError from
+        # raise_for_status) shows the request's live headers: take our credential out
+        # now that it has been sent, so no response object carries it.
+        if req.headers.getall(hdrs.AUTHORIZATION, []) != callers_auth:
+            req.headers.popall(hdrs.AUTHORIZATION, None)
+            for value in callers_auth:
+                req.headers.add(hdrs.AUTHORIZATION, value)
+        return resp
 
+    async def _send(
+        self,
+        req: ClientRequest,
+        handler: Handler,
+        st: _Origin,
+        creds: _Credentials,
+        required: Scope,
+        want: Scope,
+        known: bool,
+    ) -> ClientResponse:
         probe = await self._wait_first_contact(st)
         try:
             sent = await self._authorize(req, st, creds, required, want, known)

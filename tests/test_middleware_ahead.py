@@ -275,3 +275,35 @@ async def test_debug_log_tells_the_story_without_secrets(
     stats = mw.stats.as_dict()
     assert stats["responses_401"] == 1
     assert stats["token_requests"] == {"get_basic": 1}
+
+
+async def test_responses_and_their_errors_carry_no_credential(v2: V2) -> None:
+    async with (
+        aociauth.new_std_transport(StdTransportParams(config=config_for(v2))) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+    ):
+        async with session.get(f"{v2.base}/v2/team/a/manifests/latest") as r:
+            assert r.status == 200
+            assert "Authorization" not in r.request_info.headers
+        tok = mw.cached_token(v2.base)
+        assert tok is not None
+        v2.answer_429 = True
+        async with session.get(f"{v2.base}/v2/team/a/manifests/latest") as r:
+            with pytest.raises(aiohttp.ClientResponseError) as ei:
+                r.raise_for_status()
+    assert tok.value not in repr(ei.value)
+    assert "pw-alice" not in repr(ei.value)
+
+
+async def test_a_huge_wanted_scope_is_not_sent(v2: V2) -> None:
+    huge = aociauth.new_scope(
+        *(aociauth.ResourceScope("repository", f"team/r{i}", "pull") for i in range(1000))
+    )
+    async with (
+        aociauth.new_std_transport(StdTransportParams(config=config_for(v2))) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+    ):
+        with aociauth.with_scope(huge):
+            assert await pull(session, v2, "team/a") == 200
+    scopes = [r.scopes for r in v2.ts.requests]
+    assert scopes == [("repository:team/a:pull",)]
