@@ -26,6 +26,7 @@ connector's business, not this one's.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import ipaddress
@@ -179,12 +180,7 @@ class RealmPolicy:
         pairs = dict(self.trusted_realms)
         key = _normalise_host_name(registry)
         pairs[key] = pairs.get(key, frozenset()) | frozenset(realm_hosts)
-        return RealmPolicy(
-            trusted_realms=pairs,
-            allow_same_site=self.allow_same_site,
-            strict=self.strict,
-            allow_private_realms=self.allow_private_realms,
-        )
+        return dataclasses.replace(self, trusted_realms=pairs)
 
     def trusts(self, registry_host: str, realm_host: str) -> bool:
         """Whether ``realm_host`` is an explicitly trusted realm for ``registry_host``.
