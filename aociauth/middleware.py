@@ -709,6 +709,12 @@ class AuthMiddleware:
                 registry=st.host,
                 step="challenge",
             )
+        try:
+            if not URL(realm).is_absolute():
+                # A relative realm (seen in the wild) is relative to the registry.
+                realm = str(st.url.join(URL(realm)))
+        except (ValueError, TypeError):
+            pass  # check_realm refuses what does not parse
         verdict = check_realm(st.url, realm, self._p.realm_policy)
         if verdict.decision is RealmDecision.REFUSE:
             raise RealmPolicyError(

@@ -327,3 +327,23 @@ async def test_refresh_token_rotated_by_auth_server(stack: list[object]) -> None
         need = new_scope(aociauth.ResourceScope("repository", f"foo{i}", "pull"))
         await assert_request(session, s.url(f"/test/foo{i}"), need)
     assert count == 4
+
+
+async def test_relative_realm_is_resolved_against_the_registry(stack: list[object]) -> None:
+    seen: list[str] = []
+
+    async def gate(req: web.Request) -> None:
+        if req.path == "/token":
+            seen.append(req.query.get("scope", ""))
+            raise HTTPError(200, {"Content-Type": "application/json"}, '{"token": "abc"}')
+        if req.headers.get("Authorization") != "Bearer abc":
+            raise HTTPError(
+                401, {"Www-Authenticate": 'Bearer realm="/token",scope="repository:foo:pull"'}
+            )
+
+    s = await start(gate)
+    stack.append(s)
+    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    async with session.post(s.url("/test"), data=b"test body") as r:
+        assert r.status == 200
+    assert seen == ["repository:foo:pull"]
