@@ -184,9 +184,9 @@ async def _run_helper(
             env=env,
             start_new_session=True,
         )
-    except FileNotFoundError:
-        fail("not found", HelperNotFoundError)
     except OSError as exc:
+        # Found on PATH but not runnable (a missing interpreter, a bad format):
+        # an error, not "not found", so a fallback store does not hide it.
         fail(f"cannot run it: {exc.strerror or type(exc).__name__}")
     timed_out = False
     try:

@@ -281,8 +281,9 @@ async def test_a_helper_that_cannot_be_executed(fakes: Fakes) -> None:
     bad = fakes.bindir / "docker-credential-noexec"
     bad.write_text("#!/nonexistent/interpreter\n")
     bad.chmod(0o755)
-    with pytest.raises(HelperError) as info:
+    with pytest.raises(HelperError, match="cannot run it") as info:
         await exec_helper_with_env(fakes.env)("noexec", "r.test")
+    assert type(info.value) is HelperError
     assert "docker-credential-noexec" in str(info.value)
 
 
