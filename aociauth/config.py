@@ -13,7 +13,9 @@ order, an earlier source winning per registry key:
 non-empty one. For a registry host the lookup order is ``credHelpers[host]``
 (an explicit helper: its failure is an error), then ``credsStore`` (a
 fallback helper: when it is not installed, ``auths`` is used), then
-``auths``. A helper's answer is used as it is.
+``auths``. A helper's answer is used as it is. An ``auths`` key holding a URL
+(``https://host/v1/``) also answers for its host, unless the host has a key
+of its own; several such keys for one host make its lookups fail.
 
 Beyond the Go original:
 
@@ -25,8 +27,12 @@ Beyond the Go original:
   string, ``identitytoken`` together with a username) fails lookups of its
   own host only; the rest of the file keeps working. Invalid JSON still fails
   the load.
-* ``auths`` keys that carry a path (``quay.io/team``) hold credentials for the
-  repositories under that path (containers/image's per-namespace keys).
+* ``auths`` keys that carry a path (``quay.io/team``, no scheme, no trailing
+  ``/``) hold credentials for the repositories under that path
+  (containers/image's per-namespace keys). They come first, before the host's
+  helpers, longest path first; helpers know hosts only.
+* Among Docker Hub's keys, an earlier source wins; within one source, the
+  name asked for, then ``https://index.docker.io/v1/``, then the other names.
 * Files are read with a size limit (:data:`MAX_CONFIG_SIZE`), and only when
   they are regular files.
 """
