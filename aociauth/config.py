@@ -591,6 +591,9 @@ def _helper_ref(key: str, value: Any, source: str) -> _HelperRef:
     return _HelperRef(key, source, 0, "", problem)
 
 
+_AZURE_TOKEN_USER = "00000000-0000-0000-0000-000000000000"  # noqa: S105 (a user name)
+
+
 def _decode_entry(key: str, value: Any, source: str) -> _Auth:
     """An ``auths`` entry as a :class:`ConfigEntry`, or the problem with it (without its text)."""
     where = f'auths entry for "{_show(key)}" in {source}'
@@ -617,6 +620,10 @@ def _decode_entry(key: str, value: Any, source: str) -> _Auth:
                 f'cannot decode auth field for "{_show(key)}" in {source}: {decoded}',
             )
         username, password = decoded
+    if fields["identitytoken"] and username == _AZURE_TOKEN_USER and not password:
+        # `az acr login` writes the all-zero GUID as a placeholder user beside the
+        # token it means; docker/cli uses the token. Not ambiguous: a refresh token.
+        username = ""
     if fields["identitytoken"] and username:
         problem = f"ambiguous auth credentials: {where} has both identitytoken and a username"
         return _Auth(key, source, ConfigEntry(), problem)

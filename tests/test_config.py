@@ -617,8 +617,8 @@ async def test_identitytoken_is_the_refresh_token_and_registrytoken_the_access_t
     "value",
     [
         {"identitytoken": "IDT", "username": "u"},
-        # Azure's form: a zero-GUID user with an empty password, and a token.
-        {"identitytoken": "IDT", "auth": b64("00000000-0000-0000-0000-000000000000:")},
+        # The zero GUID with a password is not Azure's placeholder form.
+        {"identitytoken": "IDT", "auth": b64("00000000-0000-0000-0000-000000000000:pw")},
     ],
 )
 async def test_identitytoken_with_a_username_is_ambiguous(value: dict[str, str]) -> None:
@@ -626,6 +626,14 @@ async def test_identitytoken_with_a_username_is_ambiguous(value: dict[str, str])
     with pytest.raises(ConfigError, match="ambiguous auth credentials") as info:
         await c.entry_for_registry("r.test")
     assert "IDT" not in str(info.value)
+
+
+async def test_azure_placeholder_user_beside_a_token_means_the_token() -> None:
+    """`az acr login` writes a zero-GUID user with an empty password beside the token."""
+    c = from_auths(
+        {"r.test": {"identitytoken": "IDT", "auth": b64("00000000-0000-0000-0000-000000000000:")}}
+    )
+    assert await c.entry_for_registry("r.test") == ConfigEntry(refresh_token="IDT")
 
 
 async def test_an_empty_entry_marks_a_helper_credential() -> None:
