@@ -1,0 +1,802 @@
+"""The command line: ``aociauth`` (also ``python -m aociauth``).
+
+Subcommands:
+
+* ``demo``: pull many manifests from a registry and token server started in
+  this process on 127.0.0.1, through the middleware, and show what it cost
+  (``--compare`` puts the Go original's policy beside it);
+* ``get REGISTRY``: which credentials the Docker configuration gives a
+  registry, and where they come from (secrets masked);
+* ``token REPOSITORY``: run the token flow against a registry and describe the
+  token obtained (printed only with ``--show-token``);
+* ``fetch REFERENCE``: an authorised GET of a manifest, a curl that knows
+  ``docker login``.
+
+Errors are one line on standard error (a traceback only with ``--debug``,
+which also turns on debug logging of the ``aociauth`` logger). Exit codes:
+
+===  ==========================================================================
+0    success
+1    the registry or token server refused or failed (authentication, 4xx/5xx)
+2    usage error (bad arguments, a malformed reference)
+3    configuration error (unreadable or invalid config, a credential helper failed)
+4    a registry or token server could not be reached (connection error, timeout)
+5    an optional dependency is missing (the demo needs the ``demo`` extra)
+70   internal error (a bug: please report it, with the ``--debug`` traceback)
+130  interrupted (Ctrl-C)
+===  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
+
+import aiohttp
+from aiohttp import ClientRequest, ClientResponse
+from yarl import URL
+
+from aociauth._redact import mask, redact_headers, redact_text, redact_url
+from aociauth.config import ConfigFile, Resolution, load
+from aociauth.context import with_scope
+from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
+from aociauth.scope import ResourceScope, Scope, new_scope, parse_scope
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_MISSING_DEPENDENCY",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "MANIFEST_MEDIA_TYPES",
+    "CLIError",
+    "ImageReference",
+    "build_parser",
+    "main",
+    "parse_reference",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_UNREACHABLE = 4
+EXIT_MISSING_DEPENDENCY = 5
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+#: What ``fetch`` accepts: OCI index and manifest, Docker manifest list and v2
+#: manifest. distribution answers an OCI manifest with 404 unless its media
+#: type is listed, even for ``*/*``.
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+#: Docker Hub: the name in references, and the host its registry API is served on.
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+
+#: Largest response body ``fetch`` reads (the OCI spec lets registries refuse
+#: manifests over 4 MiB; this leaves room).
+MAX_BODY = 16 * 1024 * 1024
+_ERROR_BODY = 64 * 1024
+
+# docker/distribution reference grammar (reference/regexp.go). The component's
+# separator is made mandatory, matching the same strings without the
+# exponential backtracking of the original spelling.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?"
+)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_NAME_MAX = 255
+
+log = logging.getLogger("aociauth")
+
+
+class CLIError(Exception):
+    """A failure the command line reports as one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# -- references ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed image reference: where the registry is, the repository, and tag or digest.
+
+    ``registry`` is the host the registry API is served on (``host[:port]``;
+    Docker Hub's ``registry-1.docker.io``), ``scheme`` ``http`` or ``https``.
+    """
+
+    scheme: str
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @property
+    def base_url(self) -> URL:
+        """The registry's origin, ``scheme://registry``."""
+        return URL(f"{self.scheme}://{self.registry}")
+
+    @property
+    def reference(self) -> str:
+        """What a manifest is fetched by: the digest if there is one, else the tag (or latest)."""
+        return self.digest or self.tag or "latest"
+
+    def manifest_url(self) -> URL:
+        """``/v2/NAME/manifests/REFERENCE`` on the registry."""
+        return self.base_url.with_path(f"/v2/{self.repository}/manifests/{self.reference}")
+
+    def __str__(self) -> str:
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``) is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    name = host
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True) -> ImageReference:
+    """Parse ``[REGISTRY/]NAME[:TAG][@DIGEST]`` as docker does.
+
+    The first path component is a registry when it holds a ``.`` or a ``:``
+    or is ``localhost``; otherwise the image is on Docker Hub (``library/``
+    added to one-component names). The scheme is ``http`` for a loopback
+    registry (as docker's default insecure registries) or with ``insecure``,
+    ``https`` otherwise. Raises :class:`CLIError` (usage) when malformed.
+    """
+
+    def bad(why: str) -> NoReturn:
+        raise CLIError(f"invalid reference {text!r}: {why}", EXIT_USAGE)
+
+    rest, _, digest = text.partition("@")
+    if digest and not _DIGEST.fullmatch(digest):
+        bad("malformed digest")
+    tag = ""
+    colon, slash = rest.rfind(":"), rest.rfind("/")
+    if colon > slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _TAG.fullmatch(tag):
+            bad("malformed tag")
+    if (tag or digest) and not allow_tag:
+        bad("give a repository without a tag or digest")
+    first, sep, path = rest.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        domain = first
+        if not _DOMAIN.fullmatch(domain):
+            bad("malformed registry host")
+    else:
+        domain, path = DOCKER_HUB, rest
+    if domain == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    if not path or not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
+        bad("a repository name is lowercase letters, digits and separators (. _ __ -)")
+    if len(path) > _NAME_MAX:
+        bad(f"repository name longer than {_NAME_MAX} characters")
+    registry = DOCKER_HUB_API_HOST if domain == DOCKER_HUB else domain
+    scheme = "http" if insecure or is_loopback(registry) else "https"
+    return ImageReference(scheme, registry, path, tag, digest)
+
+
+def _registry_host(text: str) -> str:
+    """A registry as ``get`` takes it: a host, or a URL key (``https://index.docker.io/v1/``)."""
+    if "//" in text:
+        text = text.split("//", 1)[1]
+    host = text.partition("/")[0]
+    if not host or not _DOMAIN.fullmatch(host):
+        raise CLIError(f"invalid registry {text!r}: expected HOST or HOST:PORT", EXIT_USAGE)
+    return host
+
+
+# -- output helpers --------------------------------------------------------------
+
+
+def _print_fields(rows: Sequence[tuple[str, str]], out: TextIO) -> None:
+    width = max(len(k) for k, _ in rows) + 1
+    for key, value in rows:
+        print(f"{key + ':':<{width}} {value}", file=out)
+
+
+def _dump_json(data: Any, out: TextIO) -> None:
+    json.dump(data, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+async def _read_capped(resp: ClientResponse, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise CLIError(f"{redact_url(resp.url)}: body larger than {cap} bytes", EXIT_FAILED)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _registry_error(resp: ClientResponse, what: str) -> CLIError:
+    """One line for a registry's refusal: status, and its OCI error codes and messages."""
+    detail = ""
+    try:
+        body = await resp.content.read(_ERROR_BODY)
+        data = json.loads(body)
+        errors = data.get("errors") if isinstance(data, dict) else None
+        if isinstance(errors, list):
+            parts = [
+                f"{e.get('code', '?')}: {e.get('message', '')}".strip()
+                for e in errors
+                if isinstance(e, dict)
+            ]
+            detail = "; ".join(parts)
+    except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
+        pass
+    line = f"{what}: {resp.status} {resp.reason or ''}".rstrip()
+    if detail:
+        line += f" ({redact_text(detail)[:300]})"
+    return CLIError(line, EXIT_FAILED)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# -- the middleware, as the commands use it --------------------------------------
+
+
+def _middleware(config: ConfigFile) -> AuthMiddleware:
+    return new_std_transport(StdTransportParams(config=config))
+
+
+def _load_config() -> ConfigFile:
+    return load()
+
+
+class _SentAuthorization:
+    """An inner middleware that notes the Authorization header the request went out with.
+
+    Placed after the auth middleware, it sees each attempt as sent, so the
+    last one is what the registry accepted (or refused).
+    """
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    async def __call__(
+        self, req: ClientRequest, handler: Callable[[ClientRequest], Awaitable[ClientResponse]]
+    ) -> ClientResponse:
+        self.value = req.headers.get("Authorization")
+        return await handler(req)
+
+
+# -- get ---------------------------------------------------------------------------
+
+
+def _entry_rows(res: Resolution, show: bool) -> list[tuple[str, str]]:
+    entry = res.entry
+
+    def secret(value: str) -> str:
+        return value if show and value else mask(value)
+
+    return [
+        ("username", entry.username or "<empty>"),
+        ("password", secret(entry.password)),
+        ("refresh token", secret(entry.refresh_token)),
+        ("access token", secret(entry.access_token)),
+    ]
+
+
+async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth get REGISTRY``: the credentials the configuration resolves, and from where."""
+    host = _registry_host(args.registry)
+    config = _load_config()
+    res = await config.resolve(host, args.repository or "")
+    entry = res.entry
+    if args.json:
+
+        def secret(value: str) -> str:
+            return value if args.show_secrets and value else mask(value)
+
+        _dump_json(
+            {
+                "registry": host,
+                "repository": args.repository or "",
+                "kind": res.kind,
+                "source": res.source,
+                "key": res.key,
+                "helper": res.helper,
+                "username": entry.username,
+                "password": secret(entry.password),
+                "refresh_token": secret(entry.refresh_token),
+                "access_token": secret(entry.access_token),
+                "sources_read": list(config.sources),
+            },
+            out,
+        )
+        return EXIT_OK
+    kind = {
+        "auths": "auths entry",
+        "credHelpers": "credential helper (credHelpers)",
+        "credsStore": "credential store (credsStore)",
+        "none": "none: no credentials for this registry",
+    }[res.kind]
+    rows = [("registry", host)]
+    if args.repository:
+        rows.append(("repository", args.repository))
+    rows += [
+        ("found", kind),
+        ("source", res.source or "-"),
+        ("key", res.key or "-"),
+        ("helper", f"docker-credential-{res.helper}" if res.helper else "-"),
+    ]
+    if res.kind != "none":
+        rows += _entry_rows(res, args.show_secrets)
+    rows.append(("sources read", ", ".join(config.sources) or "none"))
+    _print_fields(rows, out)
+    return EXIT_OK
+
+
+# -- token ---------------------------------------------------------------------------
+
+
+def _jwt_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, unverified (for display only); None for an opaque token."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, binascii.Error):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _granted_scope(claims: dict[str, Any]) -> Scope | None:
+    """The scope a distribution-style JWT grants (its ``access`` claim)."""
+    access = claims.get("access")
+    if not isinstance(access, list):
+        return None
+    items = [
+        ResourceScope(str(a.get("type", "")), str(a.get("name", "")), str(action))
+        for a in access
+        if isinstance(a, dict)
+        for action in (a.get("actions") or [])
+    ]
+    return new_scope(*items)
+
+
+_GRANT_KINDS = {
+    "get_basic": "GET with Basic credentials",
+    "get_anonymous": "GET, anonymous",
+    "post_refresh": "POST, OAuth2 refresh_token grant",
+}
+
+
+async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth token REPOSITORY``: run the flow against a registry and describe the token."""
+    ref = parse_reference(args.repository, insecure=args.insecure, allow_tag=False)
+    actions = "pull,push" if args.push else "pull"
+    wanted = parse_scope(f"repository:{ref.repository}:{actions}")
+    for extra in args.scope or ():
+        wanted = wanted.union(parse_scope(extra))
+    config = _load_config()
+    recorder = _SentAuthorization()
+    base = ref.base_url
+    tags_url = base.with_path(f"/v2/{ref.repository}/tags/list")
+    async with (
+        _middleware(config) as mw,
+        aiohttp.ClientSession(middlewares=[mw, recorder]) as session,
+    ):
+        with with_scope(wanted):
+            async with session.get(base.with_path("/v2/")) as resp:
+                if resp.status >= 400 and resp.status != 404:
+                    raise await _registry_error(resp, f"GET {base}/v2/")
+                await resp.read()
+            challenge = resp.status
+            async with session.get(tags_url) as resp:
+                tags_status = resp.status
+                if resp.status in (401, 403):
+                    raise await _registry_error(resp, f"GET {redact_url(tags_url)}")
+                await resp.read()
+        stats = mw.stats
+    sent = recorder.value or ""
+    scheme, _, token = sent.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        how = "Basic credentials" if scheme.lower() == "basic" else "no authentication"
+        raise CLIError(
+            f"{ref.registry} uses {how}: there is no bearer token (GET /v2/ answered {challenge})",
+            EXIT_FAILED,
+        )
+    kinds = [k for k, n in stats.token_requests.items() if n]
+    grant = (
+        ", ".join(_GRANT_KINDS.get(k, k) for k in kinds)
+        if kinds
+        else "none: an access token from the configuration (registrytoken)"
+    )
+    claims = _jwt_claims(token)
+    granted = _granted_scope(claims) if claims is not None else None
+    expires: float | None = None
+    if claims is not None and isinstance(claims.get("exp"), (int, float)):
+        expires = float(claims["exp"]) - time.time()
+    shown_token = token if args.show_token else mask(token)
+    if args.json:
+        _dump_json(
+            {
+                "registry": ref.registry,
+                "repository": ref.repository,
+                "scope_requested": str(wanted),
+                "scope_granted": None if granted is None else str(granted.canonical()),
+                "expires_in": None if expires is None else round(expires),
+                "grant": kinds,
+                "token_requests": stats.total_token_requests,
+                "responses_401": stats.responses_401,
+                "tags_status": tags_status,
+                "token": shown_token,
+            },
+            out,
+        )
+        return EXIT_OK
+    _print_fields(
+        [
+            ("registry", ref.registry),
+            ("repository", ref.repository),
+            ("scope requested", str(wanted)),
+            (
+                "scope granted",
+                "unknown (an opaque token)"
+                if granted is None
+                else (str(granted.canonical()) or "nothing"),
+            ),
+            (
+                "expires in",
+                "unknown (an opaque token)" if expires is None else f"{expires:.0f} s",
+            ),
+            ("grant", grant),
+            (
+                "round trips",
+                f"{stats.responses_401} 401, {stats.total_token_requests} token request(s)",
+            ),
+            ("tags/list", str(tags_status)),
+            ("token", shown_token if args.show_token else "<set> (--show-token prints it)"),
+        ],
+        out,
+    )
+    return EXIT_OK
+
+
+# -- fetch ---------------------------------------------------------------------------
+
+
+def _fetch_target(text: str, insecure: bool) -> URL:
+    if "://" in text:
+        url = URL(text)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise CLIError(f"invalid URL {redact_url(text)!r}: expected http(s)://HOST/...", 2)
+        return url
+    return parse_reference(text, insecure=insecure).manifest_url()
+
+
+async def cmd_fetch(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth fetch REFERENCE``: an authorised GET of a manifest."""
+    url = _fetch_target(args.reference, args.insecure)
+    config = _load_config()
+    headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    async with (
+        _middleware(config) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+        session.get(url, headers=headers) as resp,
+    ):
+        if resp.status >= 400:
+            raise await _registry_error(resp, f"GET {redact_url(url)}")
+        body = await _read_capped(resp, MAX_BODY)
+        if args.headers:
+            version = resp.version or aiohttp.HttpVersion11
+            status = f"HTTP/{version.major}.{version.minor} {resp.status} {resp.reason or ''}"
+            print(status.rstrip(), file=out)
+            for key, value in redact_headers(list(resp.headers.items())):
+                print(f"{key}: {value}", file=out)
+            return EXIT_OK
+    if args.raw:
+        out.flush()
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    try:
+        _dump_json(json.loads(body), out)
+    except (ValueError, UnicodeDecodeError):
+        out.write(body.decode("utf-8", "replace"))
+    return EXIT_OK
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth demo``: the embedded registry, a concurrent pull, and what it cost."""
+    try:
+        import cryptography  # noqa: F401  (the token server signs with it)
+    except ImportError:
+        raise CLIError(
+            "the demo needs the 'demo' extra (cryptography, rich): "
+            "pip install 'aociauth[demo]' (from a clone: pip install -e '.[demo]')",
+            EXIT_MISSING_DEPENDENCY,
+        ) from None
+    from aociauth import demo
+
+    if args.repos < 1 or args.concurrency < 1 or args.latency_ms < 0:
+        raise CLIError("--repos and --concurrency must be at least 1, --latency-ms not negative", 2)
+    options = demo.DemoOptions(
+        repos=args.repos,
+        concurrency=args.concurrency,
+        latency_ms=args.latency_ms,
+        compare=args.compare,
+    )
+    return demo.main(options, out=out, as_json=args.json)
+
+
+# -- the parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``aociauth`` and its subcommands."""
+    from aociauth import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show debug logs of the aociauth logger, and a traceback on error",
+    )
+    parser = argparse.ArgumentParser(
+        prog="aociauth",
+        description="Docker/OCI registry authentication for aiohttp, from the command line.",
+        epilog=(
+            "exit codes: 0 ok, 1 refused or failed by the registry or token server, 2 usage, "
+            "3 configuration or credential helper error, 4 unreachable, "
+            "5 optional dependency missing, 70 internal error, 130 interrupted"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"aociauth {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="show debug logs of the aociauth logger, and a traceback on error",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="pull many manifests from an in-process registry and show the round trips",
+        description=(
+            "Start a registry (bearer tokens) and a token server in this process on "
+            "127.0.0.1, seed repositories, pull each one's manifest and config blob "
+            "concurrently through the middleware, and print what it took. No network "
+            "beyond loopback, no Docker."
+        ),
+    )
+    p.add_argument(
+        "--repos", type=int, default=200, help="repositories to seed and pull (default 200)"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=32, help="pulls in flight at once (default 32)"
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="milliseconds the token server takes per request (default 20)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also pull with the Go original's policy and show both columns",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(run=cmd_demo, is_async=False)
+
+    p = sub.add_parser(
+        "get",
+        parents=[common],
+        help="show which credentials the Docker configuration gives a registry",
+        description=(
+            "Resolve the credentials for REGISTRY through the configuration chain "
+            "(DOCKER_AUTH_CONFIG, DOCKER_CONFIG/config.json or ~/.docker/config.json, "
+            "XDG_RUNTIME_DIR/containers/auth.json; credHelpers, credsStore, auths) and "
+            "say where they came from. Secrets are masked unless --show-secrets is given. "
+            "Credential helpers are run."
+        ),
+    )
+    p.add_argument("registry", metavar="REGISTRY", help="host[:port], e.g. ghcr.io or docker.io")
+    p.add_argument(
+        "--repository",
+        metavar="NAME",
+        help="a repository, so that per-namespace keys (host/namespace) are considered",
+    )
+    p.add_argument(
+        "--show-secrets", action="store_true", help="print passwords and tokens in clear"
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(run=cmd_get, is_async=True)
+
+    p = sub.add_parser(
+        "token",
+        parents=[common],
+        help="obtain a token for a repository and describe it",
+        description=(
+            "Run the real flow against the registry: GET /v2/, then the repository's "
+            "tags/list, through the middleware, asking for pull (and push with --push) on "
+            "REPOSITORY plus any --scope. Prints the scope asked and granted, the expiry "
+            "and the kind of grant; the token itself only with --show-token."
+        ),
+    )
+    p.add_argument("repository", metavar="REPOSITORY", help="e.g. 127.0.0.1:5000/team/app")
+    p.add_argument("--push", action="store_true", help="ask for push as well as pull")
+    p.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="an extra scope to ask for, e.g. registry:catalog:* (repeatable)",
+    )
+    p.add_argument("--show-token", action="store_true", help="print the token in clear")
+    p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(run=cmd_token, is_async=True)
+
+    p = sub.add_parser(
+        "fetch",
+        parents=[common],
+        help="GET a manifest with the user's credentials and print it",
+        description=(
+            "An authorised GET of a manifest, accepting OCI index and manifest and Docker "
+            "manifest list and v2 media types. REFERENCE is REGISTRY/NAME[:TAG][@DIGEST] "
+            "or a URL. Plain http is used for loopback registries (and with --insecure), "
+            "https otherwise."
+        ),
+    )
+    p.add_argument(
+        "reference",
+        metavar="REFERENCE",
+        help="e.g. 127.0.0.1:5000/team/app:v1, ...@sha256:..., or http(s)://HOST/v2/...",
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--headers", action="store_true", help="print the status and headers only")
+    how.add_argument("--raw", action="store_true", help="print the body as received")
+    p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
+    p.set_defaults(run=cmd_fetch, is_async=True)
+    return parser
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _logging(debug: bool) -> Iterator[None]:
+    """Log the ``aociauth`` logger to stderr (debug level with ``--debug``), then restore it.
+
+    Restoring matters when :func:`main` is called in-process (tests, other tools).
+    """
+    logger = logging.getLogger("aociauth")
+    saved = (logger.level, logger.propagate)
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message for an error."""
+    if isinstance(exc, CLIError):
+        return exc.code, exc.message
+    if isinstance(exc, CredentialLookupError | ConfigError):
+        return EXIT_CONFIG, str(exc)
+    if isinstance(exc, TokenServerError) and exc.status is None:
+        # No answer at all: the token server could not be reached or timed out.
+        return EXIT_UNREACHABLE, str(exc)
+    if isinstance(exc, OCIAuthError):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return EXIT_USAGE, f"invalid URL: {redact_url(str(exc.url))}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return EXIT_UNREACHABLE, f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}"
+    if isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError):
+        what = str(exc) or type(exc).__name__
+        return EXIT_UNREACHABLE, f"connection failed: {redact_text(what)}"
+    if isinstance(exc, aiohttp.ClientError):
+        return EXIT_FAILED, redact_text(str(exc) or type(exc).__name__)
+    return EXIT_INTERNAL, (
+        f"internal error: {type(exc).__name__}: {redact_text(str(exc))} "
+        "(run with --debug for the traceback)"
+    )
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit; pointed at a closed pipe it would complain again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (``aociauth`` exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    out = sys.stdout
+    try:
+        with _logging(debug):
+            if args.is_async:
+                return int(asyncio.run(args.run(args, out)))
+            return int(args.run(args, out))
+    except KeyboardInterrupt:
+        print("aociauth: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`aociauth fetch ... | head`): nothing left to say.
+        _silence_stdout()
+        return EXIT_FAILED
+    except Exception as exc:
+        code, message = _classify(exc)
+        if debug:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        print(f"aociauth: error: {_one_line(message)}", file=sys.stderr)
+        return code
