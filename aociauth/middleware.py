@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
+from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -835,6 +836,14 @@ def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddlewar
     return AuthMiddleware(params)
 
 
+#: The most of a registry's body drained to keep its connection in the pool.
+_MAX_DRAIN = 64 * 1024
+
+
+class _TooBig(Exception):
+    pass
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a shared task's failure as seen: its waiters get it; a failure with none is not news."""
     if not task.cancelled():
@@ -877,21 +886,40 @@ async def _read_capped(resp: ClientResponse, cap: int, where: str, registry: str
 
 
 async def _rewrite_403(resp: ClientResponse, stats: AuthStats) -> ClientResponse:
-    """The original's rule: a 401 right after a token the server just gave us means 403 DENIED."""
+    """The original's rule: a 401 right after a token the server just gave us means 403 DENIED.
+
+    The registry's own (small) body is drained so the connection goes back to
+    the pool; the response is then given the DENIED body through every way of
+    reading it: ``read()``, ``text()``, ``json()`` and ``content``.
+    """
     stats.rewritten_403 += 1
-    resp.release()
+    drained = 0
+    try:
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            drained += len(chunk)
+            if drained > _MAX_DRAIN:
+                raise _TooBig
+    except (_TooBig, aiohttp.ClientError, asyncio.TimeoutError):
+        resp.close()
+        # close() marks the response released, after which read() refuses even a
+        # body it holds; the content is replaced below, so reading it is sound.
+        resp._released = False
     headers = CIMultiDict(resp.headers)
     headers[hdrs.CONTENT_TYPE] = "application/json"
     headers[hdrs.CONTENT_LENGTH] = str(len(_DENIED_BODY))
     headers.popall(hdrs.WWW_AUTHENTICATE, None)
     resp.status = 403
     resp.reason = "Forbidden"
-    # aiohttp keeps the headers and the read body in these attributes; read()
-    # and json() answer from _body once it is set.
     proxy = CIMultiDictProxy(headers)
+    # aiohttp keeps the headers in _headers, and .headers is a @reify cached in _cache.
     resp._headers = proxy
-    cache = getattr(resp, "_cache", None)  # where @reify keeps .headers once read
+    cache = getattr(resp, "_cache", None)
     if isinstance(cache, dict):
         cache["headers"] = proxy
+    loop = asyncio.get_running_loop()
+    content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    content.feed_data(_DENIED_BODY)
+    content.feed_eof()
+    resp.content = content
     resp._body = _DENIED_BODY
     return resp

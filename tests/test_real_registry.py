@@ -415,16 +415,6 @@ async def test_token_push_where_only_pull_is_granted_is_denied(tokens: TokenSetu
     assert token_scopes(ts) == [parse_scope(f"repository:{repo}:pull,push")] * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=aiohttp.ClientConnectionError,
-    reason=(
-        "middleware._rewrite_403 releases the 401 response before putting the DENIED body "
-        "in _body; aiohttp's read() raises ClientConnectionError('Connection closed') for a "
-        "released response whose _body is set, and resp.content is the released stream, "
-        "which raises the same (json() and text() work: they skip read() when _body is set)"
-    ),
-)
 @pytest.mark.parametrize("how", ["read", "content"])
 async def test_token_denied_body_reads_like_any_body(tokens: TokenSetup, how: str) -> None:
     url = f"{tokens.registry.url}/v2/readonly/{how}/blobs/uploads/"
