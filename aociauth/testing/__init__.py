@@ -10,14 +10,32 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
   redirect, stall or drop the connection. It counts and records everything
   it receives (never a password) in :attr:`TokenServer.counters` and
   :attr:`TokenServer.requests`.
-* :class:`TokenIssuer`: the keys behind it. It signs JWTs that the reference
+* :class:`Registry`: an in-memory OCI registry that authenticates exactly
+  like distribution 2.8 (``auth="none"``, ``"basic"`` or ``"bearer"`` with a
+  :class:`TokenServer`): the same challenges, ``error=`` values, 401 bodies
+  and quirks. ``seed_image`` stores a small image to pull; ``counters`` and
+  ``requests`` tell which requests came with which credentials and scopes.
+* :class:`RecordingServer`: records every request, headers and body, and
+  serves blobs: the CDN a registry redirects blob downloads to, or the
+  attacker a credential must never reach (:meth:`RecordingServer.credentials_seen`).
+* :class:`TokenIssuer`: the keys behind the token server. It signs JWTs that the reference
   registry (distribution 2.8) accepts, so the same tokens work against the
   in-process fakes and a real ``docker-registry``.
 
-Each server is an async context manager::
+Each server is an async context manager, and each knob is an attribute a
+test may change between requests::
 
-    async with TokenServer(users={"alice": "secret"}) as ts:
-        ...  # point a registry's realm at ts.realm
+    async with (
+        TokenServer(users={"alice": "secret"}) as ts,
+        Registry(auth="bearer", token_server=ts) as reg,
+    ):
+        image = reg.seed_image("team/app", "v1")
+        ...  # pull reg.url + "/v2/team/app/manifests/v1" with your client
+        assert ts.counters.get_basic == 1
+
+Tests should prove behaviour by these counters, not by timing: ``pause()``,
+``wait_for_requests(n)`` and ``resume()`` line up concurrent requests, and
+``fail_next``/``respond_with`` inject failures for the next requests only.
 
 With pytest and pytest-asyncio, the ``pytest11`` plugin
 (:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures.
@@ -34,6 +52,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aociauth.testing._jwt import TokenIssuer
+    from aociauth.testing.registry import (
+        RecordedRequest,
+        RecordingServer,
+        Registry,
+        RegistryCounters,
+        RegistryRequest,
+        SeededImage,
+    )
     from aociauth.testing.tokenserver import (
         Access,
         Grants,
@@ -45,6 +71,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Access",
     "Grants",
+    "RecordedRequest",
+    "RecordingServer",
+    "Registry",
+    "RegistryCounters",
+    "RegistryRequest",
+    "SeededImage",
     "TokenIssuer",
     "TokenRequest",
     "TokenServer",
@@ -53,6 +85,12 @@ __all__ = [
 
 _HOMES = {
     "TokenIssuer": "aociauth.testing._jwt",
+    "RecordedRequest": "aociauth.testing.registry",
+    "RecordingServer": "aociauth.testing.registry",
+    "Registry": "aociauth.testing.registry",
+    "RegistryCounters": "aociauth.testing.registry",
+    "RegistryRequest": "aociauth.testing.registry",
+    "SeededImage": "aociauth.testing.registry",
     "Access": "aociauth.testing.tokenserver",
     "Grants": "aociauth.testing.tokenserver",
     "TokenRequest": "aociauth.testing.tokenserver",

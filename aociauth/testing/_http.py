@@ -36,19 +36,54 @@ def json_response(
 class LoopbackServer:
     """Base of the in-process servers: starts on ``127.0.0.1`` on a free port.
 
-    Subclasses build their application in :meth:`_make_app`. Use it as an
-    async context manager, or call :meth:`start` and :meth:`stop`. While it
-    stops, :attr:`_closing` is set, so a handler that stalls on purpose can
-    wait on it and end with the server.
+    Subclasses build their application in :meth:`_make_app`, call
+    :meth:`_arrive` when a request comes in and then await :meth:`_gate`.
+    Use it as an async context manager, or call :meth:`start` and
+    :meth:`stop`. While it stops, :attr:`_closing` is set, so a handler that
+    stalls on purpose can wait on it and end with the server.
     """
 
     def __init__(self) -> None:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = asyncio.Event()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._arrived = asyncio.Event()
+        self._arrivals = 0
 
     def _make_app(self) -> web.Application:
         raise NotImplementedError
+
+    def _arrive(self) -> None:
+        self._arrivals += 1
+        self._arrived.set()
+
+    async def _gate(self) -> None:
+        await self._open.wait()
+
+    def pause(self) -> None:
+        """Hold every request (after it is counted) until :meth:`resume`."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        """Let held requests go on."""
+        self._open.set()
+
+    async def wait_for_requests(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until ``n`` requests have arrived since the counters were (re)set.
+
+        With :meth:`pause`, this lets a test line up concurrent requests and
+        count them, without relying on timing. ``timeout`` only bounds a test
+        that went wrong.
+        """
+
+        async def arrived() -> None:
+            while self._arrivals < n:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(arrived(), timeout)
 
     @property
     def port(self) -> int:
@@ -99,6 +134,7 @@ class LoopbackServer:
         if runner is None:
             return
         self._closing.set()
+        self._open.set()
         try:
             await runner.cleanup()
         finally:

@@ -261,9 +261,6 @@ class TokenServer(LoopbackServer):
         self._random = random.Random(seed)  # noqa: S311
         self._failures: collections.deque[_Failure] = collections.deque()
         self._garbage: collections.deque[tuple[str, str | None]] = collections.deque()
-        self._open = asyncio.Event()
-        self._open.set()
-        self._arrived = asyncio.Event()
 
     def __repr__(self) -> str:
         where = self.url if self.running else "stopped"
@@ -284,6 +281,7 @@ class TokenServer(LoopbackServer):
         in_flight = self.counters.in_flight
         self.counters = TokenServerCounters(in_flight=in_flight, max_in_flight=in_flight)
         self.requests.clear()
+        self._arrivals = 0
 
     def issue_refresh_token(self, subject: str) -> str:
         """Make a refresh token for ``subject`` that the refresh grant accepts.
@@ -332,28 +330,6 @@ class TokenServer(LoopbackServer):
         self._failures.clear()
         self._garbage.clear()
 
-    def pause(self) -> None:
-        """Hold every token request (after it is counted) until :meth:`resume`."""
-        self._open.clear()
-
-    def resume(self) -> None:
-        """Let held token requests go on."""
-        self._open.set()
-
-    async def wait_for_requests(self, n: int, timeout: float = 10.0) -> None:
-        """Wait until :attr:`counters` ``.requests`` reaches ``n``.
-
-        With :meth:`pause`, this lets a test line up concurrent requests
-        without relying on timing.
-        """
-
-        async def arrived() -> None:
-            while self.counters.requests < n:
-                self._arrived.clear()
-                await self._arrived.wait()
-
-        await asyncio.wait_for(arrived(), timeout)
-
     def allowed(self, subject: str | None, access: Access) -> bool:
         """Whether ``subject`` (``None``: anonymous) may have ``access``, per :attr:`grants`."""
         grants = self.grants
@@ -367,11 +343,6 @@ class TokenServer(LoopbackServer):
                 if access.action in actions and fnmatchcase(target, pattern):
                     return True
         return False
-
-    async def stop(self) -> None:
-        """Stop serving; held and stalled requests end with it."""
-        self._open.set()
-        await super().stop()
 
     def _make_app(self) -> web.Application:
         app = web.Application()
@@ -391,7 +362,7 @@ class TokenServer(LoopbackServer):
         counters.requests += 1
         counters.in_flight += 1
         counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
-        self._arrived.set()
+        self._arrive()
         try:
             record, password = await self._record(request)
             response = await self._answer(request, record, password, follow_garbage=follow_garbage)
@@ -463,7 +434,7 @@ class TokenServer(LoopbackServer):
         if request.method not in ("GET", "POST"):
             return web.Response(status=405, headers={"Allow": "GET, POST"})
         self._count_kind(record.kind)
-        await self._open.wait()
+        await self._gate()
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         injected = await self._injected(request, follow_garbage=follow_garbage)
