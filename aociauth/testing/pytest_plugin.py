@@ -1,5 +1,144 @@
 """The pytest plugin of :mod:`aociauth.testing` (the ``pytest11`` entry point).
 
-pytest loads this module in every run of every project that has aociauth
-installed, so it imports nothing beyond pytest at load time.
+Fixtures, each yielding a running server on 127.0.0.1 and stopping it after
+the test:
+
+* ``oci_token_server``: a :class:`~aociauth.testing.TokenServer` with the user
+  ``alice`` / ``secret-password`` (:data:`USER`, :data:`PASSWORD`).
+* ``oci_registry``: a bearer-token :class:`~aociauth.testing.Registry` backed
+  by ``oci_token_server``.
+* ``oci_basic_registry``: a Registry with Basic auth for the same user.
+* ``oci_open_registry``: a Registry without authentication.
+* ``oci_registry_factory``: an async function taking Registry's keyword
+  arguments and returning a started Registry; with ``auth="bearer"`` and no
+  ``token_server`` it starts a TokenServer of its own for it. Everything it
+  started is stopped after the test.
+
+The fixtures need pytest-asyncio and the ``testing`` extra (cryptography);
+without them a test using one is skipped, saying why. pytest loads this module
+in every run of every project that has aociauth installed, so it imports the
+servers only inside the fixtures.
 """
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import pytest
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - exercised in environments without it
+    pytest_asyncio = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from aociauth.testing.registry import Registry
+    from aociauth.testing.tokenserver import TokenServer
+
+__all__ = [
+    "PASSWORD",
+    "USER",
+    "RegistryFactory",
+    "oci_basic_registry",
+    "oci_open_registry",
+    "oci_registry",
+    "oci_registry_factory",
+    "oci_token_server",
+]
+
+USER = "alice"
+"""The user the fixtures' servers know."""
+PASSWORD = "secret-password"  # noqa: S105 (a test fixture's well-known password)
+"""The password of :data:`USER`."""
+
+RegistryFactory = Callable[..., Awaitable["Registry"]]
+"""``await factory(**registry_kwargs)`` -> a started :class:`~aociauth.testing.Registry`."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _async_fixture(func: _F) -> _F:
+    """Make ``func`` an async fixture, or one that skips when pytest-asyncio is missing."""
+    if pytest_asyncio is not None:
+        return cast(_F, pytest_asyncio.fixture(func))
+
+    def unavailable() -> Iterator[None]:
+        pytest.skip(f"the {func.__name__} fixture needs pytest-asyncio")
+        yield  # pragma: no cover
+
+    unavailable.__doc__ = func.__doc__
+    return cast(_F, pytest.fixture(name=func.__name__)(unavailable))
+
+
+def _import_servers() -> tuple[type[TokenServer], type[Registry]]:
+    pytest.importorskip(
+        "cryptography", reason="aociauth's fixtures need the testing extra: aociauth[testing]"
+    )
+    from aociauth.testing.registry import Registry
+    from aociauth.testing.tokenserver import TokenServer
+
+    return TokenServer, Registry
+
+
+@_async_fixture
+async def oci_token_server() -> AsyncIterator[TokenServer]:
+    """A running TokenServer that knows ``alice`` / ``secret-password``."""
+    token_server_class, _ = _import_servers()
+    async with token_server_class(users={USER: PASSWORD}) as server:
+        yield server
+
+
+@_async_fixture
+async def oci_registry(oci_token_server: TokenServer) -> AsyncIterator[Registry]:
+    """A running bearer-token Registry whose tokens come from ``oci_token_server``."""
+    _, registry_class = _import_servers()
+    async with registry_class(auth="bearer", token_server=oci_token_server) as registry:
+        yield registry
+
+
+@_async_fixture
+async def oci_basic_registry() -> AsyncIterator[Registry]:
+    """A running Registry with Basic auth for ``alice`` / ``secret-password``."""
+    _, registry_class = _import_servers()
+    async with registry_class(auth="basic", users={USER: PASSWORD}) as registry:
+        yield registry
+
+
+@_async_fixture
+async def oci_open_registry() -> AsyncIterator[Registry]:
+    """A running Registry without authentication."""
+    _, registry_class = _import_servers()
+    async with registry_class() as registry:
+        yield registry
+
+
+@_async_fixture
+async def oci_registry_factory() -> AsyncIterator[RegistryFactory]:
+    """An async factory of started Registries; all are stopped after the test.
+
+    ``await oci_registry_factory(auth="bearer", shuffle_challenges=True)``
+    gives a Registry with its own TokenServer (``registry.token_server``) for
+    ``alice``; pass ``token_server=`` to share one.
+    """
+    token_server_class, registry_class = _import_servers()
+    started: list[TokenServer | Registry] = []
+
+    async def factory(**kwargs: Any) -> Registry:
+        if kwargs.get("auth") == "bearer" and kwargs.get("token_server") is None:
+            token_server = token_server_class(users={USER: PASSWORD})
+            await token_server.start()
+            started.append(token_server)
+            kwargs["token_server"] = token_server
+        if kwargs.get("auth") == "basic":
+            kwargs.setdefault("users", {USER: PASSWORD})
+        registry = registry_class(**kwargs)
+        await registry.start()
+        started.append(registry)
+        return registry
+
+    try:
+        yield factory
+    finally:
+        for server in reversed(started):
+            await server.stop()
