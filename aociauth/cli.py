@@ -37,10 +37,10 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
@@ -442,10 +442,13 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
                     raise await _registry_error(resp, f"GET {redact_url(tags_url)}")
                 await resp.read()
         stats = mw.stats
-    sent = recorder.value or ""
-    scheme, _, token = sent.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        how = "Basic credentials" if scheme.lower() == "basic" else "no authentication"
+        # What the middleware holds: the token for the wanted scope, else the one it sent
+        # (a token server may grant less than was asked).
+        tok = mw.cached_token(base, wanted) or mw.cached_token(base)
+        now = asyncio.get_running_loop().time()
+    scheme = (recorder.value or "").partition(" ")[0].lower()
+    if tok is None or scheme != "bearer":
+        how = "Basic credentials" if scheme == "basic" else "no authentication"
         raise CLIError(
             f"{ref.registry} uses {how}: there is no bearer token (GET /v2/ answered {challenge})",
             EXIT_FAILED,
@@ -456,20 +459,20 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
         if kinds
         else "none: an access token from the configuration (registrytoken)"
     )
-    claims = _jwt_claims(token)
+    claims = _jwt_claims(tok.value)
     granted = _granted_scope(claims) if claims is not None else None
-    expires: float | None = None
-    if claims is not None and isinstance(claims.get("exp"), (int, float)):
-        expires = float(claims["exp"]) - time.time()
-    shown_token = token if args.show_token else mask(token)
+    expires = tok.expires_at - now
+    shown_token = tok.value if args.show_token else mask(tok.value)
+    cached = "*" if tok.scope.is_unlimited() else str(tok.scope.canonical())
     if args.json:
         _dump_json(
             {
                 "registry": ref.registry,
                 "repository": ref.repository,
                 "scope_requested": str(wanted),
+                "scope_cached": cached,
                 "scope_granted": None if granted is None else str(granted.canonical()),
-                "expires_in": None if expires is None else round(expires),
+                "expires_in": round(expires) if math.isfinite(expires) else None,
                 "grant": kinds,
                 "token_requests": stats.total_token_requests,
                 "responses_401": stats.responses_401,
@@ -479,21 +482,18 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
             out,
         )
         return EXIT_OK
+    if granted is None:
+        granted_text = "unknown (not a JWT with an access claim)"
+    else:
+        granted_text = str(granted.canonical()) or "nothing"
     _print_fields(
         [
             ("registry", ref.registry),
             ("repository", ref.repository),
             ("scope requested", str(wanted)),
-            (
-                "scope granted",
-                "unknown (an opaque token)"
-                if granted is None
-                else (str(granted.canonical()) or "nothing"),
-            ),
-            (
-                "expires in",
-                "unknown (an opaque token)" if expires is None else f"{expires:.0f} s",
-            ),
+            ("scope cached", cached),
+            ("scope granted", granted_text),
+            ("expires in", f"{expires:.0f} s" if math.isfinite(expires) else "never"),
             ("grant", grant),
             (
                 "round trips",
