@@ -1,0 +1,413 @@
+"""The ``aociauth`` command line, driven as a user drives it: in a subprocess.
+
+Each test starts an in-process token server and registry on loopback and runs
+``python -m aociauth`` with ``DOCKER_CONFIG`` pointing at a temporary
+``config.json`` that holds credentials for that registry. The servers count
+what they were asked, so the tests check the round trips, not just the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from aociauth.cli import main
+from aociauth.testing.registry import Registry, SeededImage
+from aociauth.testing.tokenserver import TokenServer
+
+PASSWORD = "alice-cli-password"
+HELPER_SECRET = "helper-cli-secret"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def assert_one_line_error(self) -> None:
+        assert "Traceback" not in self.err
+        assert self.err.strip().count("\n") == 0, self.err
+        assert self.err.startswith("aociauth: error: "), self.err
+
+
+@dataclass
+class Stack:
+    ts: TokenServer
+    registry: Registry
+    image: SeededImage
+    config_dir: Path
+    env: dict[str, str]
+
+    async def run(self, *args: str, env: Mapping[str, str] | None = None) -> Run:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aociauth",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=dict(env if env is not None else self.env),
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return Run(proc.returncode, out.decode(), err.decode())
+
+
+def _write_config(directory: Path, data: Mapping[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(data))
+
+
+def _auth(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _clean_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DOCKER_AUTH_CONFIG", "XDG_RUNTIME_DIR", "DOCKER_CONFIG")
+    }
+    env["DOCKER_CONFIG"] = str(config_dir)
+    env["HOME"] = str(tmp_path / "home")
+    env["COLUMNS"] = "200"
+    return env
+
+
+@pytest_asyncio.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with (
+        TokenServer(users={"alice": PASSWORD}) as ts,
+        Registry(auth="bearer", token_server=ts) as registry,
+    ):
+        image = registry.seed_image("team/app", "v1")
+        config_dir = tmp_path / "docker"
+        _write_config(config_dir, {"auths": {registry.host: {"auth": _auth("alice", PASSWORD)}}})
+        yield Stack(ts, registry, image, config_dir, _clean_env(tmp_path, config_dir))
+
+
+# -- help, usage and exit codes -------------------------------------------------------
+
+
+async def test_help_exits_0_and_documents_the_exit_codes(stack: Stack) -> None:
+    top = await stack.run("--help")
+    assert top.code == 0
+    for command in ("demo", "get", "token", "fetch"):
+        assert command in top.out
+    assert "exit codes" in top.out
+
+
+@pytest.mark.parametrize("command", ["demo", "get", "token", "fetch"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: aociauth {command}" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["frobnicate"], ["demo", "--repos", "many"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+    assert main(["fetch", "127.0.0.1:5000/Team/App:v1"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("aociauth: error: invalid reference")
+
+
+async def test_the_console_script_runs_the_same_main() -> None:
+    # The `aociauth` script is what `pip install` puts on PATH.
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("aociauth") == "aociauth.cli:main"
+
+
+# -- get ------------------------------------------------------------------------------
+
+
+async def test_get_says_where_credentials_come_from_and_masks_them(stack: Stack) -> None:
+    run = await stack.run("get", stack.registry.host)
+    assert run.code == 0, run.err
+    assert PASSWORD not in run.out + run.err
+    lines = dict(line.split(":", 1) for line in run.out.splitlines())
+    assert lines["found"].strip() == "auths entry"
+    assert lines["source"].strip() == str(stack.config_dir / "config.json")
+    assert lines["key"].strip() == stack.registry.host
+    assert lines["username"].strip() == "alice"
+    assert lines["password"].strip() == "<set>"
+    assert lines["refresh token"].strip() == "<empty>"
+
+
+async def test_get_shows_secrets_only_when_asked(stack: Stack) -> None:
+    run = await stack.run("get", stack.registry.host, "--show-secrets", "--json")
+    assert run.code == 0, run.err
+    data = run.json()
+    assert data["password"] == PASSWORD
+    assert data["kind"] == "auths"
+    masked = (await stack.run("get", stack.registry.host, "--json")).json()
+    assert masked["password"] == "<set>"
+
+
+async def test_get_per_namespace_key_wins_for_its_repositories(stack: Stack) -> None:
+    host = stack.registry.host
+    _write_config(
+        stack.config_dir,
+        {
+            "auths": {
+                host: {"auth": _auth("alice", PASSWORD)},
+                f"{host}/team": {"auth": _auth("teambot", "team-secret")},
+            }
+        },
+    )
+    inside = (await stack.run("get", host, "--repository", "team/app", "--json")).json()
+    assert (inside["username"], inside["key"]) == ("teambot", f"{host}/team")
+    outside = (await stack.run("get", host, "--repository", "other/app", "--json")).json()
+    assert (outside["username"], outside["key"]) == ("alice", host)
+
+
+async def test_get_reports_a_credential_helper(stack: Stack, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-clitest"
+    helper.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "url = sys.stdin.read()\n"
+        f"answer = {{'ServerURL': url, 'Username': 'carol', 'Secret': {HELPER_SECRET!r}}}\n"
+        "print(json.dumps(answer))\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    _write_config(stack.config_dir, {"credHelpers": {stack.registry.host: "clitest"}})
+    env = dict(stack.env, PATH=f"{bin_dir}{os.pathsep}{stack.env.get('PATH', '')}")
+    run = await stack.run("get", stack.registry.host, env=env)
+    assert run.code == 0, run.err
+    assert "credential helper (credHelpers)" in run.out
+    assert "docker-credential-clitest" in run.out
+    assert "carol" in run.out
+    assert HELPER_SECRET not in run.out + run.err
+    shown = await stack.run("get", stack.registry.host, "--show-secrets", env=env)
+    assert HELPER_SECRET in shown.out
+
+
+async def test_get_for_an_unknown_registry_finds_nothing(stack: Stack) -> None:
+    data = (await stack.run("get", "registry.invalid", "--json")).json()
+    assert data["kind"] == "none"
+    assert data["username"] == ""
+
+
+async def test_invalid_config_is_exit_3_in_one_line_and_debug_shows_the_traceback(
+    stack: Stack,
+) -> None:
+    (stack.config_dir / "config.json").write_text('{"auths": {')
+    run = await stack.run("get", stack.registry.host)
+    assert run.code == 3
+    run.assert_one_line_error()
+    assert "config.json" in run.err
+    debug = await stack.run("get", stack.registry.host, "--debug")
+    assert debug.code == 3
+    assert "Traceback" in debug.err
+
+
+async def test_a_failing_helper_is_a_config_error(stack: Stack) -> None:
+    _write_config(stack.config_dir, {"credHelpers": {stack.registry.host: "not-installed-xyz"}})
+    run = await stack.run("get", stack.registry.host)
+    assert run.code == 3
+    run.assert_one_line_error()
+    assert "not-installed-xyz" in run.err
+
+
+# -- token ------------------------------------------------------------------------------
+
+
+async def test_token_runs_the_flow_and_describes_the_token(stack: Stack) -> None:
+    repo = f"{stack.registry.host}/team/app"
+    run = await stack.run("token", repo, "--json")
+    assert run.code == 0, run.err
+    data = run.json()
+    assert data["token"] == "<set>"
+    assert data["scope_cached"] == "repository:team/app:pull"
+    assert data["scope_granted"] == "repository:team/app:pull"
+    assert data["grant"] == ["get_basic"]
+    # The token server's expires_in (300 s), as the middleware keeps it.
+    assert 290 <= data["expires_in"] <= 300
+    assert data["tags_status"] == 200
+    # One challenge, one token request: the one the token server saw.
+    assert data["responses_401"] == 1
+    assert data["token_requests"] == stack.ts.counters.requests == 1
+    assert stack.ts.counters.get_basic == 1
+    assert PASSWORD not in run.out + run.err
+
+
+async def test_token_push_and_extra_scope(stack: Stack) -> None:
+    repo = f"{stack.registry.host}/team/app"
+    run = await stack.run("token", repo, "--push", "--scope", "registry:catalog:*")
+    assert run.code == 0, run.err
+    lines = dict(line.split(":", 1) for line in run.out.splitlines())
+    assert lines["scope granted"].strip() == "registry:catalog:* repository:team/app:pull,push"
+    assert lines["grant"].strip() == "GET with Basic credentials"
+    assert "<set>" in lines["token"]
+    issued = stack.ts.requests[-1]
+    assert set(issued.scopes) == {"repository:team/app:pull,push", "registry:catalog:*"}
+
+
+async def test_token_is_printed_only_with_show_token(stack: Stack) -> None:
+    repo = f"{stack.registry.host}/team/app"
+    run = await stack.run("token", repo, "--show-token", "--json")
+    assert run.code == 0, run.err
+    token = run.json()["token"]
+    claims = stack.ts.issuer.verify(token)
+    assert claims["sub"] == "alice"
+    hidden = await stack.run("token", repo)
+    assert token not in hidden.out
+    assert "--show-token" in hidden.out
+
+
+async def test_token_from_the_configuration_needs_no_token_request(stack: Stack) -> None:
+    access = [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
+    registry_token = stack.ts.issuer.issue(subject="ci", access=access, expires_in=600)
+    _write_config(
+        stack.config_dir, {"auths": {stack.registry.host: {"registrytoken": registry_token}}}
+    )
+    run = await stack.run("token", f"{stack.registry.host}/team/app")
+    assert run.code == 0, run.err
+    lines = dict(line.split(":", 1) for line in run.out.splitlines())
+    assert lines["grant"].strip() == "none: an access token from the configuration (registrytoken)"
+    assert lines["expires in"].strip() == "never"
+    assert lines["scope cached"].strip() == "*"
+    assert lines["tags/list"].strip() == "200"
+    assert stack.ts.counters.requests == 0
+    assert registry_token not in run.out
+
+
+async def test_token_with_a_wrong_password_is_exit_1(stack: Stack) -> None:
+    _write_config(
+        stack.config_dir, {"auths": {stack.registry.host: {"auth": _auth("alice", "wrong")}}}
+    )
+    run = await stack.run("token", f"{stack.registry.host}/team/app")
+    assert run.code == 1
+    run.assert_one_line_error()
+    assert "401" in run.err
+    assert stack.ts.counters.unauthorized >= 1
+
+
+async def test_token_against_a_basic_registry_says_there_is_none(tmp_path: Path) -> None:
+    async with Registry(auth="basic", users={"alice": PASSWORD}) as registry:
+        config_dir = tmp_path / "docker"
+        _write_config(config_dir, {"auths": {registry.host: {"auth": _auth("alice", PASSWORD)}}})
+        env = _clean_env(tmp_path, config_dir)
+        stack = Stack(None, registry, None, config_dir, env)  # type: ignore[arg-type]
+        run = await stack.run("token", f"{registry.host}/team/app")
+        assert run.code == 1
+        run.assert_one_line_error()
+        assert "Basic credentials" in run.err
+        assert registry.counters.basic >= 1
+
+
+# -- fetch ------------------------------------------------------------------------------
+
+
+async def test_fetch_prints_the_manifest(stack: Stack) -> None:
+    run = await stack.run("fetch", f"{stack.registry.host}/team/app:v1")
+    assert run.code == 0, run.err
+    manifest = run.json()
+    assert manifest == json.loads(stack.image.manifest)
+    assert stack.registry.counters.unauthorized == 1
+    assert stack.ts.counters.get_basic == 1
+
+
+async def test_fetch_by_digest_raw_is_byte_exact(stack: Stack) -> None:
+    ref = f"{stack.registry.host}/team/app@{stack.image.manifest_digest}"
+    run = await stack.run("fetch", ref, "--raw")
+    assert run.code == 0, run.err
+    assert run.out.encode() == stack.image.manifest
+
+
+async def test_fetch_headers(stack: Stack) -> None:
+    run = await stack.run("fetch", f"{stack.registry.host}/team/app:v1", "--headers")
+    assert run.code == 0, run.err
+    assert run.out.startswith("HTTP/1.1 200")
+    assert f"Docker-Content-Digest: {stack.image.manifest_digest}" in run.out
+    assert "application/vnd.oci.image.manifest.v1+json" in run.out
+
+
+async def test_fetch_a_url(stack: Stack) -> None:
+    url = f"{stack.registry.url}/v2/team/app/manifests/v1"
+    run = await stack.run("fetch", url)
+    assert run.code == 0, run.err
+    assert run.json()["schemaVersion"] == 2
+
+
+async def test_fetch_of_a_missing_tag_is_exit_1_with_the_registry_error(stack: Stack) -> None:
+    run = await stack.run("fetch", f"{stack.registry.host}/team/app:nope")
+    assert run.code == 1
+    run.assert_one_line_error()
+    assert "404" in run.err
+    assert "MANIFEST_UNKNOWN" in run.err
+
+
+async def test_fetch_of_an_unreachable_registry_is_exit_4(stack: Stack) -> None:
+    # Port 9 (discard) on loopback: nothing listens there.
+    run = await stack.run("fetch", "127.0.0.1:9/team/app:v1")
+    assert run.code == 4
+    run.assert_one_line_error()
+
+
+# -- demo -------------------------------------------------------------------------------
+
+
+async def test_demo_json_compare_figures_match_the_counters(stack: Stack) -> None:
+    run = await stack.run(
+        "demo", "--json", "--repos", "20", "--concurrency", "8", "--latency-ms", "1", "--compare"
+    )
+    assert run.code == 0, run.err
+    data = run.json()
+    ours, original = data["runs"]["aociauth"], data["runs"]["original"]
+    for figures in (ours, original):
+        assert figures["images"] == 20
+        assert figures["failed"] == 0
+        # A manifest and a config blob per image, through the middleware.
+        assert figures["requests"] == 40
+        # What the middleware counted is what the servers saw.
+        assert figures["token_requests"] == figures["token_server_requests"]
+        assert figures["registry_requests"] == figures["requests"] + figures["responses_401"]
+        assert figures["stats"]["responses_401"] == figures["responses_401"]
+    # aociauth: the first contact is the only 401; every other token comes before its request.
+    assert ours["responses_401"] == 1
+    assert ours["token_requests"] == 20
+    assert ours["cache_hits"] == 20
+    # The original: at least a 401 for every repository (more when, with no required
+    # scope, it attaches another repository's cached token), each answered by a token fetch.
+    assert original["responses_401"] >= 20
+    assert 20 <= original["token_requests"] <= original["responses_401"]
+    assert original["stats"]["fetches_ahead"] == 0
+
+
+async def test_demo_prints_the_table(stack: Stack) -> None:
+    run = await stack.run("demo", "--repos", "5", "--latency-ms", "0")
+    assert run.code == 0, run.err
+    for row in ("401 responses", "token requests", "cache hits", "wall time", "p99 latency"):
+        assert row in run.out
+    assert "Run with --compare" in run.out
+
+
+async def test_demo_rejects_nonsense_options(stack: Stack) -> None:
+    run = await stack.run("demo", "--repos", "0")
+    assert run.code == 2
+    run.assert_one_line_error()
