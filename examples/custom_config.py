@@ -87,9 +87,8 @@ async def main() -> None:
                 )
             )
         print(f"statuses: {sorted(collections.Counter(statuses).items())}")
-        print(
-            f"token server issued tokens to: {sorted({r.subject for r in token_server.requests})}"
-        )
+        subjects = sorted({r.subject for r in token_server.requests if r.subject})
+        print(f"token server issued tokens to: {subjects}")
         print(f"Basic requests the legacy registry got: {legacy.counters.basic}")
         print(f"vault lookups per registry: {dict(vault.lookups)}")
         print(f"config lookups by the middleware: {mw.stats.config_lookups}")

@@ -32,7 +32,7 @@ async def pull(session: aiohttp.ClientSession, base: str, repository: str) -> st
     ) as resp:
         resp.raise_for_status()
         manifest = await resp.json(content_type=None)
-    digest = manifest["config"]["digest"]
+    digest: str = manifest["config"]["digest"]
     async with session.get(f"{base}/v2/{repository}/blobs/{digest}") as resp:
         resp.raise_for_status()
         config = await resp.read()

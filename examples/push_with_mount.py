@@ -81,7 +81,9 @@ async def put_manifest(
 
 
 async def main() -> None:
-    grants = {"alice": {"repository:team/*": {"pull", "push"}}}
+    grants: dict[str | None, dict[str, set[str]]] = {
+        "alice": {"repository:team/*": {"pull", "push"}}
+    }
     async with (
         TokenServer(users={"alice": "alice-password"}, grants=grants) as token_server,
         Registry(auth="bearer", token_server=token_server) as registry,
