@@ -1,4 +1,4 @@
-"""Test doubles for code that talks to OCI registries: a token server and keys.
+"""Test doubles for code that talks to OCI registries: a registry, a token server, keys.
 
 ``aociauth.testing`` runs, inside your test process, the servers an
 authenticating registry client meets, on ``127.0.0.1`` and a free port:
@@ -18,9 +18,9 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
 * :class:`RecordingServer`: records every request, headers and body, and
   serves blobs: the CDN a registry redirects blob downloads to, or the
   attacker a credential must never reach (:meth:`RecordingServer.credentials_seen`).
-* :class:`TokenIssuer`: the keys behind the token server. It signs JWTs that the reference
-  registry (distribution 2.8) accepts, so the same tokens work against the
-  in-process fakes and a real ``docker-registry``.
+* :class:`TokenIssuer`: the keys behind the token server. It signs JWTs
+  that the reference registry (distribution 2.8) accepts, so the same tokens
+  work against the in-process fakes and a real ``docker-registry``.
 
 Each server is an async context manager, and each knob is an attribute a
 test may change between requests::
@@ -38,7 +38,9 @@ Tests should prove behaviour by these counters, not by timing: ``pause()``,
 ``fail_next``/``respond_with`` inject failures for the next requests only.
 
 With pytest and pytest-asyncio, the ``pytest11`` plugin
-(:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures.
+(:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures:
+``oci_token_server``, ``oci_registry`` (bearer), ``oci_basic_registry``,
+``oci_open_registry`` and ``oci_registry_factory``.
 
 Names are imported on first use, so that loading the pytest plugin (which
 pytest does in every project that has aociauth installed) needs neither
