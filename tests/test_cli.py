@@ -411,3 +411,27 @@ async def test_demo_rejects_nonsense_options(stack: Stack) -> None:
     run = await stack.run("demo", "--repos", "0")
     assert run.code == 2
     run.assert_one_line_error()
+
+
+def test_the_plain_table_shows_each_policy_as_measured() -> None:
+    # The table printed when rich is not installed (the `test` extra does not bring it).
+    import io
+
+    from aociauth.demo import DemoOptions, DemoResult, PullFigures, render_plain
+
+    def figures(policy: str, r401: int, wall: float) -> PullFigures:
+        return PullFigures(policy, 7, 0, 14, 14 + r401, r401, 7, 7, 7, wall, 12.5, 40.0)
+
+    result = DemoResult(
+        DemoOptions(repos=7, compare=True),
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2/token",
+        (figures("aociauth", 1, 0.5), figures("original", 7, 2.0)),
+    )
+    out = io.StringIO()
+    render_plain(result, out)
+    rows = {line.split("  ")[0].strip(): line.split() for line in out.getvalue().splitlines()}
+    assert rows["401 responses"][-2:] == ["1", "7"]
+    assert rows["requests the registry got"][-2:] == ["15", "21"]
+    assert "aociauth met 1 401(s) where the original met 7" in out.getvalue()
+    assert "4.0x less time" in out.getvalue()

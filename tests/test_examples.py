@@ -113,3 +113,31 @@ def test_examples_touch_nothing_but_loopback(name: str) -> None:
     # Each example brings its own servers: it names no host but 127.0.0.1.
     text = (EXAMPLES / name).read_text()
     assert not re.search(r"https?://(?!127\.0\.0\.1)[a-z]", text), name
+
+
+# -- the README stays true to the code ----------------------------------------------------
+
+README = EXAMPLES.parent / "README.md"
+
+
+def test_readme_quick_start_commands_are_what_ci_and_the_demo_run() -> None:
+    text = README.read_text()
+    test_command = "pip install -e '.[test]' && python -m pytest"
+    assert f"```sh\n{test_command}\n```" in text
+    ci = (EXAMPLES.parent / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == test_command
+    assert "```sh\npip install -e '.[demo]' && python -m aociauth demo\n```" in text
+
+
+def test_readme_documents_every_transport_parameter_and_exit_code() -> None:
+    from dataclasses import fields
+
+    import aociauth
+    from aociauth import cli
+
+    text = README.read_text()
+    for f in fields(aociauth.StdTransportParams):
+        assert f"`{f.name}`" in text, f.name
+    for name in dir(cli):
+        if name.startswith("EXIT_"):
+            assert f"\n| {getattr(cli, name)} | " in text, name
