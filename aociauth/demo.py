@@ -45,6 +45,7 @@ __all__ = [
     "DemoResult",
     "PullFigures",
     "main",
+    "percentile",
     "render_plain",
     "run_demo",
 ]
