@@ -307,6 +307,23 @@ async def test_token_with_a_wrong_password_is_exit_1(stack: Stack) -> None:
     assert stack.ts.counters.unauthorized >= 1
 
 
+async def test_token_with_an_unreachable_token_server_is_exit_4(tmp_path: Path) -> None:
+    async with (
+        TokenServer(users={"alice": PASSWORD}) as ts,
+        # The challenge names a realm where nothing listens (port 9, discard).
+        Registry(auth="bearer", token_server=ts, realm="http://127.0.0.1:9/token") as registry,
+    ):
+        config_dir = tmp_path / "docker"
+        _write_config(config_dir, {"auths": {registry.host: {"auth": _auth("alice", PASSWORD)}}})
+        env = _clean_env(tmp_path, config_dir)
+        stack = Stack(ts, registry, None, config_dir, env)  # type: ignore[arg-type]
+        run = await stack.run("token", f"{registry.host}/team/app")
+        assert run.code == 4, run.err
+        run.assert_one_line_error()
+        assert "could not be reached" in run.err
+        assert ts.counters.requests == 0
+
+
 async def test_token_against_a_basic_registry_says_there_is_none(tmp_path: Path) -> None:
     async with Registry(auth="basic", users={"alice": PASSWORD}) as registry:
         config_dir = tmp_path / "docker"
