@@ -1,0 +1,301 @@
+"""Shared pieces of the hardening tests: names on loopback, TLS, canaries, leak checks.
+
+Every server is on 127.0.0.1. :class:`LoopbackResolver` lets a session reach
+them by name (``reg.test``, ``evil.test``, ...), so the realm policy and the
+origin checks see different hosts, as they would on a network; nothing ever
+resolves a name through DNS. :func:`tls_pair` makes a throwaway CA and a
+certificate for those names, for the https cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import socket
+import ssl
+import tempfile
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import aociauth
+
+T = TypeVar("T")
+
+#: Secrets that must never show up anywhere but where they belong. Each is
+#: long and distinctive, so finding one is never a coincidence.
+PASSWORD = "canary-PASSWORD-7f3a91"
+REFRESH_TOKEN = "canary-REFRESH-c0ffee42"
+ACCESS_TOKEN = "canary-ACCESS-5eed5eed"
+HELPER_SECRET = "canary-HELPER-d15ea5e"
+SIGNATURE = "canary0signature0deadbeef"
+CANARIES = (PASSWORD, REFRESH_TOKEN, ACCESS_TOKEN, HELPER_SECRET, SIGNATURE)
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
+
+#: Names the resolver maps to 127.0.0.1.
+NAMES = ("reg.test", "auth.test", "evil.test", "cdn.test", "reg.example.com", "auth.example.com")
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every name to 127.0.0.1 and counts what it was asked.
+
+    ``localhost`` included: a session using it never touches ``::1`` or DNS.
+    """
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class TLS:
+    """A server context for :data:`NAMES` and 127.0.0.1, and a client context trusting it."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def tls_pair() -> TLS:
+    """A fresh CA and a leaf certificate for :data:`NAMES`, ``localhost`` and 127.0.0.1."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aociauth hardening CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in (*NAMES, "localhost")]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reg.test")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file = Path(tmp, "leaf.pem")
+        key_file = Path(tmp, "leaf.key")
+        cert_file.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+        key_file.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode("ascii"))
+    return TLS(server, client)
+
+
+@dataclass
+class Seen:
+    """One request a scripted server received: everything a credential could hide in."""
+
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def text(self) -> str:
+        """Everything recorded, as one string to search for canaries."""
+        heads = "\n".join(f"{k}: {v}" for k, v in self.headers)
+        return f"{self.method} {self.path}?{self.query}\n{heads}\n\n" + self.body.decode("latin-1")
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class Scripted:
+    """A running aiohttp test server whose handler is a plain function, recording all."""
+
+    server: TestServer
+    seen: list[Seen] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        port = self.server.port
+        assert port is not None
+        return port
+
+    def url(self, path: str = "", host: str = "127.0.0.1") -> str:
+        return f"{self.server.scheme}://{host}:{self.port}{path}"
+
+
+Handler = Any  # Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def scripted(handler: Handler, *, tls: TLS | None = None) -> AsyncIterator[Scripted]:
+    """Serve ``handler`` on 127.0.0.1 (over TLS with ``tls``), recording every request."""
+    rec: Scripted
+
+    async def record(req: web.Request) -> web.StreamResponse:
+        body = await req.read()
+        rec.seen.append(
+            Seen(req.method, req.host, req.path, req.query_string, list(req.headers.items()), body)
+        )
+        result: web.StreamResponse = await handler(req)
+        return result
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=tls.server if tls else None)
+    rec = Scripted(server)
+    try:
+        yield rec
+    finally:
+        await server.close()
+
+
+def assert_no_credentials(requests: Iterable[Any], *, where: str = "server") -> None:
+    """Nothing credential-like in any recorded request (a :class:`Seen` or a RecordedRequest)."""
+    for r in requests:
+        if isinstance(r, Seen):
+            text = r.text()
+            names = {k.lower() for k, _ in r.headers}
+        else:
+            heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
+            text = f"{r.path}?{'&'.join(f'{k}={v}' for k, v in r.query.items())}\n{heads}\n"
+            text += r.body.decode("latin-1")
+            names = {k.lower() for k in r.headers}
+        for header in ("authorization", "proxy-authorization", "cookie"):
+            assert header not in names, f"{where} received {header} on {r.method} {r.path}"
+        for canary in CANARIES:
+            assert canary not in text, f"{where} received a secret on {r.method} {r.path}"
+        for field_name in ("password=", "refresh_token=", "access_token="):
+            assert field_name not in text, f"{where} received {field_name} on {r.path}"
+
+
+def exception_texts(exc: BaseException) -> str:
+    """str, repr and the formatted traceback of an exception and everything it chains to."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        parts += [str(cur), repr(cur)]
+        for attr in ("request_info", "history", "headers", "message", "url"):
+            value = getattr(cur, attr, None)
+            if value is not None:
+                parts.append(repr(value))
+        cur = cur.__cause__ or cur.__context__
+    parts.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return "\n".join(parts)
+
+
+def assert_clean(text: str, *secrets: str) -> None:
+    """None of the canaries (and none of ``secrets``) appear in ``text``."""
+    for s in (*CANARIES, *secrets):
+        if s:
+            assert s not in text, f"a secret ({s[:8]}...) leaked"
+
+
+async def bounded(aw: Awaitable[T], seconds: float = BOUND) -> T:
+    """``aw``, or a failure (TimeoutError) if it takes longer than ``seconds``: no test hangs."""
+    return await asyncio.wait_for(aw, seconds)
+
+
+def connector() -> aiohttp.TCPConnector:
+    """A connector that reaches every name on 127.0.0.1 (see :class:`LoopbackResolver`)."""
+    return aiohttp.TCPConnector(resolver=LoopbackResolver())
+
+
+@contextlib.asynccontextmanager
+async def client(
+    config: aociauth.Config | None,
+    *,
+    tls: TLS | None = None,
+    session_kw: dict[str, Any] | None = None,
+    **params: Any,
+) -> AsyncIterator[tuple[aociauth.AuthMiddleware, aiohttp.ClientSession]]:
+    """A middleware and a session through it; both resolve names to loopback.
+
+    The middleware's token requests go through a session of their own that
+    also resolves names to loopback (and trusts ``tls``'s CA).
+    """
+    ssl_ctx: ssl.SSLContext | bool = tls.client if tls else True
+    token_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=ssl_ctx)
+    )
+    mw = aociauth.new_std_transport(
+        aociauth.StdTransportParams(config=config, session=token_session, **params)
+    )
+    session = aiohttp.ClientSession(
+        middlewares=[mw],
+        connector=aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=ssl_ctx),
+        **(session_kw or {}),
+    )
+    try:
+        yield mw, session
+    finally:
+        await session.close()
+        await mw.close()
+        await token_session.close()
+
+
+def auths(mapping: dict[str, dict[str, str]]) -> aociauth.ConfigFile:
+    """A ConfigFile holding ``auths`` entries (``{"host:port": {"username": ..., ...}}``)."""
+    return aociauth.ConfigFile.from_dict({"auths": mapping})
