@@ -48,7 +48,19 @@ CANARIES = (PASSWORD, REFRESH_TOKEN, ACCESS_TOKEN, HELPER_SECRET, SIGNATURE)
 BOUND = 20.0
 
 #: Names the resolver maps to 127.0.0.1.
-NAMES = ("reg.test", "auth.test", "evil.test", "cdn.test", "reg.example.com", "auth.example.com")
+NAMES = (
+    "reg.test",
+    "auth.test",
+    "evil.test",
+    "cdn.test",
+    "reg.example.com",
+    "auth.example.com",
+    # Docker Hub's names, for the built-in trusted pair. Only ever resolved by
+    # LoopbackResolver: no test reaches the real hosts.
+    "registry-1.docker.io",
+    "index.docker.io",
+    "auth.docker.io",
+)
 
 
 class LoopbackResolver(AbstractResolver):
@@ -171,13 +183,8 @@ class Scripted:
     """A running aiohttp test server whose handler is a plain function, recording all."""
 
     server: TestServer
+    port: int
     seen: list[Seen] = field(default_factory=list)
-
-    @property
-    def port(self) -> int:
-        port = self.server.port
-        assert port is not None
-        return port
 
     def url(self, path: str = "", host: str = "127.0.0.1") -> str:
         return f"{self.server.scheme}://{host}:{self.port}{path}"
@@ -203,7 +210,8 @@ async def scripted(handler: Handler, *, tls: TLS | None = None) -> AsyncIterator
     app.router.add_route("*", "/{tail:.*}", record)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server(ssl=tls.server if tls else None)
-    rec = Scripted(server)
+    assert server.port is not None
+    rec = Scripted(server, server.port)
     try:
         yield rec
     finally:
