@@ -1,0 +1,234 @@
+"""Credential helpers, end to end through the middleware.
+
+tests/test_helpers.py proves the helper runner itself (protocol, caps,
+timeouts, process groups). These tests follow a helper's answer, or its
+failure, through the middleware: what the caller sees, what the servers get,
+and that one slow helper holds up no other registry (security.md T-H1,
+T-H4, T-H8, T-H9, T-H11, T-H13, CVE-2021-41092).
+
+The helper is a small script written for each test; the registry's host name
+(``gate.test``, ``secret.test``, ...: all loopback) tells it how to behave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hardening import (
+    HELPER_SECRET,
+    PASSWORD,
+    assert_clean,
+    bounded,
+    client,
+    exception_texts,
+    scripted,
+)
+
+import aociauth
+from aociauth import ConfigFile
+from aociauth.helpers import exec_helper_with_env
+from aociauth.testing import Registry, TokenServer
+
+HELPER = f"""#!{sys.executable}
+import json, os, sys, time
+url = sys.stdin.read()
+with open(os.environ["RUNS"], "a") as log:
+    log.write(json.dumps({{"argv": sys.argv[1:], "url": url}}) + "\\n")
+host = url.split(":")[0]
+def answer(user, secret):
+    sys.stdout.write(json.dumps({{"ServerURL": url, "Username": user, "Secret": secret}}))
+if host == "gate.test":
+    while not os.path.exists(os.environ["GATE"]):
+        time.sleep(0.01)
+    answer("alice", {PASSWORD!r})
+elif host == "hang.test":
+    time.sleep(600)
+elif host == "secret.test":
+    answer("alice", {HELPER_SECRET!r})
+    sys.stderr.write("the keychain is locked\\n")
+    sys.exit(3)
+elif host == "garbage.test":
+    answer_json = json.dumps({{"Username": "a", "Secret": {HELPER_SECRET!r}}})
+    sys.stdout.write("WARNING: keychain slow\\n" + answer_json)
+elif host == "token.test":
+    answer("<token>", os.environ["IDT"])
+elif host == "reg.test":
+    answer("alice", {PASSWORD!r})
+else:
+    sys.stdout.write("credentials not found in native keychain\\n")
+    sys.exit(1)
+"""
+
+
+@dataclass
+class Helper:
+    env: dict[str, str]
+    runs_file: Path
+    gate: Path
+
+    def runs(self) -> list[dict[str, object]]:
+        if not self.runs_file.exists():
+            return []
+        return [json.loads(line) for line in self.runs_file.read_text().splitlines()]
+
+    def config(self, helpers: dict[str, str], timeout: float = 10.0, **doc: object) -> ConfigFile:
+        runner = exec_helper_with_env(self.env, timeout=timeout)
+        return ConfigFile.from_dict({"credHelpers": helpers, **doc}, runner=runner)
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> Helper:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-hardening"
+    script.write_text(HELPER)
+    script.chmod(0o755)
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.defpath}",
+        "RUNS": str(tmp_path / "runs.log"),
+        "GATE": str(tmp_path / "gate"),
+        "IDT": "",
+    }
+    return Helper(env, tmp_path / "runs.log", tmp_path / "gate")
+
+
+async def basic_registry(req: web.Request) -> web.StreamResponse:
+    if req.headers.get("Authorization", "").startswith("Basic "):
+        return web.Response(text="ok")
+    return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+
+async def test_a_slow_helper_for_one_registry_holds_up_no_other(helper: Helper) -> None:
+    """gate.test's helper waits for a file the test writes only after twenty requests to
+    reg.test (another helper run, another registry) have all been answered."""
+    async with scripted(basic_registry) as gated, scripted(basic_registry) as other:
+        config = helper.config(
+            {f"gate.test:{gated.port}": "hardening", f"reg.test:{other.port}": "hardening"}
+        )
+        async with client(config) as (_, session):
+
+            async def get(url: str) -> int:
+                async with session.get(url) as r:
+                    return r.status
+
+            slow = asyncio.ensure_future(get(gated.url("/v2/a/manifests/x", "gate.test")))
+            fast = [get(other.url(f"/v2/r{i}/manifests/x", "reg.test")) for i in range(20)]
+            assert await bounded(asyncio.gather(*fast)) == [200] * 20
+            assert not slow.done()
+            assert gated.seen == []
+            helper.gate.touch()
+            assert await bounded(slow) == 200
+    # One run per registry, asked with the registry's host and nothing but "get".
+    runs = sorted((r["argv"], r["url"]) for r in helper.runs())
+    assert runs == [
+        (["get"], f"gate.test:{gated.port}"),
+        (["get"], f"reg.test:{other.port}"),
+    ]
+
+
+async def test_a_hanging_helper_ends_in_a_bounded_clear_error(helper: Helper) -> None:
+    async with scripted(basic_registry) as reg:
+        config = helper.config({f"hang.test:{reg.port}": "hardening"}, timeout=0.5)
+        async with client(config) as (_, session):
+            with pytest.raises(aociauth.CredentialLookupError) as ei:
+                await bounded(session.get(reg.url("/v2/a/manifests/x", "hang.test")))
+    assert isinstance(ei.value, aiohttp.ClientError)
+    assert isinstance(ei.value.__cause__, aociauth.HelperTimeoutError)
+    assert ei.value.registry == f"hang.test:{reg.port}"
+    assert reg.seen == []
+
+
+@pytest.mark.parametrize("name", ["secret", "garbage"])
+async def test_a_helpers_stdout_never_reaches_the_caller(helper: Helper, name: str) -> None:
+    """A failing helper that printed the secret (T-H8), or printed it after a warning (T-H4)."""
+    async with scripted(basic_registry) as reg:
+        host = f"{name}.test:{reg.port}"
+        async with client(helper.config({host: "hardening"})) as (_, session):
+            with pytest.raises(aociauth.CredentialLookupError) as ei:
+                await bounded(session.get(reg.url("/v2/a/manifests/x", f"{name}.test")))
+    assert isinstance(ei.value.__cause__, aociauth.HelperError)
+    assert ei.value.registry == host
+    text = exception_texts(ei.value)
+    assert_clean(text)
+    if name == "secret":
+        assert "the keychain is locked" in str(ei.value)  # stderr is what explains
+    assert all(HELPER_SECRET not in s.text() for s in reg.seen)
+
+
+async def test_a_missing_helper_fails_its_registry_and_borrows_nobody_elses_credentials(
+    helper: Helper,
+) -> None:
+    """CVE-2021-41092: the helper named for reg.test does not exist. Neither Docker Hub's
+    entry nor another registry's is used instead, and the other registry still works."""
+    async with scripted(basic_registry) as reg, scripted(basic_registry) as other:
+        config = helper.config(
+            {f"reg.test:{reg.port}": "no-such-helper"},
+            auths={
+                "https://index.docker.io/v1/": {"username": "hub", "password": PASSWORD},
+                f"other.test:{other.port}": {"username": "bob", "password": PASSWORD},
+            },
+        )
+        async with client(config) as (_, session):
+            with pytest.raises(aociauth.CredentialLookupError) as ei:
+                await bounded(session.get(reg.url("/v2/a/manifests/x", "reg.test")))
+            assert isinstance(ei.value.__cause__, aociauth.HelperNotFoundError)
+            async with session.get(other.url("/v2/a/manifests/x", "other.test")) as r:
+                assert r.status == 200
+    assert reg.seen == []
+    basic = [s.header("Authorization")[0] for s in other.seen if s.header("Authorization")]
+    assert basic == ["Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()]
+
+
+@pytest.fixture
+async def token_stack() -> AsyncIterator[tuple[TokenServer, Registry]]:
+    async with (
+        TokenServer(users={"alice": PASSWORD}) as ts,
+        Registry(auth="bearer", token_server=ts) as reg,
+    ):
+        yield ts, reg
+
+
+async def test_a_helpers_identity_token_takes_the_refresh_grant(
+    helper: Helper, token_stack: tuple[TokenServer, Registry]
+) -> None:
+    """``Username: "<token>"`` (T-H9): the secret is a refresh token, posted to the realm;
+    no Basic anywhere."""
+    ts, reg = token_stack
+    helper.env["IDT"] = ts.issue_refresh_token("alice")
+    digest = reg.seed_blob("team/app", b"blob")
+    # The helper keys on the host name: reach the registry as token.test.
+    realm_reg = Registry(auth="bearer", token_server=ts, realm=f"http://token.test:{ts.port}/token")
+    async with realm_reg:
+        realm_reg.seed_blob("team/app", b"blob")
+        config = helper.config({f"token.test:{realm_reg.port}": "hardening"})
+        url = f"http://token.test:{realm_reg.port}/v2/team/app/blobs/{digest}"
+        async with client(config) as (_, session), session.get(url) as r:
+            assert r.status == 200
+        assert [q.subject for q in realm_reg.requests if q.status == 200] == ["alice"]
+    assert [(t.kind, t.form.get("refresh_token")) for t in ts.requests] == [
+        ("post_refresh", helper.env["IDT"])
+    ]
+    assert ts.counters.get_basic == 0
+
+
+async def test_fifty_cold_requests_run_the_helper_once(helper: Helper) -> None:
+    async with scripted(basic_registry) as reg:
+        config = helper.config({f"reg.test:{reg.port}": "hardening"})
+        async with client(config) as (_, session):
+
+            async def get(i: int) -> int:
+                async with session.get(reg.url(f"/v2/r{i}/manifests/x", "reg.test")) as r:
+                    return r.status
+
+            assert await bounded(asyncio.gather(*(get(i) for i in range(50)))) == [200] * 50
+    assert len(helper.runs()) == 1
