@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,32 +188,20 @@ async def test_a_missing_helper_fails_its_registry_and_borrows_nobody_elses_cred
     assert basic == ["Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()]
 
 
-@pytest.fixture
-async def token_stack() -> AsyncIterator[tuple[TokenServer, Registry]]:
-    async with (
-        TokenServer(users={"alice": PASSWORD}) as ts,
-        Registry(auth="bearer", token_server=ts) as reg,
-    ):
-        yield ts, reg
-
-
-async def test_a_helpers_identity_token_takes_the_refresh_grant(
-    helper: Helper, token_stack: tuple[TokenServer, Registry]
-) -> None:
+async def test_a_helpers_identity_token_takes_the_refresh_grant(helper: Helper) -> None:
     """``Username: "<token>"`` (T-H9): the secret is a refresh token, posted to the realm;
-    no Basic anywhere."""
-    ts, reg = token_stack
-    helper.env["IDT"] = ts.issue_refresh_token("alice")
-    digest = reg.seed_blob("team/app", b"blob")
-    # The helper keys on the host name: reach the registry as token.test.
-    realm_reg = Registry(auth="bearer", token_server=ts, realm=f"http://token.test:{ts.port}/token")
-    async with realm_reg:
-        realm_reg.seed_blob("team/app", b"blob")
-        config = helper.config({f"token.test:{realm_reg.port}": "hardening"})
-        url = f"http://token.test:{realm_reg.port}/v2/team/app/blobs/{digest}"
-        async with client(config) as (_, session), session.get(url) as r:
-            assert r.status == 200
-        assert [q.subject for q in realm_reg.requests if q.status == 200] == ["alice"]
+    no Basic anywhere. (The helper keys on the host name: the registry is token.test.)"""
+    async with TokenServer(users={"alice": PASSWORD}) as ts:
+        helper.env["IDT"] = ts.issue_refresh_token("alice")
+        realm = f"http://token.test:{ts.port}/token"
+        async with Registry(auth="bearer", token_server=ts, realm=realm) as reg:
+            digest = reg.seed_blob("team/app", b"blob")
+            config = helper.config({f"token.test:{reg.port}": "hardening"})
+            url = f"http://token.test:{reg.port}/v2/team/app/blobs/{digest}"
+            async with client(config) as (_, session), session.get(url) as r:
+                assert r.status == 200
+            assert [q.subject for q in reg.requests if q.status == 200] == ["alice"]
+            assert reg.counters.basic == 0
     assert [(t.kind, t.form.get("refresh_token")) for t in ts.requests] == [
         ("post_refresh", helper.env["IDT"])
     ]
