@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -109,8 +110,9 @@ class StdTransportParams:
     refresh_fraction: float = 0.15
     #: Hold one lock per registry across token fetches (the original's behaviour).
     serialize_token_fetches: bool = False
-    #: A ``with_scope`` wider than this many items is not added to token requests.
+    #: A ``with_scope`` of more items, or a longer string, is not added to token requests.
     max_scope_items: int = 256
+    max_scope_bytes: int = 4096
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:
@@ -190,6 +192,8 @@ class _Origin:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     creds: dict[str, asyncio.Future[_Credentials]] = field(default_factory=dict)
     picky: bool = False
+    #: The config's per-namespace keys under this host, longest first (asked once).
+    namespaces: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ def _host_key(url: URL) -> str:
     return f"{host}:{url.explicit_port}" if url.explicit_port is not None else host
 
 
+@functools.lru_cache(maxsize=4096)
 def _primary_repository(scope: Scope) -> str:
     """The repository a request is about: the one it pushes to, else the only one it names."""
     repos = [rs for rs in scope if rs.resource_type == TYPE_REPOSITORY]
@@ -251,6 +256,7 @@ class AuthMiddleware:
         self._inflight: dict[_FetchKey, asyncio.Task[AccessToken]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: set[_FetchKey] = set()
+        self._partitions: dict[tuple[URL, str, ConfigEntry], int] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.stats = AuthStats()
@@ -331,13 +337,15 @@ class AuthMiddleware:
             )
             required, known = (inferred, True) if inferred is not None else (Scope(), False)
         want = scope_from_context()
-        if want.is_unlimited() or len(want) > self._p.max_scope_items:
-            # Bounded: a token request with thousands of scope items is refused by
-            # servers and is itself an amplification; the required scope still goes.
-            log.debug(
-                "aociauth: wanted scope too large (%s items); ignoring it",
-                "unlimited" if want.is_unlimited() else len(want),
-            )
+        if (
+            want.is_unlimited()
+            or len(want) > self._p.max_scope_items
+            or (len(str(want)) > self._p.max_scope_bytes)
+        ):
+            # Bounded: thousands of scope items make a token request servers refuse
+            # (8 KiB request lines are common), and are an amplification in themselves.
+            # The required scope still goes.
+            log.debug("aociauth: wanted scope too large; leaving it out of token requests")
             want = Scope()
         creds = await self._credentials(st, _primary_repository(required))
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
@@ -410,11 +418,13 @@ class AuthMiddleware:
         Like the original, the answer (or the failure) is remembered for the
         life of the middleware, so a helper runs once per registry (and namespace).
         """
-        namespace = self._namespace(st.host, repository)
+        namespace = self._namespace(st, repository)
         task = st.creds.get(namespace)
         if task is None:
             task = st.creds[namespace] = self._spawn(self._load_credentials(st, namespace))
             task.add_done_callback(_retrieve)
+        elif task.done() and not task.cancelled() and task.exception() is None:
+            return task.result()  # the hot path: no shield future per request
         return await asyncio.shield(task)
 
     async def _load_credentials(self, st: _Origin, namespace: str) -> _Credentials:
@@ -432,7 +442,11 @@ class AuthMiddleware:
                     registry=st.host,
                     step="config",
                 ) from exc
-        part: Hashable = (st.url, namespace, entry)
+        # A small int names the identity (origin, namespace, credentials) in the
+        # cache: hashing it on every lookup costs nothing, unlike the tuple.
+        part: Hashable = self._partitions.setdefault(
+            (st.url, namespace, entry), len(self._partitions)
+        )
         creds = _Credentials(entry=entry, refresh_token=entry.refresh_token, partition=part)
         if entry.access_token:
             # A config access token is a token of unlimited scope that never expires.
@@ -447,12 +461,14 @@ class AuthMiddleware:
             o.scheme == "https" and o.host == st.url.host for o in self._origins
         )
 
-    def _namespace(self, host: str, repository: str) -> str:
+    def _namespace(self, st: _Origin, repository: str) -> str:
         """The longest per-namespace ``auths`` key of the config that covers the repository."""
-        namespaces = getattr(self._config, "namespaces", None)
-        if not repository or namespaces is None:
+        if not repository:
             return ""
-        for ns in namespaces(host):
+        if st.namespaces is None:
+            lister = getattr(self._config, "namespaces", None)
+            st.namespaces = tuple(lister(st.host)) if lister is not None else ()
+        for ns in st.namespaces:
             if repository == ns or repository.startswith(ns + "/"):
                 return str(ns)
         return ""
@@ -656,10 +672,11 @@ class AuthMiddleware:
             try:
                 resp = await self._token_request(st, creds, ch, scope)
             except TokenServerError as exc:
-                if exc.status != 401 or scope == required:
+                if exc.status not in _REFUSALS or scope == required:
                     raise
                 # The spec says a subset grant is not an error, but some token servers
-                # reject a request for more than they grant: ask for what is required.
+                # reject a request for more than they grant (401, as the original expects;
+                # others answer 400 or 403, or 414 for a long query): ask for what is required.
                 st.picky = True
                 scope = required
                 resp = await self._token_request(st, creds, ch, scope)
@@ -835,6 +852,9 @@ def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddlewar
     """The middleware for ``aiohttp.ClientSession(middlewares=[...])`` (Go: ``NewStdTransport``)."""
     return AuthMiddleware(params)
 
+
+#: Token-server answers to a wide scope after which the required scope alone is asked for.
+_REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
 
 #: The most of a registry's body drained to keep its connection in the pool.
 _MAX_DRAIN = 64 * 1024

@@ -349,14 +349,6 @@ async def test_wanted_scope_past_the_item_bound_is_left_out(stack: Stack) -> Non
     assert [r.scopes for r in stack.ts.requests] == [("repository:team/app:pull",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=aociauth.TokenServerError,
-    reason="max_scope_items bounds the number of wanted items (256), not the token request's "
-    "size: 250 ordinary repository names make a token GET of ~18 KB, which the token server "
-    "refuses (aiohttp's server and nginx allow 8 KiB per request line: 400), so the pull "
-    "fails although the required scope alone would have been granted",
-)
 async def test_wanted_scope_within_the_item_bound_never_costs_the_request(stack: Stack) -> None:
     digest = stack.reg.seed_blob("team/app", b"blob")
     async with client(auths({stack.reg.host: stack.login("alice")})) as (_, session):
