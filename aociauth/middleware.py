@@ -38,7 +38,7 @@ from yarl import URL
 
 from aociauth._redact import redact_text, redact_url
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
-from aociauth.config import Config, ConfigEntry
+from aociauth.config import Config, ConfigEntry, ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.errors import (
     AuthRequestError,
@@ -152,6 +152,7 @@ class AuthStats:
     first_contact_waits: int = 0
     refreshes_ahead: int = 0
     config_lookups: int = 0
+    helper_runs: int = 0
     anonymous_realm_downgrades: int = 0
 
     @property
@@ -477,6 +478,21 @@ class AuthMiddleware:
         if self._config is None:
             return ConfigEntry()
         self.stats.config_lookups += 1
+        if isinstance(self._config, ConfigFile):
+            # A ConfigFile says where the answer came from: tell the story, count helper runs.
+            res = await self._config.resolve(host, namespace)
+            if res.helper is not None:
+                self.stats.helper_runs += 1
+            log.debug(
+                "aociauth: credentials for %s%s: %s (key %r, %s, from %s)",
+                host,
+                f"/{namespace}" if namespace else "",
+                res.entry,
+                res.key,
+                res.kind,
+                res.helper or res.source,
+            )
+            return res.entry
         if namespace:
             by_repo = getattr(self._config, "entry_for_repository", None)
             if by_repo is not None:

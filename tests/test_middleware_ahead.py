@@ -307,3 +307,23 @@ async def test_a_huge_wanted_scope_is_not_sent(v2: V2) -> None:
             assert await pull(session, v2, "team/a") == 200
     scopes = [r.scopes for r in v2.ts.requests]
     assert scopes == [("repository:team/a:pull",)]
+
+
+async def test_a_burst_runs_the_credential_helper_once(v2: V2) -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def runner(helper: str, server_url: str) -> aociauth.ConfigEntry:
+        calls.append((helper, server_url))
+        await asyncio.sleep(0.05)
+        return aociauth.ConfigEntry(username="alice", password="pw-alice")
+
+    cfg = ConfigFile.from_dict({"credHelpers": {v2.host: "fake"}}, runner=runner)
+    async with (
+        aociauth.new_std_transport(StdTransportParams(config=cfg)) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+    ):
+        statuses = await asyncio.gather(*(pull(session, v2, f"team/r{i % 5}") for i in range(50)))
+    assert statuses == [200] * 50
+    assert calls == [("fake", v2.host)]
+    assert mw.stats.helper_runs == 1
+    assert mw.stats.config_lookups == 1
