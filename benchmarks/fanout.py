@@ -2,8 +2,9 @@
 
 The original holds one lock per registry across each token fetch, so the 100
 fetches that its 100 401s cause run one after another: wall time grows as
-100 x latency. aociauth lets one request make first contact, then fetches
-the other 99 tokens ahead of their requests, in parallel.
+100 x latency. aociauth lets one request make first contact; once its 401
+has named the realm, the other 99 fetch their tokens ahead of their
+requests, in parallel with the first one's: about one token latency.
 """
 
 from __future__ import annotations
