@@ -11,9 +11,21 @@ from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
-__all__ = ["SECRET_HEADERS", "mask", "redact_headers", "redact_text", "redact_url"]
+__all__ = [
+    "SAFE_QUERY_KEYS",
+    "SECRET_HEADERS",
+    "mask",
+    "redact_headers",
+    "redact_query",
+    "redact_text",
+    "redact_url",
+]
 
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+#: Query parameters of registry and token URLs that never carry a secret; every
+#: other value is hidden by :func:`redact_query` (go-containerregistry's list).
+SAFE_QUERY_KEYS = frozenset({"scope", "service", "mount", "from", "digest", "n", "last"})
 
 # "Bearer xyz", "Basic xyz", JWT-looking runs and key=value pairs whose key says secret.
 _SCHEME_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
@@ -40,6 +52,24 @@ def redact_url(url: str | URL) -> str:
         u = url if isinstance(url, URL) else URL(str(url))
         u = u.with_user(None).with_password(None).with_query(None).with_fragment(None)
         return str(u)
+    except (ValueError, TypeError):
+        return "<unparseable URL>"
+
+
+def redact_query(url: str | URL) -> str:
+    """A URL fit for a message that keeps its query's shape: each value hidden but safe ones.
+
+    Unlike :func:`redact_url`, the reader still sees which parameters a
+    pre-signed storage URL carried (``X-Amz-Signature=REDACTED``), and the
+    values of :data:`SAFE_QUERY_KEYS`; userinfo and fragment are dropped
+    (google/go-containerregistry#1408: a GCS ``access_token`` printed by a
+    connection error).
+    """
+    try:
+        u = url if isinstance(url, URL) else URL(str(url))
+        query = [(k, v if k in SAFE_QUERY_KEYS else "REDACTED") for k, v in u.query.items()]
+        u = u.with_user(None).with_password(None).with_fragment(None)
+        return str(u.with_query(query) if query else u.with_query(None))
     except (ValueError, TypeError):
         return "<unparseable URL>"
 
