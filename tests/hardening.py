@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
+import os
 import socket
 import ssl
+import sys
 import tempfile
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Iterable
@@ -32,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import aociauth
+from aociauth.helpers import exec_helper_with_env
 
 T = TypeVar("T")
 
@@ -307,3 +311,77 @@ async def client(
 def auths(mapping: dict[str, dict[str, str]]) -> aociauth.ConfigFile:
     """A ConfigFile holding ``auths`` entries (``{"host:port": {"username": ..., ...}}``)."""
     return aociauth.ConfigFile.from_dict({"auths": mapping})
+
+
+# -- a credential helper whose behaviour the registry's host name picks --------------
+
+HELPER_SCRIPT = f"""#!{sys.executable}
+import json, os, sys, time
+url = sys.stdin.read()
+with open(os.environ["RUNS"], "a") as log:
+    log.write(json.dumps({{"argv": sys.argv[1:], "url": url}}) + "\\n")
+host = url.split(":")[0]
+def answer(user, secret):
+    sys.stdout.write(json.dumps({{"ServerURL": url, "Username": user, "Secret": secret}}))
+if host == "gate.test":
+    while not os.path.exists(os.environ["GATE"]):
+        time.sleep(0.01)
+    answer("alice", {PASSWORD!r})
+elif host == "hang.test":
+    time.sleep(600)
+elif host == "secret.test":
+    answer("alice", {HELPER_SECRET!r})
+    sys.stderr.write("the keychain is locked\\n")
+    sys.exit(3)
+elif host == "garbage.test":
+    answer_json = json.dumps({{"Username": "a", "Secret": {HELPER_SECRET!r}}})
+    sys.stdout.write("WARNING: keychain slow\\n" + answer_json)
+elif host == "token.test":
+    answer("<token>", os.environ["IDT"])
+elif host == "helper.test":
+    answer("alice", {HELPER_SECRET!r})
+elif host == "reg.test":
+    answer("alice", {PASSWORD!r})
+else:
+    sys.stdout.write("credentials not found in native keychain\\n")
+    sys.exit(1)
+"""
+
+
+@dataclass
+class Helper:
+    """``docker-credential-hardening`` installed in a directory only :attr:`env` has on PATH.
+
+    What it answers depends on the host name of the server URL it is asked
+    about (see :data:`HELPER_SCRIPT`); every run is logged to :attr:`runs_file`.
+    """
+
+    env: dict[str, str]
+    runs_file: Path
+    gate: Path
+
+    def runs(self) -> list[dict[str, object]]:
+        if not self.runs_file.exists():
+            return []
+        return [json.loads(line) for line in self.runs_file.read_text().splitlines()]
+
+    def config(
+        self, helpers: dict[str, str], timeout: float = 10.0, **doc: object
+    ) -> aociauth.ConfigFile:
+        runner = exec_helper_with_env(self.env, timeout=timeout)
+        return aociauth.ConfigFile.from_dict({"credHelpers": helpers, **doc}, runner=runner)
+
+
+def install_helper(directory: Path) -> Helper:
+    bindir = directory / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-hardening"
+    script.write_text(HELPER_SCRIPT)
+    script.chmod(0o755)
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.defpath}",
+        "RUNS": str(directory / "runs.log"),
+        "GATE": str(directory / "gate"),
+        "IDT": "",
+    }
+    return Helper(env, directory / "runs.log", directory / "gate")

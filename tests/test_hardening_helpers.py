@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -26,79 +22,22 @@ from aiohttp import web
 from hardening import (
     HELPER_SECRET,
     PASSWORD,
+    Helper,
     assert_clean,
     bounded,
     client,
     exception_texts,
+    install_helper,
     scripted,
 )
 
 import aociauth
-from aociauth import ConfigFile
-from aociauth.helpers import exec_helper_with_env
 from aociauth.testing import Registry, TokenServer
-
-HELPER = f"""#!{sys.executable}
-import json, os, sys, time
-url = sys.stdin.read()
-with open(os.environ["RUNS"], "a") as log:
-    log.write(json.dumps({{"argv": sys.argv[1:], "url": url}}) + "\\n")
-host = url.split(":")[0]
-def answer(user, secret):
-    sys.stdout.write(json.dumps({{"ServerURL": url, "Username": user, "Secret": secret}}))
-if host == "gate.test":
-    while not os.path.exists(os.environ["GATE"]):
-        time.sleep(0.01)
-    answer("alice", {PASSWORD!r})
-elif host == "hang.test":
-    time.sleep(600)
-elif host == "secret.test":
-    answer("alice", {HELPER_SECRET!r})
-    sys.stderr.write("the keychain is locked\\n")
-    sys.exit(3)
-elif host == "garbage.test":
-    answer_json = json.dumps({{"Username": "a", "Secret": {HELPER_SECRET!r}}})
-    sys.stdout.write("WARNING: keychain slow\\n" + answer_json)
-elif host == "token.test":
-    answer("<token>", os.environ["IDT"])
-elif host == "reg.test":
-    answer("alice", {PASSWORD!r})
-else:
-    sys.stdout.write("credentials not found in native keychain\\n")
-    sys.exit(1)
-"""
-
-
-@dataclass
-class Helper:
-    env: dict[str, str]
-    runs_file: Path
-    gate: Path
-
-    def runs(self) -> list[dict[str, object]]:
-        if not self.runs_file.exists():
-            return []
-        return [json.loads(line) for line in self.runs_file.read_text().splitlines()]
-
-    def config(self, helpers: dict[str, str], timeout: float = 10.0, **doc: object) -> ConfigFile:
-        runner = exec_helper_with_env(self.env, timeout=timeout)
-        return ConfigFile.from_dict({"credHelpers": helpers, **doc}, runner=runner)
 
 
 @pytest.fixture
 def helper(tmp_path: Path) -> Helper:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "docker-credential-hardening"
-    script.write_text(HELPER)
-    script.chmod(0o755)
-    env = {
-        "PATH": f"{bindir}{os.pathsep}{os.defpath}",
-        "RUNS": str(tmp_path / "runs.log"),
-        "GATE": str(tmp_path / "gate"),
-        "IDT": "",
-    }
-    return Helper(env, tmp_path / "runs.log", tmp_path / "gate")
+    return install_helper(tmp_path)
 
 
 async def basic_registry(req: web.Request) -> web.StreamResponse:
