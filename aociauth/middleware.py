@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import email.utils
 import functools
 import json
@@ -25,6 +26,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, fields
 from types import TracebackType
@@ -36,7 +38,7 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from aociauth._redact import redact_text, redact_url
+from aociauth._redact import redact_query, redact_text, redact_url
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
 from aociauth.config import Config, ConfigEntry, ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
@@ -51,8 +53,14 @@ from aociauth.errors import (
 )
 from aociauth.inference import infer_scope
 from aociauth.realm import RealmDecision, RealmPolicy, check_realm
-from aociauth.scope import TYPE_REPOSITORY, Scope, parse_scope, unlimited_scope
-from aociauth.tokens import AccessToken, TokenCache, TokenResponse, parse_token_response
+from aociauth.scope import TYPE_REPOSITORY, Scope, new_scope, parse_scope, unlimited_scope
+from aociauth.tokens import (
+    AccessToken,
+    TokenCache,
+    TokenResponse,
+    granted_scope,
+    parse_token_response,
+)
 
 __all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transport"]
 
@@ -149,6 +157,7 @@ class AuthStats:
     cache_misses: int = 0
     fetches_ahead: int = 0
     fetches_ahead_failed: int = 0
+    refused_ahead: int = 0
     first_contact_waits: int = 0
     refreshes_ahead: int = 0
     config_lookups: int = 0
@@ -173,8 +182,8 @@ class _Credentials:
     """What the config said for one (origin, namespace), plus the current refresh token."""
 
     entry: ConfigEntry
-    refresh_token: str
-    partition: Hashable
+    refresh_token: str = field(repr=False)
+    partition: Hashable = None
 
     @property
     def has_basic(self) -> bool:
@@ -326,6 +335,7 @@ class AuthMiddleware:
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         """Authorise ``req``, send it, and answer one usable 401 challenge."""
         self.stats.requests += 1
+        _hide_followed_redirect(req)
         st = self._origin(req.url)
         if request_info_is_set():
             required = request_info_from_context().required_scope
@@ -358,6 +368,9 @@ class AuthMiddleware:
             req.headers.popall(hdrs.AUTHORIZATION, None)
             for value in callers_auth:
                 req.headers.add(hdrs.AUTHORIZATION, value)
+        if _is_presigned(req.url):
+            _hide_presigned(resp)
+        _note_presigned_redirect(req, resp)
         return resp
 
     async def _send(
@@ -372,7 +385,7 @@ class AuthMiddleware:
     ) -> ClientResponse:
         probe = await self._wait_first_contact(st)
         try:
-            sent = await self._authorize(req, st, creds, required, want, known)
+            sent, asked = await self._authorize(req, st, creds, required, want, known)
             sent_at = asyncio.get_running_loop().time()
             resp = await handler(req)
         finally:
@@ -384,7 +397,9 @@ class AuthMiddleware:
         if resp.status != 401:
             return resp
         self.stats.responses_401 += 1
-        return await self._on_401(req, handler, resp, st, creds, required, want, sent, sent_at)
+        return await self._on_401(
+            req, handler, resp, st, creds, required, want, sent, asked, sent_at
+        )
 
     def _origin(self, url: URL) -> _Origin:
         origin = url.origin()
@@ -510,19 +525,23 @@ class AuthMiddleware:
         required: Scope,
         want: Scope,
         known: bool,
-    ) -> AccessToken | None:
-        """Attach what we have before sending; return the token attached, if any."""
+    ) -> tuple[AccessToken | None, Scope | None]:
+        """Attach what we have before sending.
+
+        Returns the token attached, if any, and the scope asked for when it was
+        fetched for this very request (None when it came from the cache).
+        """
         loop_now = asyncio.get_running_loop().time()
         tok = self._cache.get(creds.partition, required, loop_now)
         if tok is not None:
             self.stats.cache_hits += 1
             self._maybe_refresh_ahead(st, creds, tok, loop_now)
             _set_bearer(req, tok)
-            return tok
+            return tok, None
         self.stats.cache_misses += 1
         ch = st.challenge
         if ch is None:
-            return None
+            return None, None
         if ch.scheme == "bearer":
             if creds.refresh_token or (known and self._p.authorize_ahead):
                 # With a refresh token the original acquires ahead too (and fails if it cannot).
@@ -544,13 +563,13 @@ class AuthMiddleware:
                         st.host,
                         exc,
                     )
-                    return None
+                    return None, None
                 _set_bearer(req, tok)
-                return tok
-            return None
+                return tok, required.union(want)
+            return None, None
         if creds.has_basic:
             req.headers[hdrs.AUTHORIZATION] = _basic(creds.entry)
-        return None
+        return None, None
 
     # -- after a 401 ---------------------------------------------------------
 
@@ -564,6 +583,7 @@ class AuthMiddleware:
         required: Scope,
         want: Scope,
         sent: AccessToken | None,
+        asked: Scope | None,
         sent_at: float,
     ) -> ClientResponse:
         ch = select_challenge(parse_challenges(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
@@ -574,6 +594,17 @@ class AuthMiddleware:
             ch_scope = parse_scope(ch.params.get("scope", ""))
             if sent is not None:
                 self._forget(creds, sent, ch, ch_scope)
+                if (
+                    asked is not None
+                    and sent.introspected
+                    and asked.contains(ch_scope)
+                    and not sent.scope.contains(ch_scope)
+                ):
+                    # A token fetched for this very request, asked for all the registry
+                    # wants and granted less (its own claims say so): the original's
+                    # "401 with a freshly acquired token" already, without asking again.
+                    self.stats.refused_ahead += 1
+                    return await _rewrite_403(resp, self.stats)
             self._check_replayable(req, resp, st)
             resp.release()
             # Any token obtained after this request went out is as fresh as a new fetch.
@@ -651,9 +682,9 @@ class AuthMiddleware:
             return tok
         for k, running in list(self._inflight.items()):
             if k.partition == creds.partition and k.realm == realm and k.scope.contains(required):
-                tok = await asyncio.shield(running)
-                if tok.scope.contains(required):
-                    return tok
+                # That fetch asked for everything we need: its answer (even a subset
+                # grant) is what asking again would get.
+                return await asyncio.shield(running)
         key = _FetchKey(creds.partition, realm, service, wanted)
         task = self._inflight.get(key)
         if task is None:
@@ -702,7 +733,15 @@ class AuthMiddleware:
         if resp.refresh_token:
             creds.refresh_token = resp.refresh_token
         now = asyncio.get_running_loop().time()
-        tok = AccessToken(resp.token, scope, now, now + resp.expires_in)
+        granted = granted_scope(resp.token)
+        if granted is not None and not granted.contains(scope):
+            # A subset grant (allowed by the spec): cache what the token can really do,
+            # so it is neither sent in vain for the rest nor refetched for what it has.
+            log.debug(
+                "aociauth: token for %s grants only %r of %r", st.host, str(granted), str(scope)
+            )
+            scope = new_scope(*(rs for rs in scope if rs in granted))
+        tok = AccessToken(resp.token, scope, now, now + resp.expires_in, granted is not None)
         self._cache.put(creds.partition, tok)
         log.debug(
             "aociauth: token for %s scope=%r expires_in=%.0fs", st.host, str(scope), resp.expires_in
@@ -869,6 +908,90 @@ def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddlewar
     return AuthMiddleware(params)
 
 
+#: Query keys of pre-signed storage URLs (S3, GCS, Azure SAS, CloudFront): a blob
+#: redirect's signature is a credential for that blob (google/go-containerregistry#1408).
+_PRESIGNED_KEYS = frozenset(
+    {
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "googleaccessid",
+        "signature",
+        "sig",
+        "access_token",
+        "token",
+        "key-pair-id",
+        "policy",
+    }
+)
+
+
+def _replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
+    """Give a response other headers: aiohttp keeps them in _headers, and .headers
+    is a @reify cached in _cache once read."""
+    proxy = CIMultiDictProxy(headers)
+    resp._headers = proxy
+    cache = getattr(resp, "_cache", None)
+    if isinstance(cache, dict):
+        cache["headers"] = proxy
+
+
+def _is_presigned(url: URL) -> bool:
+    return bool(url.query) and not _PRESIGNED_KEYS.isdisjoint(k.lower() for k in url.query)
+
+
+#: A redirect to a pre-signed URL, kept (weakly) until the hop that follows it.
+_followed: contextvars.ContextVar[tuple[weakref.ref[ClientResponse], URL] | None] = (
+    contextvars.ContextVar("aociauth_followed", default=None)
+)
+
+
+def _note_presigned_redirect(req: ClientRequest, resp: ClientResponse) -> None:
+    location = resp.headers.get(hdrs.LOCATION) if 300 <= resp.status < 400 else None
+    if location:
+        try:
+            target = req.url.join(URL(location))
+        except (ValueError, TypeError):
+            return
+        if _is_presigned(target):
+            _followed.set((weakref.ref(resp), target))
+
+
+def _hide_followed_redirect(req: ClientRequest) -> None:
+    """Once aiohttp follows a redirect to a pre-signed URL, hide the signature in the
+    redirect's Location too: the redirect stays in resp.history, and the repr of
+    ClientResponseError prints the history's headers."""
+    pending = _followed.get()
+    if pending is None:
+        return
+    _followed.set(None)
+    ref, target = pending
+    redirect = ref()
+    if redirect is None or req.url != target:
+        return
+    headers = CIMultiDict(redirect.headers)
+    headers[hdrs.LOCATION] = redact_query(target)
+    _replace_headers(redirect, headers)
+
+
+def _hide_presigned(resp: ClientResponse) -> None:
+    """Let no message about this response print the signature of its pre-signed URL.
+
+    aiohttp's ClientResponseError (``raise_for_status``) prints
+    ``request_info.real_url``; ``resp.url`` itself stays what it was.
+    """
+    info = resp.request_info
+    hidden = info._replace(
+        url=URL(redact_query(info.url)), real_url=URL(redact_query(info.real_url))
+    )
+    resp._request_info = hidden
+    cache = getattr(resp, "_cache", None)  # where @reify keeps .request_info once read
+    if isinstance(cache, dict):
+        cache["request_info"] = hidden
+
+
 #: Token-server answers to a wide scope after which the required scope alone is asked for.
 _REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
 
@@ -946,12 +1069,7 @@ async def _rewrite_403(resp: ClientResponse, stats: AuthStats) -> ClientResponse
     headers.popall(hdrs.WWW_AUTHENTICATE, None)
     resp.status = 403
     resp.reason = "Forbidden"
-    proxy = CIMultiDictProxy(headers)
-    # aiohttp keeps the headers in _headers, and .headers is a @reify cached in _cache.
-    resp._headers = proxy
-    cache = getattr(resp, "_cache", None)
-    if isinstance(cache, dict):
-        cache["headers"] = proxy
+    _replace_headers(resp, headers)
     loop = asyncio.get_running_loop()
     content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
     content.feed_data(_DENIED_BODY)

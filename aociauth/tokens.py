@@ -5,6 +5,8 @@ Pure code: no I/O, no clock of its own (callers pass ``now``, a monotonic time).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -13,7 +15,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from aociauth.errors import TokenResponseError
-from aociauth.scope import Scope, new_scope
+from aociauth.scope import ResourceScope, Scope, new_scope
 
 __all__ = [
     "DEFAULT_EXPIRES_IN",
@@ -22,6 +24,7 @@ __all__ = [
     "AccessToken",
     "TokenCache",
     "TokenResponse",
+    "granted_scope",
     "parse_token_response",
 ]
 
@@ -112,6 +115,37 @@ def parse_token_response(body: bytes, *, registry: str) -> TokenResponse:
     )
 
 
+def granted_scope(token: str) -> Scope | None:
+    """What a distribution-style JWT says it grants (its ``access`` claim), or None.
+
+    Token servers may grant a subset of what was asked ("it must not be
+    considered an error", says the token spec), and the only place a client can
+    see which subset is the token itself. The claim is read, not trusted: it only
+    narrows what the cache believes a token can do, so an unreadable or foreign
+    claim means "unknown" (None) and changes nothing.
+    """
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        return None
+    access = claims.get("access") if isinstance(claims, dict) else None
+    if not isinstance(access, list):
+        return None
+    items: list[ResourceScope] = []
+    for entry in access:
+        if not isinstance(entry, dict):
+            return None
+        rtype, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+        if not isinstance(rtype, str) or not isinstance(name, str) or not isinstance(actions, list):
+            return None
+        items.extend(ResourceScope(rtype, name, a) for a in actions if isinstance(a, str))
+    return new_scope(*items)
+
+
 @dataclass(frozen=True, eq=False)
 class AccessToken:
     """A bearer token and the scope it was issued for.
@@ -124,6 +158,8 @@ class AccessToken:
     scope: Scope
     issued_at: float
     expires_at: float
+    #: True when ``scope`` is what the token itself says it grants (see granted_scope).
+    introspected: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -151,7 +187,9 @@ class AccessToken:
         kept = [rs for rs in self.scope if rs not in without]
         if not kept:
             return None
-        return AccessToken(self.value, new_scope(*kept), self.issued_at, self.expires_at)
+        return AccessToken(
+            self.value, new_scope(*kept), self.issued_at, self.expires_at, self.introspected
+        )
 
 
 _ANY = ("", "")  # bucket of tokens that cover no single resource (unlimited, empty)

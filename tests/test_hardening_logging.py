@@ -233,13 +233,6 @@ def aociauth_locals(exc: BaseException) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="middleware._Credentials is a plain dataclass whose repr shows refresh_token "
-    "(the current refresh token, which the config entry's repr hides); it is a local in "
-    "every frame from __call__ to _token_request, so pytest's tracebacks and error "
-    "trackers print it: declare it field(repr=False)",
-)
 async def test_objects_in_the_frames_of_an_error_show_no_secret() -> None:
     """A refresh-token grant the token server answers with a 500: the middleware's own
     objects in the frames of the error (credentials, challenge, state) hide the refresh token."""
@@ -263,16 +256,6 @@ async def test_objects_in_the_frames_of_an_error_show_no_secret() -> None:
 # -- pre-signed URLs in errors ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp's ClientResponseError (raise_for_status) prints request_info.real_url, "
-    "which for a blob redirected to storage is the pre-signed URL, signature included "
-    "(ggcr#1408). The middleware could hand back, for a hop it did not authorise on an "
-    "origin other than the registry's, a response whose request_info has url and real_url "
-    "passed through aociauth._redact.redact_query (resp._request_info = "
-    "resp.request_info._replace(...)); resp.url stays the real one. A judgement call: "
-    "delete this test if aiohttp's own messages are out of scope",
-)
 async def test_a_presigned_url_does_not_reach_the_callers_error() -> None:
     async with RecordingServer() as registry, RecordingServer(default_status=500) as cdn:
         presigned = f"http://cdn.test:{cdn.port}/b?X-Amz-Signature={SIGNATURE}&digest=d"

@@ -385,10 +385,12 @@ async def test_token_anonymous_pull_of_a_public_repository(tokens: TokenSetup) -
     assert ts.counters.get_basic == 0
     assert ts.counters.get_anonymous == ts.counters.requests
     assert all(r.username is None for r in ts.requests)
-    # One token for the public repository (the challenge's), then each refused one
-    # fetched ahead and once more after the registry's 401: 1 + 2 + 2.
-    assert ts.counters.requests == 5
+    # One token for the public repository (the challenge's), then one fetched ahead for
+    # each refused request: the token's own claims show the refusal, so the registry's
+    # 401 is final without asking the token server again (1 + 1 + 1).
+    assert ts.counters.requests == 3
     assert mw.stats.rewritten_403 == 2
+    assert mw.stats.refused_ahead == 2
 
 
 async def test_token_push_where_only_pull_is_granted_is_denied(tokens: TokenSetup) -> None:
@@ -400,12 +402,14 @@ async def test_token_push_where_only_pull_is_granted_is_denied(tokens: TokenSetu
         async with session.post(f"{base}/v2/{repo}/blobs/uploads/") as resp:
             await denied(resp)
         assert (mw.stats.responses_401, mw.stats.rewritten_403) == (2, 1)
-        # Again: the cached token is refused, and so is a fresh one.
+        # Again: the cache knows the token grants only pull (its claims say so), so a
+        # token is fetched ahead, shows the refusal, and the registry's one 401 is final.
         async with session.put(
             f"{base}/v2/{repo}/manifests/v1", data=manifest, headers={"Content-Type": OCI_MANIFEST}
         ) as resp:
             await denied(resp)
-        assert (mw.stats.responses_401, mw.stats.rewritten_403) == (4, 2)
+        assert (mw.stats.responses_401, mw.stats.rewritten_403) == (3, 2)
+        assert mw.stats.refused_ahead == 1
         # Pulling is granted: the registry answers for itself (there is nothing there).
         async with session.get(f"{base}/v2/{repo}/tags/list") as resp:
             assert resp.status == 404
@@ -437,7 +441,8 @@ async def test_token_delete_is_denied_even_to_a_pusher(tokens: TokenSetup) -> No
         assert await pull_manifest(session, base, repo, digest) == (200, image[2])
     assert mw.stats.rewritten_403 == 2
     delete = parse_scope(f"repository:{repo}:delete")
-    assert [s.contains(delete) for s in token_scopes(tokens.ts)] == [False, True, True, True]
+    # The push token, then one per denied DELETE: each refused by its own claims.
+    assert [s.contains(delete) for s in token_scopes(tokens.ts)] == [False, True, True]
 
 
 async def test_token_wrong_password_raises_the_token_servers_refusal(tokens: TokenSetup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -14,6 +15,7 @@ from aociauth.tokens import (
     MAX_TOKEN_LENGTH,
     AccessToken,
     TokenCache,
+    granted_scope,
     parse_token_response,
 )
 
@@ -207,3 +209,45 @@ def test_discard_and_replace() -> None:
     c.discard("p", n)
     assert len(c) == 0
     assert c.get("p", parse_scope(""), 1) is None
+
+
+# -- granted_scope -----------------------------------------------------------
+
+
+def jwt(claims: object) -> str:
+    def part(obj: object) -> str:
+        raw = json.dumps(obj).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+def test_granted_scope_reads_a_distribution_access_claim() -> None:
+    token = jwt(
+        {
+            "access": [
+                {"type": "repository", "name": "team/app", "actions": ["pull", "push"]},
+                {"type": "registry", "name": "catalog", "actions": ["*"]},
+            ]
+        }
+    )
+    assert granted_scope(token) == parse_scope("repository:team/app:pull,push registry:catalog:*")
+    assert granted_scope(jwt({"access": []})) == parse_scope("")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "opaque-token",
+        "a.b",
+        "a..c",
+        "a.!!!.c",
+        jwt({"sub": "alice"}),
+        jwt(["access"]),
+        jwt({"access": "everything"}),
+        jwt({"access": [{"type": "repository", "name": 5, "actions": ["pull"]}]}),
+        jwt({"access": ["repository:x:pull"]}),
+    ],
+)
+def test_granted_scope_is_unknown_for_anything_else(token: str) -> None:
+    assert granted_scope(token) is None
