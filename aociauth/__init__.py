@@ -38,7 +38,8 @@ from aociauth.errors import (
     TokenServerError,
 )
 from aociauth.helpers import HelperRunner, exec_helper, exec_helper_with_env
-from aociauth.middleware import AuthMiddleware, AuthStats, StdTransportParams, new_std_transport
+from aociauth.middleware import AuthMiddleware, new_std_transport
+from aociauth.params import AuthStats, StdTransportParams
 from aociauth.realm import RealmPolicy
 from aociauth.scope import (
     ACTION_PULL,

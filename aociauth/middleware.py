@@ -17,30 +17,28 @@ on one shared fetch, and fetches for different scopes run in parallel.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextvars
-import email.utils
-import functools
-import json
 import logging
 import math
 import random
-import time
-import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
-from aiohttp.base_protocol import BaseProtocol
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from aociauth._redact import redact_query, redact_text, redact_url
+from aociauth._redact import redact_text, redact_url
+from aociauth._responses import (
+    hide_followed_redirect,
+    hide_presigned,
+    note_presigned_redirect,
+    read_capped,
+    rewrite_403,
+)
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
-from aociauth.config import Config, ConfigEntry, ConfigFile
+from aociauth.config import ConfigEntry, ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.errors import (
     AuthRequestError,
@@ -51,9 +49,23 @@ from aociauth.errors import (
     RealmPolicyError,
     TokenServerError,
 )
+from aociauth.flow import (
+    REFUSALS,
+    backoff,
+    basic_authorization,
+    host_key,
+    is_presigned,
+    primary_repository,
+    refresh_grant_form,
+    refused_by_its_own_claims,
+    retry_after,
+    token_get_url,
+    worth_asking_again,
+)
 from aociauth.inference import infer_scope
-from aociauth.realm import RealmDecision, RealmPolicy, check_realm
-from aociauth.scope import TYPE_REPOSITORY, Scope, new_scope, parse_scope, unlimited_scope
+from aociauth.params import AuthStats, StdTransportParams
+from aociauth.realm import RealmDecision, check_realm
+from aociauth.scope import Scope, new_scope, parse_scope, unlimited_scope
 from aociauth.tokens import (
     AccessToken,
     TokenCache,
@@ -66,115 +78,7 @@ __all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transpo
 
 log = logging.getLogger("aociauth")
 
-#: The OAuth2 client id sent with refresh-token grants (the original sends its own name).
-OAUTH_CLIENT_ID = "aociauth"
-
 Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
-
-_DENIED_BODY = json.dumps(
-    {
-        "errors": [
-            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
-        ]
-    }
-).encode()
-
-
-@dataclass(frozen=True)
-class StdTransportParams:
-    """How the middleware finds credentials, talks to token servers, and which policies it follows.
-
-    ``config`` and ``session`` are the Go ``StdTransportParams`` fields
-    (``session`` stands in for ``Transport``: token requests go through it,
-    always with ``middlewares=()``; None means a session the middleware owns).
-    The rest have secure, round-trip-saving defaults. :meth:`original_policy`
-    gives the Go original's behaviour, for comparison.
-    """
-
-    config: Config | None = None
-    session: aiohttp.ClientSession | None = None
-    #: Where credentials may be sent; see :class:`aociauth.RealmPolicy`.
-    realm_policy: RealmPolicy = field(default_factory=RealmPolicy)
-    #: Seconds a token request (connect, send, read) may take, per attempt.
-    token_timeout: float = 30.0
-    #: Largest token-server body read, in bytes.
-    max_token_response: int = 1024 * 1024
-    #: Attempts at a token request that meets 429, 5xx or a connection error.
-    token_attempts: int = 3
-    #: First backoff, and the cap on any single wait (Retry-After included), in seconds.
-    retry_backoff: float = 0.2
-    retry_max_wait: float = 10.0
-    #: Token cache bound (entries, least recently used evicted).
-    cache_size: int = 10_000
-    #: Infer the required scope from the request path when no RequestInfo is set.
-    infer_scopes: bool = True
-    #: Fetch a token before sending, once a registry's Bearer challenge is known.
-    authorize_ahead: bool = True
-    #: A burst to a registry not yet contacted sends one request first.
-    coalesce_first_contact: bool = True
-    #: Refresh tokens in the background in the last part of their life.
-    refresh_ahead: bool = True
-    #: The part of a token's life in which it is refreshed ahead.
-    refresh_fraction: float = 0.15
-    #: Hold one lock per registry across token fetches (the original's behaviour).
-    serialize_token_fetches: bool = False
-    #: A ``with_scope`` of more items, or a longer string, is not added to token requests.
-    max_scope_items: int = 256
-    max_scope_bytes: int = 4096
-
-    @classmethod
-    def original_policy(cls, **kwargs: Any) -> StdTransportParams:
-        """Parameters that behave like the Go original: no inference, no fetch ahead,
-        no first-contact coalescing, no refresh ahead, one lock per registry."""
-        base: dict[str, Any] = {
-            "infer_scopes": False,
-            "authorize_ahead": False,
-            "coalesce_first_contact": False,
-            "refresh_ahead": False,
-            "serialize_token_fetches": True,
-        }
-        base.update(kwargs)
-        return cls(**base)
-
-
-@dataclass
-class AuthStats:
-    """Counters of what the middleware did, to assert on and to log.
-
-    ``token_requests`` counts HTTP requests sent to token servers (retries
-    included) by kind: ``get_basic``, ``get_anonymous``, ``post_refresh``.
-    """
-
-    requests: int = 0
-    responses_401: int = 0
-    retries_after_401: int = 0
-    rewritten_403: int = 0
-    token_requests: dict[str, int] = field(default_factory=dict)
-    token_fetches: int = 0
-    token_fetch_failures: int = 0
-    token_server_retries: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    fetches_ahead: int = 0
-    fetches_ahead_failed: int = 0
-    refused_ahead: int = 0
-    first_contact_waits: int = 0
-    refreshes_ahead: int = 0
-    config_lookups: int = 0
-    helper_runs: int = 0
-    anonymous_realm_downgrades: int = 0
-
-    @property
-    def total_token_requests(self) -> int:
-        """All HTTP requests sent to token servers."""
-        return sum(self.token_requests.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """A plain copy, for printing or JSON."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["token_requests"] = dict(self.token_requests)
-        out["total_token_requests"] = self.total_token_requests
-        return out
 
 
 @dataclass
@@ -212,41 +116,6 @@ class _FetchKey:
     realm: str
     service: str
     scope: Scope
-
-
-def _host_key(url: URL) -> str:
-    """The registry name the config is asked about: host, plus the port when one is given."""
-    host = url.raw_host or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"{host}:{url.explicit_port}" if url.explicit_port is not None else host
-
-
-@functools.lru_cache(maxsize=4096)
-def _primary_repository(scope: Scope) -> str:
-    """The repository a request is about: the one it pushes to, else the only one it names."""
-    repos = [rs for rs in scope if rs.resource_type == TYPE_REPOSITORY]
-    for rs in repos:
-        if rs.action == "push":
-            return rs.resource
-    names = {rs.resource for rs in repos}
-    return names.pop() if len(names) == 1 else ""
-
-
-def _retry_after(value: str | None, cap: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), cap)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, min(when.timestamp() - time.time(), cap))
 
 
 class AuthMiddleware:
@@ -335,7 +204,7 @@ class AuthMiddleware:
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         """Authorise ``req``, send it, and answer one usable 401 challenge."""
         self.stats.requests += 1
-        _hide_followed_redirect(req)
+        hide_followed_redirect(req)
         st = self._origin(req.url)
         if request_info_is_set():
             required = request_info_from_context().required_scope
@@ -358,7 +227,7 @@ class AuthMiddleware:
             # The required scope still goes.
             log.debug("aociauth: wanted scope too large; leaving it out of token requests")
             want = Scope()
-        creds = await self._credentials(st, _primary_repository(required))
+        creds = await self._credentials(st, primary_repository(required))
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
         resp = await self._send(req, handler, st, creds, required, want, known)
         # aiohttp's resp.request_info (and so the repr of ClientResponseError from
@@ -368,9 +237,9 @@ class AuthMiddleware:
             req.headers.popall(hdrs.AUTHORIZATION, None)
             for value in callers_auth:
                 req.headers.add(hdrs.AUTHORIZATION, value)
-        if _is_presigned(req.url):
-            _hide_presigned(resp)
-        _note_presigned_redirect(req, resp)
+        if is_presigned(req.url):
+            hide_presigned(resp)
+        note_presigned_redirect(req, resp)
         return resp
 
     async def _send(
@@ -405,7 +274,7 @@ class AuthMiddleware:
         origin = url.origin()
         st = self._origins.get(origin)
         if st is None:
-            st = self._origins[origin] = _Origin(url=origin, host=_host_key(url))
+            st = self._origins[origin] = _Origin(url=origin, host=host_key(url))
         return st
 
     async def _wait_first_contact(self, st: _Origin) -> bool:
@@ -549,13 +418,8 @@ class AuthMiddleware:
                 try:
                     tok = await self._acquire(st, creds, ch, required, want)
                 except TokenServerError as exc:
-                    # Only a refusal (a 4xx other than 429) may be about the scope we
-                    # guessed; the registry's own challenge then decides. A token server
-                    # that is down was already retried: asking again would only add load.
-                    refused = (
-                        exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
-                    )
-                    if not refused or (creds.refresh_token and not self._p.authorize_ahead):
+                    ask_again = worth_asking_again(exc.status)
+                    if not ask_again or (creds.refresh_token and not self._p.authorize_ahead):
                         raise
                     self.stats.fetches_ahead_failed += 1
                     log.debug(
@@ -568,7 +432,9 @@ class AuthMiddleware:
                 return tok, required.union(want)
             return None, None
         if creds.has_basic:
-            req.headers[hdrs.AUTHORIZATION] = _basic(creds.entry)
+            req.headers[hdrs.AUTHORIZATION] = basic_authorization(
+                creds.entry.username, creds.entry.password
+            )
         return None, None
 
     # -- after a 401 ---------------------------------------------------------
@@ -594,17 +460,10 @@ class AuthMiddleware:
             ch_scope = parse_scope(ch.params.get("scope", ""))
             if sent is not None:
                 self._forget(creds, sent, ch, ch_scope)
-                if (
-                    asked is not None
-                    and sent.introspected
-                    and asked.contains(ch_scope)
-                    and not sent.scope.contains(ch_scope)
-                ):
-                    # A token fetched for this very request, asked for all the registry
-                    # wants and granted less (its own claims say so): the original's
-                    # "401 with a freshly acquired token" already, without asking again.
+                if refused_by_its_own_claims(sent, asked, ch_scope):
+                    # The original's "401 with a freshly acquired token", without asking again.
                     self.stats.refused_ahead += 1
-                    return await _rewrite_403(resp, self.stats)
+                    return await self._denied(resp)
             self._check_replayable(req, resp, st)
             resp.release()
             # Any token obtained after this request went out is as fresh as a new fetch.
@@ -615,18 +474,24 @@ class AuthMiddleware:
             resp2 = await self._resend(req, handler)
             if resp2.status == 401:
                 self.stats.responses_401 += 1
-                return await _rewrite_403(resp2, self.stats)
+                return await self._denied(resp2)
             return resp2
         # Basic: send credentials if we have them and have not sent them already.
         if not creds.has_basic or hdrs.AUTHORIZATION in req.headers:
             return resp
         self._check_replayable(req, resp, st)
         resp.release()
-        req.headers[hdrs.AUTHORIZATION] = _basic(creds.entry)
+        req.headers[hdrs.AUTHORIZATION] = basic_authorization(
+            creds.entry.username, creds.entry.password
+        )
         resp2 = await self._resend(req, handler)
         if resp2.status == 401:
             self.stats.responses_401 += 1
         return resp2
+
+    async def _denied(self, resp: ClientResponse) -> ClientResponse:
+        self.stats.rewritten_403 += 1
+        return await rewrite_403(resp)
 
     def _forget(
         self, creds: _Credentials, sent: AccessToken, ch: Challenge, ch_scope: Scope
@@ -719,7 +584,7 @@ class AuthMiddleware:
             try:
                 resp = await self._token_request(st, creds, ch, scope)
             except TokenServerError as exc:
-                if exc.status not in _REFUSALS or scope == required:
+                if exc.status not in REFUSALS or scope == required:
                     raise
                 # The spec says a subset grant is not an error, but some token servers
                 # reject a request for more than they grant (401, as the original expects;
@@ -806,26 +671,17 @@ class AuthMiddleware:
         service = ch.params.get("service", "")
         realm_url = verdict.url
         if use_creds and creds.refresh_token:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": creds.refresh_token,
-                "client_id": OAUTH_CLIENT_ID,
-                "scope": str(scope),
-            }
-            if service:
-                form["service"] = service
+            form = refresh_grant_form(creds.refresh_token, scope, service)
             try:
                 return await self._token_http(st, "post_refresh", "POST", realm_url, data=form)
             except TokenServerError as exc:
                 # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
                 if exc.status not in (404, 405):
                     raise
-        query: list[tuple[str, str]] = list(realm_url.query.items())
-        query += [("scope", s) for s in str(scope).split(" ") if s]
-        if service:
-            query.append(("service", service))
-        url = realm_url.with_query(query)
-        auth = _basic(creds.entry) if use_creds and creds.has_basic else None
+        url = token_get_url(realm_url, scope, service)
+        auth = None
+        if use_creds and creds.has_basic:
+            auth = basic_authorization(creds.entry.username, creds.entry.password)
         kind = "get_basic" if auth is not None else "get_anonymous"
         return await self._token_http(st, kind, "GET", url, auth=auth)
 
@@ -870,7 +726,7 @@ class AuthMiddleware:
                 ) as resp:
                     status = resp.status
                     if status == 200:
-                        body = await _read_capped(resp, self._p.max_token_response, where, st.host)
+                        body = await read_capped(resp, self._p.max_token_response, where, st.host)
                         return parse_token_response(body, registry=st.host)
                     if status != 429 and status < 500:
                         raise TokenServerError(
@@ -879,7 +735,7 @@ class AuthMiddleware:
                             step="token",
                             status=status,
                         )
-                    wait = _retry_after(resp.headers.get(hdrs.RETRY_AFTER), self._p.retry_max_wait)
+                    wait = retry_after(resp.headers.get(hdrs.RETRY_AFTER), self._p.retry_max_wait)
                     failure = TokenServerError(
                         f"{where} answered {status}", registry=st.host, step="token", status=status
                     )
@@ -896,8 +752,8 @@ class AuthMiddleware:
                 raise failure
             self.stats.token_server_retries += 1
             if wait is None:
-                base = self._p.retry_backoff * (2**attempt)
-                wait = min(self._p.retry_max_wait, base) * (0.5 + random.random())  # noqa: S311
+                jitter = random.random()  # noqa: S311 (jitter, not a secret)
+                wait = backoff(attempt, self._p.retry_backoff, self._p.retry_max_wait, jitter)
             log.debug("aociauth: %s failed (%s); retry in %.2fs", where, failure, wait)
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -908,172 +764,11 @@ def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddlewar
     return AuthMiddleware(params)
 
 
-#: Query keys of pre-signed storage URLs (S3, GCS, Azure SAS, CloudFront): a blob
-#: redirect's signature is a credential for that blob (google/go-containerregistry#1408).
-_PRESIGNED_KEYS = frozenset(
-    {
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "x-goog-signature",
-        "x-goog-credential",
-        "googleaccessid",
-        "signature",
-        "sig",
-        "access_token",
-        "token",
-        "key-pair-id",
-        "policy",
-    }
-)
-
-
-def _replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
-    """Give a response other headers: aiohttp keeps them in _headers, and .headers
-    is a @reify cached in _cache once read."""
-    proxy = CIMultiDictProxy(headers)
-    resp._headers = proxy
-    cache = getattr(resp, "_cache", None)
-    if isinstance(cache, dict):
-        cache["headers"] = proxy
-
-
-def _is_presigned(url: URL) -> bool:
-    return bool(url.query) and not _PRESIGNED_KEYS.isdisjoint(k.lower() for k in url.query)
-
-
-#: A redirect to a pre-signed URL, kept (weakly) until the hop that follows it.
-_followed: contextvars.ContextVar[tuple[weakref.ref[ClientResponse], URL] | None] = (
-    contextvars.ContextVar("aociauth_followed", default=None)
-)
-
-
-def _note_presigned_redirect(req: ClientRequest, resp: ClientResponse) -> None:
-    location = resp.headers.get(hdrs.LOCATION) if 300 <= resp.status < 400 else None
-    if location:
-        try:
-            target = req.url.join(URL(location))
-        except (ValueError, TypeError):
-            return
-        if _is_presigned(target):
-            _followed.set((weakref.ref(resp), target))
-
-
-def _hide_followed_redirect(req: ClientRequest) -> None:
-    """Once aiohttp follows a redirect to a pre-signed URL, hide the signature in the
-    redirect's Location too: the redirect stays in resp.history, and the repr of
-    ClientResponseError prints the history's headers."""
-    pending = _followed.get()
-    if pending is None:
-        return
-    _followed.set(None)
-    ref, target = pending
-    redirect = ref()
-    if redirect is None or req.url != target:
-        return
-    headers = CIMultiDict(redirect.headers)
-    headers[hdrs.LOCATION] = redact_query(target)
-    _replace_headers(redirect, headers)
-
-
-def _hide_presigned(resp: ClientResponse) -> None:
-    """Let no message about this response print the signature of its pre-signed URL.
-
-    aiohttp's ClientResponseError (``raise_for_status``) prints
-    ``request_info.real_url``; ``resp.url`` itself stays what it was.
-    """
-    info = resp.request_info
-    hidden = info._replace(
-        url=URL(redact_query(info.url)), real_url=URL(redact_query(info.real_url))
-    )
-    resp._request_info = hidden
-    cache = getattr(resp, "_cache", None)  # where @reify keeps .request_info once read
-    if isinstance(cache, dict):
-        cache["request_info"] = hidden
-
-
-#: Token-server answers to a wide scope after which the required scope alone is asked for.
-_REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
-
-#: The most of a registry's body drained to keep its connection in the pool.
-_MAX_DRAIN = 64 * 1024
-
-
-class _TooBig(Exception):
-    pass
-
-
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a shared task's failure as seen: its waiters get it; a failure with none is not news."""
     if not task.cancelled():
         task.exception()
 
 
-def _basic(entry: ConfigEntry) -> str:
-    """An RFC 7617 Basic Authorization value (UTF-8, as docker/cli sends it)."""
-    raw = f"{entry.username}:{entry.password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
 def _set_bearer(req: ClientRequest, tok: AccessToken) -> None:
     req.headers[hdrs.AUTHORIZATION] = f"Bearer {tok.value}"
-
-
-async def _read_capped(resp: ClientResponse, cap: int, where: str, registry: str) -> bytes:
-    """The body, or an error once it passes ``cap`` bytes (nothing past the cap is read)."""
-    length = resp.content_length
-    if length is not None and length > cap:
-        raise TokenServerError(
-            f"{where} sent a body larger than {cap} bytes",
-            registry=registry,
-            step="token",
-            status=resp.status,
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise TokenServerError(
-                f"{where} sent a body larger than {cap} bytes",
-                registry=registry,
-                step="token",
-                status=resp.status,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _rewrite_403(resp: ClientResponse, stats: AuthStats) -> ClientResponse:
-    """The original's rule: a 401 right after a token the server just gave us means 403 DENIED.
-
-    The registry's own (small) body is drained so the connection goes back to
-    the pool; the response is then given the DENIED body through every way of
-    reading it: ``read()``, ``text()``, ``json()`` and ``content``.
-    """
-    stats.rewritten_403 += 1
-    drained = 0
-    try:
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            drained += len(chunk)
-            if drained > _MAX_DRAIN:
-                raise _TooBig
-    except (_TooBig, aiohttp.ClientError, asyncio.TimeoutError):
-        resp.close()
-        # close() marks the response released, after which read() refuses even a
-        # body it holds; the content is replaced below, so reading it is sound.
-        resp._released = False
-    headers = CIMultiDict(resp.headers)
-    headers[hdrs.CONTENT_TYPE] = "application/json"
-    headers[hdrs.CONTENT_LENGTH] = str(len(_DENIED_BODY))
-    headers.popall(hdrs.WWW_AUTHENTICATE, None)
-    resp.status = 403
-    resp.reason = "Forbidden"
-    _replace_headers(resp, headers)
-    loop = asyncio.get_running_loop()
-    content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-    content.feed_data(_DENIED_BODY)
-    content.feed_eof()
-    resp.content = content
-    resp._body = _DENIED_BODY
-    return resp

@@ -1,0 +1,168 @@
+"""Changes the middleware makes to aiohttp responses, kept in one place.
+
+aiohttp has no public way to give a response another status, headers or body,
+or to hide part of the URL its errors print; these functions do it through the
+few attributes aiohttp reads them from (``_headers``, ``_body``, ``content``,
+``_request_info``, and the ``_cache`` of its ``@reify`` properties).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import weakref
+
+import aiohttp
+from aiohttp import ClientRequest, ClientResponse, hdrs
+from aiohttp.base_protocol import BaseProtocol
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from aociauth._redact import redact_query
+from aociauth.errors import TokenServerError
+from aociauth.flow import is_presigned
+
+__all__ = [
+    "DENIED_BODY",
+    "hide_followed_redirect",
+    "hide_presigned",
+    "note_presigned_redirect",
+    "read_capped",
+    "rewrite_403",
+]
+
+DENIED_BODY = json.dumps(
+    {
+        "errors": [
+            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
+        ]
+    }
+).encode()
+
+
+def replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
+    """Give a response other headers: aiohttp keeps them in _headers, and .headers
+    is a @reify cached in _cache once read."""
+    proxy = CIMultiDictProxy(headers)
+    resp._headers = proxy
+    cache = getattr(resp, "_cache", None)
+    if isinstance(cache, dict):
+        cache["headers"] = proxy
+
+
+#: A redirect to a pre-signed URL, kept (weakly) until the hop that follows it.
+_followed: contextvars.ContextVar[tuple[weakref.ref[ClientResponse], URL] | None] = (
+    contextvars.ContextVar("aociauth_followed", default=None)
+)
+
+
+def note_presigned_redirect(req: ClientRequest, resp: ClientResponse) -> None:
+    location = resp.headers.get(hdrs.LOCATION) if 300 <= resp.status < 400 else None
+    if location:
+        try:
+            target = req.url.join(URL(location))
+        except (ValueError, TypeError):
+            return
+        if is_presigned(target):
+            _followed.set((weakref.ref(resp), target))
+
+
+def hide_followed_redirect(req: ClientRequest) -> None:
+    """Once aiohttp follows a redirect to a pre-signed URL, hide the signature in the
+    redirect's Location too: the redirect stays in resp.history, and the repr of
+    ClientResponseError prints the history's headers."""
+    pending = _followed.get()
+    if pending is None:
+        return
+    _followed.set(None)
+    ref, target = pending
+    redirect = ref()
+    if redirect is None or req.url != target:
+        return
+    headers = CIMultiDict(redirect.headers)
+    headers[hdrs.LOCATION] = redact_query(target)
+    replace_headers(redirect, headers)
+
+
+def hide_presigned(resp: ClientResponse) -> None:
+    """Let no message about this response print the signature of its pre-signed URL.
+
+    aiohttp's ClientResponseError (``raise_for_status``) prints
+    ``request_info.real_url``; ``resp.url`` itself stays what it was.
+    """
+    info = resp.request_info
+    hidden = info._replace(
+        url=URL(redact_query(info.url)), real_url=URL(redact_query(info.real_url))
+    )
+    resp._request_info = hidden
+    cache = getattr(resp, "_cache", None)  # where @reify keeps .request_info once read
+    if isinstance(cache, dict):
+        cache["request_info"] = hidden
+
+
+#: The most of a registry's body drained to keep its connection in the pool.
+_MAX_DRAIN = 64 * 1024
+
+
+class _TooBig(Exception):
+    pass
+
+
+async def read_capped(resp: ClientResponse, cap: int, where: str, registry: str) -> bytes:
+    """The body, or an error once it passes ``cap`` bytes (nothing past the cap is read)."""
+    length = resp.content_length
+    if length is not None and length > cap:
+        raise TokenServerError(
+            f"{where} sent a body larger than {cap} bytes",
+            registry=registry,
+            step="token",
+            status=resp.status,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise TokenServerError(
+                f"{where} sent a body larger than {cap} bytes",
+                registry=registry,
+                step="token",
+                status=resp.status,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def rewrite_403(resp: ClientResponse) -> ClientResponse:
+    """The original's rule: a 401 right after a token the server just gave us means 403 DENIED.
+
+    The registry's own (small) body is drained so the connection goes back to
+    the pool; the response is then given the DENIED body through every way of
+    reading it: ``read()``, ``text()``, ``json()`` and ``content``.
+    """
+    drained = 0
+    try:
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            drained += len(chunk)
+            if drained > _MAX_DRAIN:
+                raise _TooBig
+    except (_TooBig, aiohttp.ClientError, asyncio.TimeoutError):
+        resp.close()
+        # close() marks the response released, after which read() refuses even a
+        # body it holds; the content is replaced below, so reading it is sound.
+        resp._released = False
+    headers = CIMultiDict(resp.headers)
+    headers[hdrs.CONTENT_TYPE] = "application/json"
+    headers[hdrs.CONTENT_LENGTH] = str(len(DENIED_BODY))
+    headers.popall(hdrs.WWW_AUTHENTICATE, None)
+    resp.status = 403
+    resp.reason = "Forbidden"
+    replace_headers(resp, headers)
+    loop = asyncio.get_running_loop()
+    content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    content.feed_data(DENIED_BODY)
+    content.feed_eof()
+    resp.content = content
+    resp._body = DENIED_BODY
+    return resp

@@ -1,0 +1,155 @@
+"""The flow's decisions, tested without a network (aociauth.flow is I/O-free)."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from yarl import URL
+
+from aociauth import parse_scope, unlimited_scope
+from aociauth.flow import (
+    OAUTH_CLIENT_ID,
+    REFUSALS,
+    backoff,
+    basic_authorization,
+    host_key,
+    is_presigned,
+    primary_repository,
+    refresh_grant_form,
+    refused_by_its_own_claims,
+    retry_after,
+    token_get_url,
+    worth_asking_again,
+)
+from aociauth.tokens import AccessToken
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://ghcr.io/v2/", "ghcr.io"),
+        ("http://127.0.0.1:5000/v2/", "127.0.0.1:5000"),
+        ("https://reg.example:443/v2/", "reg.example:443"),
+        ("http://[::1]:5000/v2/", "[::1]:5000"),
+        ("https://user:pw@reg.example/v2/", "reg.example"),
+    ],
+)
+def test_host_key_is_what_the_config_is_asked_about(url: str, key: str) -> None:
+    assert host_key(URL(url)) == key
+
+
+@pytest.mark.parametrize(
+    ("scope", "repo"),
+    [
+        ("repository:team/app:pull", "team/app"),
+        ("repository:team/app:pull,push", "team/app"),
+        ("repository:src:pull repository:dst:pull,push", "dst"),  # a mount: the target
+        ("repository:a:pull repository:b:pull", ""),  # ambiguous: no namespace applies
+        ("registry:catalog:*", ""),
+        ("", ""),
+    ],
+)
+def test_primary_repository(scope: str, repo: str) -> None:
+    assert primary_repository(parse_scope(scope)) == repo
+
+
+def test_retry_after_seconds_and_dates_are_capped() -> None:
+    assert retry_after("3", cap=10) == 3.0
+    assert retry_after("300", cap=10) == 10.0
+    assert retry_after(None, cap=10) is None
+    assert retry_after("soon", cap=10) is None
+    assert retry_after("-1", cap=10) is None
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 4, usegmt=True)
+    assert retry_after(date, cap=10, now=now) == pytest.approx(4.0)
+    past = email.utils.formatdate(now - 100, usegmt=True)
+    assert retry_after(past, cap=10, now=now) == 0.0
+    far = email.utils.formatdate(now + 10_000, usegmt=True)
+    assert retry_after(far, cap=10, now=now) == 10.0
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=200),
+    base=st.floats(min_value=0.001, max_value=5),
+    cap=st.floats(min_value=0.01, max_value=60),
+    jitter=st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_backoff_is_bounded_and_grows(attempt: int, base: float, cap: float, jitter: float) -> None:
+    wait = backoff(attempt, base, cap, jitter)
+    assert 0 < wait <= cap
+    assert math.isfinite(wait)
+    assert backoff(attempt + 1, base, cap, jitter) >= wait
+
+
+def test_only_a_refusal_is_worth_asking_the_registry_again() -> None:
+    assert worth_asking_again(401)
+    assert worth_asking_again(403)
+    assert worth_asking_again(400)
+    assert not worth_asking_again(429)
+    assert not worth_asking_again(503)
+    assert not worth_asking_again(None)  # unreachable
+    assert 401 in REFUSALS
+    assert 429 not in REFUSALS
+
+
+def test_token_get_url_keeps_the_challenge_string_and_the_realm_query() -> None:
+    scope = parse_scope("other repository:foo:push,pull")
+    url = token_get_url(URL("https://auth.example/token?account=me"), scope, "svc")
+    assert url.query.getall("scope") == ["other", "repository:foo:push,pull"]
+    assert url.query["service"] == "svc"
+    assert url.query["account"] == "me"
+    bare = token_get_url(URL("https://auth.example/token"), parse_scope(""), "")
+    assert "scope" not in bare.query
+    assert "service" not in bare.query
+
+
+def test_refresh_grant_form() -> None:
+    form = refresh_grant_form("RT", parse_scope("repository:a:pull"), "svc")
+    assert form == {
+        "grant_type": "refresh_token",
+        "refresh_token": "RT",
+        "client_id": OAUTH_CLIENT_ID,
+        "scope": "repository:a:pull",
+        "service": "svc",
+    }
+    assert "service" not in refresh_grant_form("RT", parse_scope(""), "")
+
+
+def test_basic_authorization_is_utf8() -> None:
+    assert basic_authorization("Aladdin", "open sesame") == "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    assert basic_authorization("é", "ü") == "Basic w6k6w7w="
+
+
+def test_refused_by_its_own_claims() -> None:
+    wanted = parse_scope("repository:a:pull,push")
+    granted_pull = AccessToken("t", parse_scope("repository:a:pull"), 0, 60, introspected=True)
+    opaque = AccessToken("t", parse_scope("repository:a:pull"), 0, 60, introspected=False)
+    assert refused_by_its_own_claims(granted_pull, wanted, wanted)
+    assert not refused_by_its_own_claims(granted_pull, None, wanted)  # from the cache
+    assert not refused_by_its_own_claims(opaque, wanted, wanted)  # claims unknown
+    # The registry wants something we did not ask for: asking for it may work.
+    assert not refused_by_its_own_claims(
+        granted_pull, wanted, parse_scope("repository:a:pull,push repository:b:pull")
+    )
+    full = AccessToken("t", unlimited_scope(), 0, 60, introspected=True)
+    assert not refused_by_its_own_claims(full, wanted, wanted)
+
+
+@pytest.mark.parametrize(
+    ("url", "presigned"),
+    [
+        ("https://s3.example/b/x?X-Amz-Signature=abc&X-Amz-Date=1", True),
+        ("https://storage.example/o?GoogleAccessId=a&Signature=b", True),
+        ("https://acct.blob.core.example/c/b?sv=1&se=2&sig=c", True),
+        ("https://cdn.example/x?Policy=a&Key-Pair-Id=b&Signature=c", True),
+        ("https://reg.example/v2/a/blobs/uploads/?mount=d&from=b", False),
+        ("https://reg.example/v2/_catalog?n=10", False),
+        ("https://reg.example/v2/", False),
+    ],
+)
+def test_is_presigned(url: str, presigned: bool) -> None:
+    assert is_presigned(URL(url)) is presigned
