@@ -47,7 +47,7 @@ def host_key(url: URL) -> str:
     return f"{host}:{url.explicit_port}" if url.explicit_port is not None else host
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def primary_repository(scope: Scope) -> str:
     """The repository a request is about: the one it pushes to, else the only one it names."""
     repos = [rs for rs in scope if rs.resource_type == TYPE_REPOSITORY]
