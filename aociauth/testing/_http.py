@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import socket
@@ -33,7 +34,7 @@ def json_response(
     return response
 
 
-class LoopbackServer:
+class LoopbackServer(abc.ABC):
     """Base of the in-process servers: starts on ``127.0.0.1`` on a free port.
 
     Subclasses build their application in :meth:`_make_app`, call
@@ -52,8 +53,9 @@ class LoopbackServer:
         self._arrived = asyncio.Event()
         self._arrivals = 0
 
+    @abc.abstractmethod
     def _make_app(self) -> web.Application:
-        raise NotImplementedError
+        """The aiohttp application the server runs (each server builds its own)."""
 
     def _arrive(self) -> None:
         self._arrivals += 1
