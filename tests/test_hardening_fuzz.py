@@ -3,6 +3,9 @@
 * :func:`aociauth.tokens.parse_token_response` reads whatever a token server
   sends: it returns a valid token or raises :class:`TokenResponseError`, whose
   message never quotes the body.
+* :func:`aociauth.tokens.granted_scope` reads a token's own claims to learn
+  what it grants: any token gives a scope or "unknown", never an exception,
+  and never more than the claims list.
 * :meth:`ConfigFile.from_dict` takes an already parsed document, which may hold
   Python values no JSON parser makes (bytes, tuples, non-string keys, NaN, lone
   surrogates): it builds a config or raises :class:`ConfigError`, and lookups
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import re
@@ -23,7 +27,7 @@ from hypothesis import strategies as st
 
 import aociauth
 from aociauth import ConfigEntry, ConfigError, ConfigFile, OCIAuthError, TokenResponseError
-from aociauth.tokens import MAX_EXPIRES_IN, MAX_TOKEN_LENGTH, parse_token_response
+from aociauth.tokens import MAX_EXPIRES_IN, MAX_TOKEN_LENGTH, granted_scope, parse_token_response
 
 MARK = "ZQ9SECRET"
 B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -240,3 +244,68 @@ def test_any_python_document_builds_a_config_or_raises_config_error(
         assert all(isinstance(n, str) for n in config.namespaces(host))
 
     asyncio.run(lookups())
+
+
+# -- a token's own claims ---------------------------------------------------------------------
+
+actions_st = st.sampled_from(["pull", "push", "*", ""]) | json_value
+valid_entry = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["repository", "registry"]) | st.text(max_size=5),
+        "name": st.text(max_size=12),
+        "actions": st.lists(actions_st, max_size=4),
+    }
+)
+access_entry = st.one_of(*[valid_entry] * 6, json_value)
+good_claims = st.fixed_dictionaries(
+    {"access": st.one_of(*[st.lists(access_entry, max_size=4)] * 3, json_value)},
+    optional={"sub": st.text(max_size=5), "exp": number},
+)
+claims_st = st.one_of(good_claims, good_claims, good_claims, json_value)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@st.composite
+def jwt_like(draw: st.DrawFn) -> tuple[str, object]:
+    claims = draw(claims_st)
+    payload = json.dumps(claims).encode()
+    how = draw(st.sampled_from(["plain"] * 4 + ["padded", "garbage", "utf-16", "parts"]))
+    if how == "padded":
+        middle = base64.urlsafe_b64encode(payload).decode()
+    elif how == "garbage":
+        middle = draw(st.from_regex(r"[A-Za-z0-9\-._~+/]{0,30}={0,2}", fullmatch=True))
+    elif how == "utf-16":
+        middle = b64url(json.dumps(claims).encode("utf-16"))
+    else:
+        middle = b64url(payload)
+    parts = ["eyJhbGciOiJFUzI1NiJ9", middle, "c2ln"]
+    if how == "parts":
+        parts = parts[: draw(st.integers(0, 2))] + draw(st.lists(st.just("x"), max_size=2))
+    return ".".join(parts), claims
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(token=jwt_like())
+def test_a_tokens_claims_are_read_without_raising_and_never_widened(
+    token: tuple[str, object],
+) -> None:
+    """What a token says it grants is read from hostile input: any token gives a Scope or
+    None (unknown), and the Scope holds nothing the claims do not list."""
+    value, claims = token
+    granted = granted_scope(value)
+    if granted is None:
+        return
+    assert isinstance(granted, aociauth.Scope)
+    assert isinstance(claims, dict)
+    listed = {
+        (e.get("type"), e.get("name"), a)
+        for e in claims["access"]
+        if isinstance(e, dict) and isinstance(e.get("actions"), list)
+        for a in e["actions"]
+        if isinstance(a, str)
+    }
+    for rs in granted:
+        assert (rs.resource_type, rs.resource, rs.action) in listed
