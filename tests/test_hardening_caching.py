@@ -10,6 +10,7 @@ a 429 is the caller's business; token requests stay bounded in size.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -394,3 +395,49 @@ async def test_the_403_for_a_refused_fresh_token_reads_like_any_response(
             assert "WWW-Authenticate" not in r.headers
             body = await read(r)
     assert json.loads(body)["errors"][0]["code"] == "DENIED"
+
+
+def fake_jwt(n: int, access: list[dict[str, object]]) -> str:
+    """A JWT-shaped token (unsigned: only the middleware reads it) claiming ``access``."""
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{b64({'alg': 'none'})}.{b64({'sub': 'x', 'jti': n, 'access': access})}.sig"
+
+
+async def test_a_token_claiming_more_than_asked_is_trusted_for_what_was_asked_only() -> None:
+    """The token server answers every request with a token that claims pull and push on
+    every repository and the catalog. The claim can only narrow what the cache believes:
+    the next repository still gets a token of its own."""
+    everything = [
+        {"type": "repository", "name": name, "actions": ["pull", "push", "delete"]}
+        for name in ("team/a", "team/b", "team/c")
+    ] + [{"type": "registry", "name": "catalog", "actions": ["*"]}]
+    issued: list[str] = []
+
+    async def tokens(req: web.Request) -> web.StreamResponse:
+        issued.append(fake_jwt(len(issued), everything))
+        return web.json_response({"token": issued[-1]})
+
+    async with scripted(tokens) as ts:
+        used: dict[str, set[str]] = {}
+
+        async def registry(req: web.Request) -> web.StreamResponse:
+            repo = "/".join(req.path.split("/")[2:4])
+            auth = req.headers.get("Authorization", "")
+            if auth.startswith("Bearer ") and auth[7:] in issued:
+                used.setdefault(repo, set()).add(auth[7:])
+                return web.Response(text="ok")
+            challenge = (
+                f'Bearer realm="{ts.url("/token")}",service="s",scope="repository:{repo}:pull"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+        async with scripted(registry) as reg, client(None) as (_, session):
+            for repo in ("team/a", "team/b", "team/c", "team/a", "team/b"):
+                assert await status_of(session, reg.url(f"/v2/{repo}/manifests/x")) == 200
+    assert len(issued) == 3
+    assert used == {"team/a": {issued[0]}, "team/b": {issued[1]}, "team/c": {issued[2]}}
+    asked = [s.query for s in ts.seen]
+    assert all(q.count("scope=") == 1 for q in asked)
