@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hardening import (
     ACCESS_TOKEN,
     CANARIES,
@@ -37,6 +38,7 @@ from hardening import (
     client,
     exception_texts,
     install_helper,
+    scripted,
 )
 from yarl import URL
 
@@ -382,3 +384,26 @@ async def test_aiohttp_errors_raised_mid_request_carry_no_credential(scheme: str
     assert basic not in text
     assert tok is None or tok.value not in text
     assert "Authorization" not in ei.value.request_info.headers
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_ANSWERS))
+async def test_a_token_server_answer_aiohttp_cannot_parse_leaves_no_credential_behind(
+    bad: str,
+) -> None:
+    """The token request carries alice's Basic credentials; the token server's answer is
+    not HTTP. The caller's error (and everything it chains to) holds none of it."""
+    async with raw_registry(BAD_ANSWERS[bad]) as token_port:
+        realm = f"http://127.0.0.1:{token_port}/token"
+
+        async def registry(req: web.Request) -> web.StreamResponse:
+            challenge = f'Bearer realm="{realm}",service="s",scope="repository:a:pull"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+        async with scripted(registry) as reg:
+            config = auths({f"127.0.0.1:{reg.port}": {"username": "alice", "password": PASSWORD}})
+            async with client(config, retry_backoff=0.01) as (_, session):
+                with pytest.raises(aociauth.TokenServerError) as ei:
+                    await bounded(session.get(reg.url("/v2/a/manifests/x")))
+    basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert basic not in exception_texts(ei.value)
+    assert isinstance(ei.value, aiohttp.ClientError)
