@@ -349,3 +349,23 @@ async def test_token_server_error_body_is_not_repeated(stack: Stack) -> None:
     exc = await failure(stack)
     assert_well_formed(exc, stack, 401)
     assert "UNAUTHORIZED" not in str(exc)
+
+
+async def test_a_refused_refresh_token_costs_at_most_two_requests_and_is_not_cached(
+    stack: Stack,
+) -> None:
+    """The token server does not know the identity token (T-T12): the refresh grant is
+    refused (401) and the caller gets that 401; nothing loops, nothing falls back to a
+    Basic GET it has no credentials for, and the next pull asks again."""
+    config = auths({stack.host: {"identitytoken": "unknown-refresh-token"}})
+    pulls = 3
+    async with client(config, **FAST) as (_, session):
+        for _ in range(pulls):
+            with pytest.raises(aociauth.TokenServerError) as ei:
+                await bounded(fetch(session, stack.blob_url))
+            assert ei.value.status == 401
+    kinds = [r.kind for r in stack.ts.requests]
+    assert set(kinds) == {"post_refresh"}
+    # One grant per pull, two when a refused early fetch lets the registry's 401 decide.
+    assert pulls <= len(kinds) <= 2 * pulls
+    assert stack.reg.counters.bearer == 0
