@@ -64,16 +64,27 @@ def bearer_challenge(realm: str, scope: object, service: str = "someService") ->
     return {"Www-Authenticate": f'Bearer realm="{realm}",service={service},scope="{scope}"'}
 
 
-def repo_gate(get_realm: Callable[[], str], body: str = "") -> Gate:
-    """A target that wants ``repository:<path after /test/>:pull`` in the bearer token."""
+def repo_gate(get_realm: Callable[[], str], body: str = "", *, strict: bool = False) -> Gate:
+    """A target that wants ``repository:<path after /test/>:pull`` in the bearer token.
+
+    A request without the scope gets a 401 challenge; with ``strict`` (the Go tests'
+    gates), a token without it fails the test instead.
+    """
 
     async def gate(req: web.Request) -> None:
         resource = req.path.removeprefix("/test/")
         required = aociauth.new_scope(aociauth.ResourceScope("repository", resource, "pull"))
-        if "Authorization" not in req.headers or not scope_of(req).contains(required):
+        if "Authorization" in req.headers and strict:
+            assert scope_of(req).contains(required)
+        elif "Authorization" not in req.headers or not scope_of(req).contains(required):
             raise HTTPError(401, bearer_challenge(get_realm(), required), body)
 
     return gate
+
+
+async def echo_token(req: web.Request, form: Form) -> dict[str, object]:
+    """A token server that grants whatever scope it is asked for."""
+    return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
 
 
 def basic_of(req: web.Request) -> tuple[str, str] | None:

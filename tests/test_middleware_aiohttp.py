@@ -13,10 +13,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from scripted import ConfigFunc, Form, HTTPError, bearer_challenge, client, start, token_for
+from scripted import (
+    ConfigFunc,
+    HTTPError,
+    bearer_challenge,
+    client,
+    echo_token,
+    start,
+)
 
 import aociauth
-from aociauth import ConfigEntry, parse_scope
+from aociauth import ConfigEntry
 
 
 def body_gate(bodies: list[bytes], get_realm: object) -> object:
@@ -29,10 +36,6 @@ def body_gate(bodies: list[bytes], get_realm: object) -> object:
             )
 
     return gate
-
-
-async def auth(req: web.Request, form: Form) -> dict[str, object]:
-    return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
 
 
 @pytest.mark.parametrize(
@@ -48,7 +51,7 @@ async def test_replayable_bodies_are_sent_again_intact(
     stack: list[object], make_body: object
 ) -> None:
     bodies: list[bytes] = []
-    s = await start(body_gate(bodies, lambda: s.realm), auth)  # type: ignore[arg-type]
+    s = await start(body_gate(bodies, lambda: s.realm), echo_token)  # type: ignore[arg-type]
     stack.append(s)
     session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
     async with session.put(s.url("/test"), data=make_body()) as r:  # type: ignore[operator]
@@ -58,7 +61,7 @@ async def test_replayable_bodies_are_sent_again_intact(
 
 async def test_a_streaming_body_is_not_resent_empty(stack: list[object]) -> None:
     bodies: list[bytes] = []
-    s = await start(body_gate(bodies, lambda: s.realm), auth)  # type: ignore[arg-type]
+    s = await start(body_gate(bodies, lambda: s.realm), echo_token)  # type: ignore[arg-type]
     stack.append(s)
     connector = aiohttp.TCPConnector(limit=1)
     mw = aociauth.new_std_transport(
@@ -88,7 +91,7 @@ async def test_token_requests_through_the_callers_own_session_do_not_recurse(
     stack: list[object],
 ) -> None:
     bodies: list[bytes] = []
-    s = await start(body_gate(bodies, lambda: s.realm), auth)  # type: ignore[arg-type]
+    s = await start(body_gate(bodies, lambda: s.realm), echo_token)  # type: ignore[arg-type]
     stack.append(s)
     mw = aociauth.new_std_transport(
         aociauth.StdTransportParams(config=ConfigFunc(lambda h: ConfigEntry()))

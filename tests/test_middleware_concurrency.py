@@ -18,6 +18,7 @@ from scripted import (
     Form,
     HTTPError,
     client,
+    echo_token,
     repo_gate,
     start,
     token_for,
@@ -172,10 +173,7 @@ async def test_failure_is_not_cached(stack: list[object]) -> None:
 async def test_small_pool_with_big_401_bodies_does_not_deadlock(stack: list[object]) -> None:
     big = "x" * (1024 * 1024)
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
-
-    s = await start(repo_gate(lambda: s.realm, body=big), auth)
+    s = await start(repo_gate(lambda: s.realm, body=big), echo_token)
     stack.append(s)
     mw = aociauth.new_std_transport(
         aociauth.StdTransportParams(

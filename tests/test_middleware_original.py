@@ -23,6 +23,8 @@ from scripted import (
     bearer_challenge,
     client,
     creds_for,
+    echo_token,
+    repo_gate,
     scope_of,
     start,
     token_for,
@@ -220,20 +222,7 @@ async def test_config_error(stack: list[object]) -> None:
 
 
 async def test_later_request_uses_earlier_token_with_larger_scope(stack: list[object]) -> None:
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
-
-    async def gate(req: web.Request) -> None:
-        resource = req.path.removeprefix("/test/")
-        required = new_scope(aociauth.ResourceScope("repository", resource, "pull"))
-        if "Authorization" not in req.headers:
-            raise HTTPError(
-                401,
-                bearer_challenge(s.realm, required),
-            )
-        assert scope_of(req).contains(required)
-
-    s = await start(gate, auth)
+    s = await start(repo_gate(lambda: s.realm, strict=True), echo_token)
     stack.append(s)
     session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
     with with_scope(parse_scope("repository:foo1:pull repository:foo2:pull")):
@@ -310,17 +299,7 @@ async def test_refresh_token_rotated_by_auth_server(stack: list[object]) -> None
             "token": token_for(parse_scope(" ".join(form.getall("scope")))),
         }
 
-    async def gate(req: web.Request) -> None:
-        resource = req.path.removeprefix("/test/")
-        required = new_scope(aociauth.ResourceScope("repository", resource, "pull"))
-        if "Authorization" not in req.headers:
-            raise HTTPError(
-                401,
-                bearer_challenge(s.realm, required),
-            )
-        assert scope_of(req).contains(required)
-
-    s = await start(gate, auth)
+    s = await start(repo_gate(lambda: s.realm, strict=True), auth)
     stack.append(s)
     session = await client(stack, creds_for(s, ConfigEntry(refresh_token="someRefreshToken1")))
     for i in range(4):
