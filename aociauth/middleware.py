@@ -229,14 +229,16 @@ class AuthMiddleware:
             want = Scope()
         creds = await self._credentials(st, primary_repository(required))
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
-        resp = await self._send(req, handler, st, creds, required, want, known)
-        # aiohttp's resp.request_info (and so the repr of ClientResponseError from
-        # raise_for_status) shows the request's live headers: take our credential out
-        # now that it has been sent, so no response object carries it.
-        if req.headers.getall(hdrs.AUTHORIZATION, []) != callers_auth:
-            req.headers.popall(hdrs.AUTHORIZATION, None)
-            for value in callers_auth:
-                req.headers.add(hdrs.AUTHORIZATION, value)
+        try:
+            resp = await self._send(req, handler, st, creds, required, want, known)
+        finally:
+            # aiohttp's request_info (in a response, and in the ClientResponseError of
+            # raise_for_status or of an answer it cannot parse) is a view of the request's
+            # live headers: take our credential out once sent, whatever happened.
+            if req.headers.getall(hdrs.AUTHORIZATION, []) != callers_auth:
+                req.headers.popall(hdrs.AUTHORIZATION, None)
+                for value in callers_auth:
+                    req.headers.add(hdrs.AUTHORIZATION, value)
         if is_presigned(req.url):
             hide_presigned(resp)
         note_presigned_redirect(req, resp)

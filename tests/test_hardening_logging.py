@@ -353,14 +353,6 @@ BAD_ANSWERS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AuthMiddleware.__call__ takes its Authorization out of req.headers only after "
-    "_send returns; when handler(req) raises (a response aiohttp cannot parse: "
-    "ClientResponseError with request_info = the live headers), the Basic value or bearer "
-    "token stays in the exception's repr. Restore the caller's Authorization in a "
-    "try/finally around _send (which covers the resend after a 401 too)",
-)
 @pytest.mark.parametrize("scheme", ["basic", "bearer"])
 @pytest.mark.parametrize("bad", sorted(BAD_ANSWERS))
 async def test_aiohttp_errors_raised_mid_request_carry_no_credential(scheme: str, bad: str) -> None:
