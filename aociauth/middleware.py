@@ -17,6 +17,7 @@ on one shared fetch, and fetches for different scopes run in parallel.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import random
@@ -30,6 +31,7 @@ from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
 from aociauth._redact import redact_text, redact_url
+from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth._responses import (
     hide_followed_redirect,
     hide_presigned,
@@ -177,7 +179,12 @@ class AuthMiddleware:
         if self._p.session is not None:
             return self._p.session
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            connector = None
+            if not self._p.realm_policy.allow_private_realms:
+                # Judge the addresses a realm's name resolves to, not only its text;
+                # no DNS cache, so every new connection is judged afresh.
+                connector = aiohttp.TCPConnector(resolver=RealmGuardResolver(), use_dns_cache=False)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     def cached_token(self, url: str | URL, scope: Scope | None = None) -> AccessToken | None:
@@ -716,6 +723,7 @@ class AuthMiddleware:
             )
             wait: float | None = None
             status: int | None = None
+            local = loopback_allowed.set(_on_this_machine(st.url))
             try:
                 async with self._token_session().request(
                     method,
@@ -744,12 +752,21 @@ class AuthMiddleware:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if isinstance(exc, OCIAuthError):
                     raise
+                refused = getattr(exc, "os_error", None)
+                if isinstance(refused, RealmAddressError):
+                    raise RealmPolicyError(
+                        f"refusing token request for {st.host}: {refused}",
+                        registry=st.host,
+                        step="realm",
+                    ) from None
                 failure = TokenServerError(
                     f"{where} could not be reached: {type(exc).__name__}",
                     registry=st.host,
                     step="token",
                     status=status,
                 )
+            finally:
+                loopback_allowed.reset(local)
             if attempt + 1 >= attempts:
                 raise failure
             self.stats.token_server_retries += 1
@@ -764,6 +781,17 @@ class AuthMiddleware:
 def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddleware:
     """The middleware for ``aiohttp.ClientSession(middlewares=[...])`` (Go: ``NewStdTransport``)."""
     return AuthMiddleware(params)
+
+
+def _on_this_machine(url: URL) -> bool:
+    """Whether a registry is on this machine (a loopback address or a localhost name)."""
+    host = (url.host or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
