@@ -234,7 +234,12 @@ class AuthMiddleware:
             # The required scope still goes.
             log.debug("aociauth: wanted scope too large; leaving it out of token requests")
             want = Scope()
-        creds = await self._credentials(st, primary_repository(required))
+        creds: _Credentials | None = None
+        if known or st.challenge is not None or st.creds:
+            creds = await self._credentials(st, primary_repository(required))
+        # else: not a registry API request (a blob's CDN hop, say) to an origin that has
+        # never challenged: nothing to attach, so no config lookup or helper run for it
+        # unless it answers with a challenge.
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
         try:
             resp = await self._send(req, handler, st, creds, required, want, known)
@@ -256,14 +261,18 @@ class AuthMiddleware:
         req: ClientRequest,
         handler: Handler,
         st: _Origin,
-        creds: _Credentials,
+        creds: _Credentials | None,
         required: Scope,
         want: Scope,
         known: bool,
     ) -> ClientResponse:
-        probe = await self._wait_first_contact(st)
+        # Only registry API requests are held back at first contact: a CDN hop has no
+        # challenge to learn, and holding its burst back would only add latency.
+        probe = await self._wait_first_contact(st) if known else False
         try:
-            sent, asked = await self._authorize(req, st, creds, required, want, known)
+            sent, asked = (None, None)
+            if creds is not None:
+                sent, asked = await self._authorize(req, st, creds, required, want, known)
             sent_at = asyncio.get_running_loop().time()
             resp = await handler(req)
         finally:
@@ -454,7 +463,7 @@ class AuthMiddleware:
         handler: Handler,
         resp: ClientResponse,
         st: _Origin,
-        creds: _Credentials,
+        creds: _Credentials | None,
         required: Scope,
         want: Scope,
         sent: AccessToken | None,
@@ -465,6 +474,8 @@ class AuthMiddleware:
         if ch is None:
             return resp
         st.challenge = ch
+        if creds is None:
+            creds = await self._credentials(st, primary_repository(required))
         if ch.scheme == "bearer":
             ch_scope = parse_scope(ch.params.get("scope", ""))
             if sent is not None:

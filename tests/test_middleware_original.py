@@ -31,7 +31,15 @@ from scripted import (
 )
 
 import aociauth
-from aociauth import ConfigEntry, new_scope, parse_scope, with_scope
+from aociauth import (
+    ConfigEntry,
+    RequestInfo,
+    Scope,
+    new_scope,
+    parse_scope,
+    with_request_info,
+    with_scope,
+)
 
 # -- the scenarios -----------------------------------------------------------
 
@@ -204,21 +212,59 @@ async def test_config_has_access_token(stack: list[object]) -> None:
     await assert_request(session, s.url("/test"))
 
 
-async def test_config_error(stack: list[object]) -> None:
-    class Failing:
-        async def entry_for_registry(self, host: str) -> ConfigEntry:
-            raise RuntimeError("always fails")
+class FailingConfig:
+    def __init__(self) -> None:
+        self.calls = 0
 
+    async def entry_for_registry(self, host: str) -> ConfigEntry:
+        self.calls += 1
+        raise RuntimeError("always fails")
+
+
+async def test_config_error(stack: list[object]) -> None:
     async def gate(req: web.Request) -> None:
         raise HTTPError(401)
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, Failing())
-    with pytest.raises(aociauth.OCIAuthError, match=r"cannot acquire auth.*always fails") as ei:
-        await session.get(s.url("/test"))
+    config = FailingConfig()
+    session = await client(stack, config)
+    # A registry request (by its path, or by a RequestInfo as in the Go test) needs the
+    # config before it is sent; its failure is the caller's error, and nothing is sent.
+    pattern = r"cannot acquire auth.*always fails"
+    with pytest.raises(aociauth.OCIAuthError, match=pattern) as ei:
+        await session.get(s.url("/v2/team/app/manifests/v1"))
     assert isinstance(ei.value, aiohttp.ClientError)
+    with (
+        with_request_info(RequestInfo(Scope())),
+        pytest.raises(aociauth.OCIAuthError, match=pattern),
+    ):
+        await session.get(s.url("/test"))
     assert s.target_hits == []
+    assert config.calls == 1  # the failure is remembered, as in the original
+
+
+async def test_no_config_lookup_for_a_non_registry_request_until_challenged(
+    stack: list[object],
+) -> None:
+    """A blob's CDN hop (not a registry API path, no RequestInfo) to a host that has never
+    challenged needs no credentials: the config (and a helper) is not asked for it."""
+    challenge = {"Www-Authenticate": 'Basic realm="r"'}
+
+    async def gate(req: web.Request) -> None:
+        if req.path == "/challenge":
+            raise HTTPError(401, challenge)
+
+    s = await start(gate)
+    stack.append(s)
+    config = FailingConfig()
+    session = await client(stack, config)
+    async with session.get(s.url("/cdn/blob")) as r:
+        assert r.status == 404  # the target's own answer: only /test exists
+    assert config.calls == 0
+    with pytest.raises(aociauth.OCIAuthError, match="always fails"):
+        await session.get(s.url("/challenge"))
+    assert config.calls == 1
 
 
 async def test_later_request_uses_earlier_token_with_larger_scope(stack: list[object]) -> None:
