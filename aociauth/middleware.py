@@ -213,16 +213,14 @@ class AuthMiddleware:
         self.stats.requests += 1
         hide_followed_redirect(req)
         st = self._origin(req.url)
+        inferred = infer_scope(req.method, req.url.path, req.url.query)
+        registry_api = inferred is not None
         if request_info_is_set():
-            required = request_info_from_context().required_scope
-            known = True
+            required, known, registry_api = request_info_from_context().required_scope, True, True
+        elif inferred is not None and self._p.infer_scopes:
+            required, known = inferred, True
         else:
-            inferred = (
-                infer_scope(req.method, req.url.path, req.url.query)
-                if self._p.infer_scopes
-                else None
-            )
-            required, known = (inferred, True) if inferred is not None else (Scope(), False)
+            required, known = Scope(), False
         want = scope_from_context()
         if (
             want.is_unlimited()
@@ -235,7 +233,7 @@ class AuthMiddleware:
             log.debug("aociauth: wanted scope too large; leaving it out of token requests")
             want = Scope()
         creds: _Credentials | None = None
-        if known or st.challenge is not None or st.creds:
+        if registry_api or st.challenge is not None or st.creds:
             creds = await self._credentials(st, primary_repository(required))
         # else: not a registry API request (a blob's CDN hop, say) to an origin that has
         # never challenged: nothing to attach, so no config lookup or helper run for it
@@ -268,7 +266,7 @@ class AuthMiddleware:
     ) -> ClientResponse:
         # Only registry API requests are held back at first contact: a CDN hop has no
         # challenge to learn, and holding its burst back would only add latency.
-        probe = await self._wait_first_contact(st) if known else False
+        probe = await self._wait_first_contact(st) if creds is not None else False
         try:
             sent, asked = (None, None)
             if creds is not None:
@@ -476,6 +474,7 @@ class AuthMiddleware:
         st.challenge = ch
         if creds is None:
             creds = await self._credentials(st, primary_repository(required))
+            sent_at = -math.inf  # nothing of ours went with it: any cached token will do
         if ch.scheme == "bearer":
             ch_scope = parse_scope(ch.params.get("scope", ""))
             if sent is not None:

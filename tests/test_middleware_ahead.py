@@ -327,3 +327,25 @@ async def test_a_burst_runs_the_credential_helper_once(v2: V2) -> None:
     assert calls == [("fake", v2.host)]
     assert mw.stats.helper_runs == 1
     assert mw.stats.config_lookups == 1
+
+
+@pytest.mark.parametrize("policy", ["aociauth", "original"])
+async def test_a_config_access_token_goes_with_the_first_request(v2: V2, policy: str) -> None:
+    token = v2.ts.issuer.issue(
+        subject="alice",
+        access=[{"type": "repository", "name": "team/a", "actions": ["pull"]}],
+        expires_in=300,
+    )
+    cfg = ConfigFile.from_dict({"auths": {v2.host: {"registrytoken": token}}})
+    params = (
+        StdTransportParams(config=cfg)
+        if policy == "aociauth"
+        else StdTransportParams.original_policy(config=cfg)
+    )
+    async with (
+        aociauth.new_std_transport(params) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+    ):
+        assert await pull(session, v2, "team/a") == 200
+    assert v2.statuses == [200]
+    assert v2.ts.counters.requests == 0
