@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from aiohttp import web
 from multidict import MultiDict
@@ -78,18 +78,7 @@ GarbageKind = Literal[
     "bad_token_chars",
 ]
 
-GARBAGE_KINDS: tuple[str, ...] = (
-    "html",
-    "empty",
-    "not_json",
-    "json_array",
-    "no_token",
-    "huge",
-    "redirect",
-    "slow_body",
-    "drop",
-    "bad_token_chars",
-)
+GARBAGE_KINDS: tuple[str, ...] = get_args(GarbageKind)
 """The kinds of bad answer :meth:`TokenServer.respond_with` can give."""
 
 _REDACTED = "<redacted>"
