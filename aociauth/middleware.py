@@ -279,6 +279,15 @@ class AuthMiddleware:
                 # recorded its challenge and registered its token fetch for them to join.
                 self._end_probe(st)
         st.contacted = True
+        if resp.status == 429:
+            # A rate limit is not an auth failure: passed back untouched, no token refetch.
+            self.stats.registry_429s += 1
+            log.debug(
+                "aociauth: %s answered 429 (Retry-After %s, RateLimit-Remaining %s)",
+                st.host,
+                resp.headers.get(hdrs.RETRY_AFTER),
+                resp.headers.get("RateLimit-Remaining"),
+            )
         if resp.status != 401:
             return resp
         self.stats.responses_401 += 1

@@ -80,6 +80,7 @@ class AuthStats:
 
     requests: int = 0
     responses_401: int = 0
+    registry_429s: int = 0
     retries_after_401: int = 0
     rewritten_403: int = 0
     token_requests: dict[str, int] = field(default_factory=dict)

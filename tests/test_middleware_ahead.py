@@ -254,6 +254,7 @@ async def test_registry_429_is_passed_through_without_a_token_fetch(v2: V2) -> N
         assert await r.text() == "slow down"
     assert v2.ts.counters.requests == 0
     assert mw.stats.total_token_requests == 0
+    assert mw.stats.registry_429s == 1
 
 
 async def test_debug_log_tells_the_story_without_secrets(
