@@ -41,14 +41,18 @@ DENIED_BODY = json.dumps(
 ).encode()
 
 
-def replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
-    """Give a response other headers: aiohttp keeps them in _headers, and .headers
-    is a @reify cached in _cache once read."""
-    proxy = CIMultiDictProxy(headers)
-    resp._headers = proxy
+def _set_reified(resp: ClientResponse, name: str, value: object) -> None:
+    """Set what a response's ``@reify`` property ``name`` answers: aiohttp keeps the
+    value in ``_<name>`` and caches it in ``_cache`` once the property is read."""
+    setattr(resp, f"_{name}", value)
     cache = getattr(resp, "_cache", None)
     if isinstance(cache, dict):
-        cache["headers"] = proxy
+        cache[name] = value
+
+
+def replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
+    """Give a response other headers."""
+    _set_reified(resp, "headers", CIMultiDictProxy(headers))
 
 
 #: A redirect to a pre-signed URL, kept (weakly) until the hop that follows it.
@@ -95,10 +99,7 @@ def hide_presigned(resp: ClientResponse) -> None:
     hidden = info._replace(
         url=URL(redact_query(info.url)), real_url=URL(redact_query(info.real_url))
     )
-    resp._request_info = hidden
-    cache = getattr(resp, "_cache", None)  # where @reify keeps .request_info once read
-    if isinstance(cache, dict):
-        cache["request_info"] = hidden
+    _set_reified(resp, "request_info", hidden)
 
 
 #: The most of a registry's body drained to keep its connection in the pool.

@@ -17,7 +17,6 @@ on one shared fetch, and fetches for different scopes run in parallel.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import random
@@ -66,7 +65,7 @@ from aociauth.flow import (
 )
 from aociauth.inference import infer_scope
 from aociauth.params import AuthStats, StdTransportParams
-from aociauth.realm import RealmDecision, check_realm
+from aociauth.realm import RealmDecision, check_realm, on_this_machine
 from aociauth.scope import Scope, new_scope, parse_scope, unlimited_scope
 from aociauth.tokens import (
     AccessToken,
@@ -90,10 +89,8 @@ class _Credentials:
     entry: ConfigEntry
     refresh_token: str = field(repr=False)
     partition: Hashable = None
-
-    @property
-    def has_basic(self) -> bool:
-        return bool(self.entry.username and self.entry.password)
+    #: The Basic Authorization value, built once ("" without both user and password).
+    basic: str = field(default="", repr=False)
 
 
 @dataclass
@@ -199,9 +196,8 @@ class AuthMiddleware:
             return None
         now = asyncio.get_running_loop().time()
         for task in list(st.creds.values()):
-            if not task.done() or task.cancelled() or task.exception() is not None:
-                continue
-            tok = self._cache.get(task.result().partition, scope or Scope(), now)
+            creds = _finished(task)
+            tok = self._cache.get(creds.partition, scope or Scope(), now) if creds else None
             if tok is not None:
                 return tok
         return None
@@ -333,8 +329,8 @@ class AuthMiddleware:
         if task is None:
             task = st.creds[namespace] = self._spawn(self._load_credentials(st, namespace))
             task.add_done_callback(_retrieve)
-        elif task.done() and not task.cancelled() and task.exception() is None:
-            return task.result()  # the hot path: no shield future per request
+        elif (creds := _finished(task)) is not None:
+            return creds  # the hot path: no shield future per request
         return await asyncio.shield(task)
 
     async def _load_credentials(self, st: _Origin, namespace: str) -> _Credentials:
@@ -357,7 +353,10 @@ class AuthMiddleware:
         part: Hashable = self._partitions.setdefault(
             (st.url, namespace, entry), len(self._partitions)
         )
-        creds = _Credentials(entry=entry, refresh_token=entry.refresh_token, partition=part)
+        basic = ""
+        if entry.username and entry.password:
+            basic = basic_authorization(entry.username, entry.password)
+        creds = _Credentials(entry, entry.refresh_token, part, basic)
         if entry.access_token:
             # A config access token is a token of unlimited scope that never expires.
             self._cache.put(
@@ -456,10 +455,8 @@ class AuthMiddleware:
                 _set_bearer(req, tok)
                 return tok, required.union(want)
             return None, None
-        if creds.has_basic:
-            req.headers[hdrs.AUTHORIZATION] = basic_authorization(
-                creds.entry.username, creds.entry.password
-            )
+        if creds.basic:
+            req.headers[hdrs.AUTHORIZATION] = creds.basic
         return None, None
 
     # -- after a 401 ---------------------------------------------------------
@@ -505,13 +502,11 @@ class AuthMiddleware:
                 return await self._denied(resp2)
             return resp2
         # Basic: send credentials if we have them and have not sent them already.
-        if not creds.has_basic or hdrs.AUTHORIZATION in req.headers:
+        if not creds.basic or hdrs.AUTHORIZATION in req.headers:
             return resp
         self._check_replayable(req, resp, st)
         resp.release()
-        req.headers[hdrs.AUTHORIZATION] = basic_authorization(
-            creds.entry.username, creds.entry.password
-        )
+        req.headers[hdrs.AUTHORIZATION] = creds.basic
         resp2 = await self._resend(req, handler)
         if resp2.status == 401:
             self.stats.responses_401 += 1
@@ -689,7 +684,7 @@ class AuthMiddleware:
                 step="realm",
             )
         use_creds = verdict.decision is RealmDecision.CREDENTIALS
-        if not use_creds and (creds.has_basic or creds.refresh_token):
+        if not use_creds and (creds.basic or creds.refresh_token):
             self.stats.anonymous_realm_downgrades += 1
             log.warning(
                 "aociauth: realm for %s is not trusted with credentials (%s); asking anonymously",
@@ -707,9 +702,7 @@ class AuthMiddleware:
                 if exc.status not in (404, 405):
                     raise
         url = token_get_url(realm_url, scope, service)
-        auth = None
-        if use_creds and creds.has_basic:
-            auth = basic_authorization(creds.entry.username, creds.entry.password)
+        auth = creds.basic if use_creds and creds.basic else None
         kind = "get_basic" if auth is not None else "get_anonymous"
         return await self._token_http(st, kind, "GET", url, auth=auth)
 
@@ -742,7 +735,7 @@ class AuthMiddleware:
             )
             wait: float | None = None
             status: int | None = None
-            local = loopback_allowed.set(_on_this_machine(st.url))
+            local = loopback_allowed.set(on_this_machine(st.url.host or ""))
             try:
                 async with self._token_session().request(
                     method,
@@ -802,15 +795,11 @@ def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddlewar
     return AuthMiddleware(params)
 
 
-def _on_this_machine(url: URL) -> bool:
-    """Whether a registry is on this machine (a loopback address or a localhost name)."""
-    host = (url.host or "").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _finished(task: asyncio.Future[_Credentials]) -> _Credentials | None:
+    """The task's result if it has finished without failing, else None."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return task.result()
+    return None
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "RealmPolicy",
     "RealmVerdict",
     "check_realm",
+    "on_this_machine",
 ]
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -293,6 +294,20 @@ def _is_internal(ip: _IPAddress) -> bool:
 def _is_local_name(name: str) -> bool:
     # RFC 6761 §6.3: "localhost" and every name under it is loopback.
     return name == "localhost" or name.endswith(".localhost")
+
+
+def on_this_machine(host: str) -> bool:
+    """Whether ``host`` (a URL's host) names this machine: a loopback address, in any
+    form a resolver reads, or ``localhost`` and the names under it."""
+    try:
+        parsed = _parse_host(host)
+    except ValueError:
+        return False
+    if isinstance(parsed, str):
+        return _is_local_name(parsed)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_loopback
 
 
 def _describe(url: yarl.URL, host: _IPAddress | str) -> str:
