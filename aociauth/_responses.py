@@ -21,12 +21,13 @@ from yarl import URL
 
 from aociauth._redact import redact_query
 from aociauth.errors import TokenServerError
-from aociauth.flow import is_presigned
 
 __all__ = [
     "DENIED_BODY",
+    "PRESIGNED_KEYS",
     "hide_followed_redirect",
     "hide_presigned",
+    "is_presigned",
     "note_presigned_redirect",
     "read_capped",
     "rewrite_403",
@@ -39,6 +40,31 @@ DENIED_BODY = json.dumps(
         ]
     }
 ).encode()
+
+
+#: Query keys of pre-signed storage URLs (S3, GCS, Azure SAS, CloudFront): a blob
+#: redirect's signature is a credential for that blob (google/go-containerregistry#1408).
+PRESIGNED_KEYS = frozenset(
+    {
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "googleaccessid",
+        "signature",
+        "sig",
+        "access_token",
+        "token",
+        "key-pair-id",
+        "policy",
+    }
+)
+
+
+def is_presigned(url: URL) -> bool:
+    """Whether a URL carries a pre-signed storage signature in its query."""
+    return bool(url.query) and not PRESIGNED_KEYS.isdisjoint(k.lower() for k in url.query)
 
 
 def _set_reified(resp: ClientResponse, name: str, value: object) -> None:

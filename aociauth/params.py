@@ -1,14 +1,18 @@
-"""The middleware's parameters and counters: plain values, no I/O."""
+"""The middleware's parameters: plain values, no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from aociauth.config import Config
+from aociauth.core.flow import FlowPolicy
 from aociauth.realm import RealmPolicy
+from aociauth.stats import AuthStats
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from aociauth.config import Config
 
 __all__ = ["AuthStats", "StdTransportParams"]
 
@@ -69,43 +73,16 @@ class StdTransportParams:
         base.update(kwargs)
         return cls(**base)
 
-
-@dataclass
-class AuthStats:
-    """Counters of what the middleware did, to assert on and to log.
-
-    ``token_requests`` counts HTTP requests sent to token servers (retries
-    included) by kind: ``get_basic``, ``get_anonymous``, ``post_refresh``.
-    """
-
-    requests: int = 0
-    responses_401: int = 0
-    registry_429s: int = 0
-    retries_after_401: int = 0
-    rewritten_403: int = 0
-    token_requests: dict[str, int] = field(default_factory=dict)
-    token_fetches: int = 0
-    token_fetch_failures: int = 0
-    token_server_retries: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    fetches_ahead: int = 0
-    fetches_ahead_failed: int = 0
-    refused_ahead: int = 0
-    first_contact_waits: int = 0
-    refreshes_ahead: int = 0
-    config_lookups: int = 0
-    helper_runs: int = 0
-    anonymous_realm_downgrades: int = 0
-
-    @property
-    def total_token_requests(self) -> int:
-        """All HTTP requests sent to token servers."""
-        return sum(self.token_requests.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """A plain copy, for printing or JSON."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["token_requests"] = dict(self.token_requests)
-        out["total_token_requests"] = self.total_token_requests
-        return out
+    def flow_policy(self) -> FlowPolicy:
+        """The settings the I/O-free core decides with."""
+        return FlowPolicy(
+            realm_policy=self.realm_policy,
+            infer_scopes=self.infer_scopes,
+            authorize_ahead=self.authorize_ahead,
+            coalesce_first_contact=self.coalesce_first_contact,
+            refresh_ahead=self.refresh_ahead,
+            refresh_fraction=self.refresh_fraction,
+            max_scope_items=self.max_scope_items,
+            max_scope_bytes=self.max_scope_bytes,
+            cache_size=self.cache_size,
+        )

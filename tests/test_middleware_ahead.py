@@ -174,7 +174,7 @@ async def test_refresh_ahead_keeps_requests_off_the_token_server(v2: V2) -> None
         await asyncio.sleep(1.8)  # now in the last 60 %: this hit starts a background refresh
         assert await pull(session, v2, "team/a") == 200
         for _ in range(100):
-            if mw.stats.refreshes_ahead and not mw._refreshing:
+            if mw.stats.refreshes_ahead and not mw._core.in_flight():
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(1.5)  # past the first token's usable life

@@ -1,5 +1,7 @@
-"""The auth flow's decisions, free of I/O: what to ask a token server, when to retry,
-what a refusal means. The middleware (the aiohttp adapter) acts on them.
+"""The auth flow's rules as plain functions: values in, a decision out.
+
+No I/O, no clock (``now`` is a parameter), no state. Each is pinned by a
+table-driven test in ``tests/test_core_rules.py``.
 """
 
 from __future__ import annotations
@@ -7,8 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import functools
-import time
-from collections.abc import Iterable
+import math
 
 from yarl import URL
 
@@ -17,15 +18,16 @@ from aociauth.tokens import AccessToken
 
 __all__ = [
     "OAUTH_CLIENT_ID",
-    "PRESIGNED_KEYS",
     "REFUSALS",
     "backoff",
     "basic_authorization",
-    "host_key",
-    "is_presigned",
+    "bounded_want",
+    "is_retryable",
     "primary_repository",
     "refresh_grant_form",
     "refused_by_its_own_claims",
+    "registry_host",
+    "required_scope",
     "retry_after",
     "token_get_url",
     "worth_asking_again",
@@ -38,8 +40,11 @@ OAUTH_CLIENT_ID = "aociauth"
 #: The original expects 401; others answer 400 or 403, or 413/414/431 for a long query.
 REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
 
+#: A Retry-After longer than this many digits is not a number of seconds anyone means.
+_MAX_RETRY_AFTER_DIGITS = 10
 
-def host_key(url: URL) -> str:
+
+def registry_host(url: URL) -> str:
     """The registry name the config is asked about: host, plus the port when one is given."""
     host = url.raw_host or ""
     if ":" in host:  # IPv6 literal
@@ -58,20 +63,65 @@ def primary_repository(scope: Scope) -> str:
     return names.pop() if len(names) == 1 else ""
 
 
-def retry_after(value: str | None, cap: float, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped."""
+def required_scope(
+    inferred: Scope | None, info: Scope | None, *, infer: bool
+) -> tuple[Scope, bool, bool]:
+    """What a request needs: ``(scope, known, registry_api)``.
+
+    ``inferred`` is the scope read from its method and path (None: not a
+    registry API route); ``info`` the caller's ``RequestInfo`` (None: unset),
+    which wins and marks the request as a registry call whatever its path.
+    With inference off, an inferred scope still says the request is a
+    registry call (so credentials are looked up) but is not used.
+    """
+    if info is not None:
+        return info, True, True
+    if inferred is not None and infer:
+        return inferred, True, True
+    return Scope(), False, inferred is not None
+
+
+def bounded_want(want: Scope, max_items: int, max_bytes: int) -> Scope:
+    """A ``with_scope`` scope fit to add to token requests, or the empty scope.
+
+    Bounded: thousands of items make a token request servers refuse (8 KiB
+    request lines are common), and are an amplification in themselves. The
+    unlimited scope is never asked for on a caller's behalf.
+    """
+    if want.is_empty():
+        return want
+    if want.is_unlimited() or len(want) > max_items or len(str(want)) > max_bytes:
+        return Scope()
+    return want
+
+
+def retry_after(value: str | None, cap: float, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None if unusable.
+
+    ``now`` is the wall-clock time (for an HTTP-date). Only ASCII digits are
+    delta-seconds (``str.isdigit`` also accepts ``²`` and other scripts' digits,
+    which ``float`` then refuses).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
+        if len(value) > _MAX_RETRY_AFTER_DIGITS:
+            return cap
         return min(float(value), cap)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(0.0, min(when.timestamp() - (time.time() if now is None else now), cap))
+    try:
+        delta = when.timestamp() - now
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not math.isfinite(delta):
+        return None
+    return max(0.0, min(delta, cap))
 
 
 def backoff(attempt: int, base: float, cap: float, jitter: float) -> float:
@@ -80,7 +130,13 @@ def backoff(attempt: int, base: float, cap: float, jitter: float) -> float:
     ``jitter`` is a random number in [0, 1): the wait is 0.5 to 1.5 times the step,
     so concurrent clients do not retry in lockstep; no wait is longer than ``cap``.
     """
-    return min(cap, base * 2.0**attempt * (0.5 + jitter))
+    return min(cap, base * 2.0 ** min(attempt, 64) * (0.5 + jitter))
+
+
+def is_retryable(status: int | None) -> bool:
+    """Whether a token request that ended so is worth another attempt:
+    a rate limit (429), a server error (5xx), or no answer at all (None)."""
+    return status is None or status == 429 or status >= 500
 
 
 def worth_asking_again(status: int | None) -> bool:
@@ -132,32 +188,3 @@ def refused_by_its_own_claims(sent: AccessToken, asked: Scope | None, wanted: Sc
         and asked.contains(wanted)
         and not sent.scope.contains(wanted)
     )
-
-
-#: Query keys of pre-signed storage URLs (S3, GCS, Azure SAS, CloudFront): a blob
-#: redirect's signature is a credential for that blob (google/go-containerregistry#1408).
-PRESIGNED_KEYS = frozenset(
-    {
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "x-goog-signature",
-        "x-goog-credential",
-        "googleaccessid",
-        "signature",
-        "sig",
-        "access_token",
-        "token",
-        "key-pair-id",
-        "policy",
-    }
-)
-
-
-def is_presigned(url: URL) -> bool:
-    """Whether a URL carries a pre-signed storage signature in its query."""
-    return bool(url.query) and not PRESIGNED_KEYS.isdisjoint(_lower(url.query))
-
-
-def _lower(keys: Iterable[str]) -> Iterable[str]:
-    return (k.lower() for k in keys)

@@ -1,4 +1,4 @@
-"""The flow's decisions, tested without a network (aociauth.flow is I/O-free)."""
+"""The core's rules (aociauth.core.rules), tested with plain values: no server, no loop."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from aociauth import parse_scope, unlimited_scope
-from aociauth.flow import (
+from aociauth._responses import is_presigned
+from aociauth.core.rules import (
     OAUTH_CLIENT_ID,
     REFUSALS,
     backoff,
     basic_authorization,
-    host_key,
-    is_presigned,
     primary_repository,
     refresh_grant_form,
     refused_by_its_own_claims,
+    registry_host,
     retry_after,
     token_get_url,
     worth_asking_again,
@@ -38,8 +38,8 @@ from aociauth.tokens import AccessToken
         ("https://user:pw@reg.example/v2/", "reg.example"),
     ],
 )
-def test_host_key_is_what_the_config_is_asked_about(url: str, key: str) -> None:
-    assert host_key(URL(url)) == key
+def test_registry_host_is_what_the_config_is_asked_about(url: str, key: str) -> None:
+    assert registry_host(URL(url)) == key
 
 
 @pytest.mark.parametrize(
@@ -58,11 +58,11 @@ def test_primary_repository(scope: str, repo: str) -> None:
 
 
 def test_retry_after_seconds_and_dates_are_capped() -> None:
-    assert retry_after("3", cap=10) == 3.0
-    assert retry_after("300", cap=10) == 10.0
-    assert retry_after(None, cap=10) is None
-    assert retry_after("soon", cap=10) is None
-    assert retry_after("-1", cap=10) is None
+    assert retry_after("3", cap=10, now=0.0) == 3.0
+    assert retry_after("300", cap=10, now=0.0) == 10.0
+    assert retry_after(None, cap=10, now=0.0) is None
+    assert retry_after("soon", cap=10, now=0.0) is None
+    assert retry_after("-1", cap=10, now=0.0) is None
     now = 1_700_000_000.0
     date = email.utils.formatdate(now + 4, usegmt=True)
     assert retry_after(date, cap=10, now=now) == pytest.approx(4.0)

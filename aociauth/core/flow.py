@@ -1,0 +1,746 @@
+"""The auth flow, free of I/O: every decision, driven by an adapter.
+
+:class:`AuthCore` holds what a middleware knows (origins, identities, the
+token cache, refresh tokens, which fetches are in flight) and runs two kinds
+of flow, generators in the manner of httpx's ``auth_flow``:
+
+* :meth:`AuthCore.request_flow` for one request: it yields an *effect*
+  (:class:`LookupCredentials`, :class:`AwaitProbe`, :class:`FetchToken`,
+  :class:`RefreshInBackground`, :class:`Send`, :class:`Resend`), is sent the
+  effect's result, and returns an *outcome* (:class:`Pass`, :class:`Deny`,
+  :class:`Fail`);
+* :meth:`AuthCore.fetch_flow` for one token fetch: it yields
+  :class:`TokenCall` (one token-server exchange, retries included) and returns
+  the :class:`~aociauth.tokens.AccessToken` or the error to raise.
+
+The adapter (aiohttp's middleware, httpx's ``Auth``) performs the effects:
+it sends, runs concurrent fetches of one key once, waits, and counts the
+I/O it does. It decides nothing. Time is a parameter: the adapter resumes a
+flow with :meth:`AuthCore.resume`, which gives the core ``now`` (a monotonic
+clock) before the flow goes on.
+
+Failures are values: the core builds the exception and the adapter raises it.
+The only side channel is logging (debug lines telling the story of a fetch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Generator, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from yarl import URL
+
+from aociauth.challenge import Challenge, parse_challenges, select_challenge
+from aociauth.core.origin import (
+    Answered,
+    Origins,
+    OriginState,
+    Phase,
+    ProbeEnded,
+    ProbeSent,
+    RegistryCallSeen,
+    WideScopeRefused,
+)
+from aociauth.core.rules import (
+    REFUSALS,
+    basic_authorization,
+    bounded_want,
+    primary_repository,
+    refresh_grant_form,
+    refused_by_its_own_claims,
+    registry_host,
+    required_scope,
+    token_get_url,
+    worth_asking_again,
+)
+from aociauth.errors import (
+    ChallengeError,
+    OCIAuthError,
+    RealmPolicyError,
+    TokenResponseError,
+    TokenServerError,
+)
+from aociauth.inference import infer_scope
+from aociauth.realm import RealmDecision, RealmPolicy, check_realm, on_this_machine
+from aociauth.scope import Scope, new_scope, parse_scope, unlimited_scope
+from aociauth.stats import AuthStats
+from aociauth.tokens import (
+    AccessToken,
+    TokenCache,
+    TokenResponse,
+    granted_scope,
+    parse_token_response,
+)
+
+if TYPE_CHECKING:
+    from aociauth.config import ConfigEntry
+
+__all__ = [
+    "AuthCore",
+    "AwaitProbe",
+    "Deny",
+    "Fail",
+    "FetchJob",
+    "FetchKey",
+    "FetchToken",
+    "FlowPolicy",
+    "Identity",
+    "LookupCredentials",
+    "Pass",
+    "PrepareResend",
+    "RefreshInBackground",
+    "Reply",
+    "RequestFacts",
+    "Resend",
+    "Send",
+    "TokenCall",
+    "TokenReply",
+]
+
+log = logging.getLogger("aociauth")
+
+
+# -- settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowPolicy:
+    """The settings that steer decisions (a pure subset of ``StdTransportParams``)."""
+
+    realm_policy: RealmPolicy = field(default_factory=RealmPolicy)
+    infer_scopes: bool = True
+    authorize_ahead: bool = True
+    coalesce_first_contact: bool = True
+    refresh_ahead: bool = True
+    refresh_fraction: float = 0.15
+    max_scope_items: int = 256
+    max_scope_bytes: int = 4096
+    cache_size: int = 10_000
+    max_origins: int = 4096
+
+
+# -- values the flows exchange -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the flow needs to know of a request."""
+
+    method: str
+    url: URL
+    #: The caller's ``RequestInfo`` required scope, None when unset.
+    info_scope: Scope | None = None
+    #: The caller's ``with_scope`` scope.
+    wanted: Scope = field(default_factory=Scope)
+    #: The caller set an ``Authorization`` header of its own.
+    callers_authorization: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who we are at an origin (and namespace): one partition of the token cache."""
+
+    partition: int
+    username: str
+    #: The Basic Authorization value ("" without both username and password).
+    basic: str = field(repr=False)
+    #: The config's refresh token (the current one is the core's to keep).
+    refresh_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FetchKey:
+    """Concurrent fetches with one key are one fetch."""
+
+    partition: Hashable
+    realm: str
+    service: str
+    scope: Scope
+    refresh: bool = False
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    """One token fetch: for ``required`` (asking for ``wanted``) under ``challenge``."""
+
+    origin: OriginState
+    identity: Identity
+    challenge: Challenge
+    required: Scope
+    wanted: Scope
+
+
+@dataclass(frozen=True)
+class LookupCredentials:
+    """Effect: the config's entry for (``host``, ``namespace``); send back a ConfigEntry.
+
+    Concurrent lookups of one (``origin``, ``namespace``) share one lookup.
+    ``downgraded``: plain http to a host spoken to over https: send back an
+    empty entry without asking the config.
+    """
+
+    origin: URL
+    host: str
+    namespace: str
+    downgraded: bool
+
+
+@dataclass(frozen=True)
+class AwaitProbe:
+    """Effect: wait until the first request to ``origin`` has its answer; send back None."""
+
+    origin: URL
+
+
+@dataclass(frozen=True)
+class FetchToken:
+    """Effect: run (or join) the fetch ``key`` with :meth:`AuthCore.fetch_flow` of ``job``.
+
+    Send back its AccessToken or its error. Call :meth:`AuthCore.fetch_ended`
+    when the fetch of ``key`` ends.
+    """
+
+    key: FetchKey
+    job: FetchJob
+
+
+@dataclass(frozen=True)
+class RefreshInBackground:
+    """Effect: start the fetch ``key`` of ``job`` in the background; send back None at once.
+
+    Call :meth:`AuthCore.fetch_ended` when it ends; its failure is only logged.
+    """
+
+    key: FetchKey
+    job: FetchJob
+
+
+@dataclass(frozen=True)
+class Send:
+    """Effect: send the request with ``authorization`` (None: as the caller made it).
+
+    Send back a :class:`Reply`. ``probe``: it is the first request to its
+    origin; call :meth:`AuthCore.probe_ended` once it has its answer or failed.
+    """
+
+    authorization: str | None
+    probe: bool = False
+
+
+@dataclass(frozen=True)
+class PrepareResend:
+    """Effect: the request will be sent again; send back None.
+
+    The adapter refuses a body that cannot be sent twice (its error to raise)
+    and releases the first response now, before any token fetch, so a pool of
+    few connections never waits on a 401 nobody reads.
+    """
+
+
+@dataclass(frozen=True)
+class Resend:
+    """Effect: send the request once more with ``authorization``; send back a :class:`Reply`.
+
+    Always after :class:`PrepareResend`.
+    """
+
+    authorization: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A registry's answer, as the flow needs it."""
+
+    status: int
+    #: The ``WWW-Authenticate`` lines.
+    challenges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenCall:
+    """Effect of a fetch: one token-server exchange (the adapter retries 429, 5xx and
+    connection errors with backoff); send back a :class:`TokenReply`."""
+
+    #: ``get_basic``, ``get_anonymous`` or ``post_refresh``: what the adapter counts.
+    kind: str
+    method: str
+    url: URL = field(repr=False)
+    form: Mapping[str, str] | None = field(default=None, repr=False)
+    authorization: str | None = field(default=None, repr=False)
+    #: The registry is on this machine, so a loopback realm address is its neighbour.
+    loopback_ok: bool = False
+    registry: str = ""
+
+
+@dataclass(frozen=True)
+class TokenReply:
+    """How a token-server exchange ended: a 200's body, another status, or an error."""
+
+    status: int | None
+    body: bytes = b""
+    #: The adapter's error when there was no usable answer (unreachable, too big, refused address).
+    error: OCIAuthError | None = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Outcome: the last response goes to the caller as it is."""
+
+
+@dataclass(frozen=True)
+class Deny:
+    """Outcome: the last response (a 401 to a token just given) becomes 403 DENIED."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Outcome: raise ``error``."""
+
+    error: OCIAuthError
+
+
+Effect = (
+    LookupCredentials
+    | AwaitProbe
+    | FetchToken
+    | RefreshInBackground
+    | Send
+    | PrepareResend
+    | Resend
+)
+Outcome = Pass | Deny | Fail
+RequestFlow = Generator[Effect, Any, Outcome]
+FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
+
+
+def bearer(tok: AccessToken) -> str:
+    """The Authorization value for a token."""
+    return f"Bearer {tok.value}"
+
+
+# -- the core ------------------------------------------------------------------
+
+
+class AuthCore:
+    """Everything a middleware knows and decides; no I/O.
+
+    One per middleware (one identity's view of the registries it meets).
+    Not thread-safe: drive it from one event loop.
+    """
+
+    def __init__(self, policy: FlowPolicy | None = None, stats: AuthStats | None = None) -> None:
+        self.policy = policy or FlowPolicy()
+        self.stats = stats or AuthStats()
+        self.origins = Origins(self.policy.max_origins)
+        self.cache = TokenCache(self.policy.cache_size)
+        self._partitions: dict[tuple[URL, str, Hashable], int] = {}
+        #: The current refresh token of each partition.
+        self._refresh: dict[int, str] = {}
+        self._inflight: dict[FetchKey, float] = {}
+        self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
+        self._known_namespaces: dict[URL, tuple[str, ...]] = {}
+        #: The adapter's clock, as of the last resume (monotonic seconds).
+        self.now = 0.0
+
+    def resume(self, flow: Generator[Any, Any, Any], value: Any, now: float) -> Any:
+        """Send ``value`` into ``flow`` at time ``now``: its next effect, or StopIteration."""
+        self.now = now
+        return flow.send(value)
+
+    def set_namespaces(self, lister: Callable[[str], tuple[str, ...]]) -> None:
+        """Where per-namespace config keys of a host are learnt (asked once per origin)."""
+        self._namespaces = lister
+
+    # -- facts the adapters ask for ------------------------------------------
+
+    def origin_of(self, url: URL) -> OriginState:
+        """The state of the origin ``url`` belongs to."""
+        return self.origins.state(url.origin(), registry_host(url))
+
+    def refresh_token(self, identity: Identity) -> str:
+        """The identity's current refresh token."""
+        return self._refresh.get(identity.partition, identity.refresh_token)
+
+    def in_flight(self) -> frozenset[FetchKey]:
+        """The fetches running now."""
+        return frozenset(self._inflight)
+
+    def cached_token(self, url: URL, scope: Scope, now: float) -> AccessToken | None:
+        """A cached, usable token for the origin of ``url`` holding ``scope``, any identity."""
+        origin = url.origin()
+        for (o, _ns, _entry), part in list(self._partitions.items()):
+            if o == origin:
+                tok = self.cache.get(part, scope, now)
+                if tok is not None:
+                    return tok
+        return None
+
+    # -- the adapters' notifications ----------------------------------------
+
+    def fetch_ended(self, key: FetchKey) -> None:
+        """The fetch of ``key`` ended (done, failed or cancelled)."""
+        self._inflight.pop(key, None)
+
+    def probe_ended(self, origin: URL) -> None:
+        """The first request to ``origin`` has its answer, or will get none."""
+        st = self.origins.get(origin)
+        if st is not None:
+            self.origins.apply(st, ProbeEnded())
+
+    # -- credentials -----------------------------------------------------------
+
+    def _namespace(self, st: OriginState, repository: str) -> str:
+        """The longest per-namespace config key of the host that covers the repository."""
+        if not repository:
+            return ""
+        spaces = self._known_namespaces.get(st.url)
+        if spaces is None:
+            spaces = self._known_namespaces[st.url] = tuple(self._namespaces(st.host))
+            while len(self._known_namespaces) > self.policy.max_origins:
+                del self._known_namespaces[next(iter(self._known_namespaces))]
+        for ns in spaces:
+            if repository == ns or repository.startswith(ns + "/"):
+                return ns
+        return ""
+
+    def adopt(self, st: OriginState, namespace: str, entry: ConfigEntry) -> Identity:
+        """The identity an entry the config gave for (origin, namespace) stands for.
+
+        The first time an entry is seen, its access token (a token of unlimited
+        scope that never expires) goes into the cache.
+        """
+        key = (st.url, namespace, entry)
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitions[key] = len(self._partitions)
+            if entry.access_token:
+                self.cache.put(
+                    part, AccessToken(entry.access_token, unlimited_scope(), -math.inf, math.inf)
+                )
+        basic = ""
+        if entry.username and entry.password:
+            basic = basic_authorization(entry.username, entry.password)
+        return Identity(part, entry.username, basic, entry.refresh_token)
+
+    def _lookup(self, st: OriginState, required: Scope) -> LookupCredentials:
+        downgraded = st.url.scheme == "http" and self.origins.spoke_https_to(st.url.host or "")
+        ns = self._namespace(st, primary_repository(required))
+        return LookupCredentials(st.url, st.host, ns, downgraded)
+
+    # -- one request -----------------------------------------------------------
+
+    def request_flow(self, facts: RequestFacts) -> RequestFlow:
+        """The flow of one request; see the module docstring for the protocol."""
+        p = self.policy
+        self.stats.requests += 1
+        st = self.origin_of(facts.url)
+        inferred = infer_scope(facts.method, facts.url.path, facts.url.query)
+        required, known, api = required_scope(inferred, facts.info_scope, infer=p.infer_scopes)
+        want = bounded_want(facts.wanted, p.max_scope_items, p.max_scope_bytes)
+        if want.is_empty() and not facts.wanted.is_empty():
+            log.debug("wanted scope too large; leaving it out of token requests")
+        ident: Identity | None = None
+        lookup: LookupCredentials | None = None
+        if api:
+            st = self.origins.apply(st, RegistryCallSeen())
+        if st.registry:
+            # Not a registry API call (a blob's CDN hop, say) to an origin that never
+            # challenged: nothing to attach, so no config lookup or helper run for it.
+            lookup = self._lookup(st, required)
+            ident = self.adopt(st, lookup.namespace, (yield lookup))
+
+        probe = False
+        if ident is not None and p.coalesce_first_contact:
+            # Only registry calls are held back: a CDN hop has no challenge to learn.
+            while (st := self.origins.state(st.url, st.host)).holds_back:
+                if st.phase is Phase.NEW:
+                    st = self.origins.apply(st, ProbeSent())
+                    probe = True
+                    break
+                self.stats.first_contact_waits += 1
+                yield AwaitProbe(st.url)
+
+        sent: AccessToken | None = None
+        asked: Scope | None = None
+        authorization: str | None = None
+        if ident is not None:
+            st = self.origins.state(st.url, st.host)
+            attach = yield from self._attach(st, ident, required, want, known, facts)
+            if isinstance(attach, Fail):
+                return attach
+            sent, asked, authorization = attach
+        sent_at = self.now
+        reply: Reply = yield Send(authorization, probe)
+
+        st = self.origins.state(st.url, st.host)
+        if reply.status == 429:
+            # A rate limit is not an auth failure: passed back untouched, no token refetch.
+            self.stats.registry_429s += 1
+        if reply.status != 401:
+            self.origins.apply(st, Answered())
+            return Pass()
+        self.stats.responses_401 += 1
+        ch = select_challenge(parse_challenges(reply.challenges))
+        st = self.origins.apply(st, Answered(ch))
+        if ch is None:
+            return Pass()
+        if ident is None:
+            lookup = self._lookup(st, required)
+            ident = self.adopt(st, lookup.namespace, (yield lookup))
+            sent_at = -math.inf  # nothing of ours went with it: any cached token will do
+        if ch.scheme == "basic":
+            if not ident.basic or facts.callers_authorization or authorization is not None:
+                return Pass()
+            yield PrepareResend()
+            reply = yield Resend(ident.basic)
+            self.stats.retries_after_401 += 1
+            if reply.status == 401:
+                self.stats.responses_401 += 1
+            return Pass()
+        ch_scope = parse_scope(ch.params.get("scope", ""))
+        if sent is not None:
+            self._forget(ident, sent, ch, ch_scope)
+            if refused_by_its_own_claims(sent, asked, ch_scope):
+                # The original's "401 with a freshly acquired token", without asking again.
+                self.stats.refused_ahead += 1
+                self.stats.rewritten_403 += 1
+                return Deny()
+        yield PrepareResend()
+        got = yield from self._acquire(
+            st, ident, ch, ch_scope, want.union(required), self.now, newer_than=sent_at
+        )
+        if isinstance(got, OCIAuthError):
+            return Fail(got)
+        reply = yield Resend(bearer(got))
+        self.stats.retries_after_401 += 1
+        if reply.status == 401:
+            self.stats.responses_401 += 1
+            self.stats.rewritten_403 += 1
+            return Deny()
+        return Pass()
+
+    def _attach(
+        self,
+        st: OriginState,
+        ident: Identity,
+        required: Scope,
+        want: Scope,
+        known: bool,
+        facts: RequestFacts,
+    ) -> Generator[Effect, Any, tuple[AccessToken | None, Scope | None, str | None] | Fail]:
+        """What goes with the request before it is sent: ``(token, asked, authorization)``.
+
+        ``asked`` is the scope the token was fetched with for this very request
+        (None when it came from the cache).
+        """
+        now = self.now
+        tok = self.cache.get(ident.partition, required, now)
+        if tok is not None:
+            self.stats.cache_hits += 1
+            refresh = self._refresh_ahead(st, ident, tok, now)
+            if refresh is not None:
+                yield refresh
+            return tok, None, bearer(tok)
+        self.stats.cache_misses += 1
+        ch = st.challenge
+        if st.phase is Phase.BASIC and ch is not None:
+            return None, None, ident.basic or None
+        if st.phase is not Phase.BEARER or ch is None:
+            return None, None, None
+        refresh_token = self.refresh_token(ident)
+        if not (refresh_token or (known and self.policy.authorize_ahead)):
+            return None, None, None
+        # With a refresh token the original acquires ahead too (and fails if it cannot).
+        self.stats.fetches_ahead += 1
+        got = yield from self._acquire(st, ident, ch, required, want, now)
+        if isinstance(got, OCIAuthError):
+            status = got.status if isinstance(got, TokenServerError) else None
+            if not isinstance(got, TokenServerError) or not worth_asking_again(status):
+                return Fail(got)
+            if refresh_token and not self.policy.authorize_ahead:
+                return Fail(got)
+            self.stats.fetches_ahead_failed += 1
+            log.debug("early token fetch for %s refused (%s); the challenge decides", st.host, got)
+            return None, None, None
+        return got, required.union(want), bearer(got)
+
+    def _forget(self, ident: Identity, sent: AccessToken, ch: Challenge, ch_scope: Scope) -> None:
+        """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
+        if ch.params.get("error") == "insufficient_scope" and not ch_scope.is_empty():
+            self.cache.replace(ident.partition, sent, sent.narrowed(ch_scope))
+        else:
+            self.cache.discard(ident.partition, sent)
+
+    def _refresh_ahead(
+        self, st: OriginState, ident: Identity, tok: AccessToken, now: float
+    ) -> RefreshInBackground | None:
+        ch = st.bearer
+        if not self.policy.refresh_ahead or ch is None:
+            return None
+        if not tok.refresh_due(now, self.policy.refresh_fraction):
+            return None
+        key = FetchKey(
+            ident.partition,
+            ch.params.get("realm", ""),
+            ch.params.get("service", ""),
+            tok.scope,
+            True,
+        )
+        if key in self._inflight:
+            return None
+        self._inflight[key] = now
+        self.stats.refreshes_ahead += 1
+        return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope))
+
+    def _acquire(
+        self,
+        st: OriginState,
+        ident: Identity,
+        ch: Challenge,
+        required: Scope,
+        want: Scope,
+        now: float,
+        *,
+        newer_than: float = -math.inf,
+    ) -> Generator[Effect, Any, AccessToken | OCIAuthError]:
+        """A token holding ``required`` (asking for ``want`` too), shared by concurrent requests.
+
+        A cached token counts only if it was obtained after ``newer_than`` (the
+        time the refused request went out): an older one is what was refused.
+        """
+        realm = ch.params.get("realm", "")
+        service = ch.params.get("service", "")
+        tok = self.cache.get(ident.partition, required, now)
+        if tok is not None and tok.issued_at >= newer_than:
+            return tok
+        key = self._joinable(ident.partition, realm, required)
+        if key is None:
+            key = FetchKey(ident.partition, realm, service, required.union(want))
+            self._inflight.setdefault(key, now)
+        got: AccessToken | OCIAuthError = yield FetchToken(
+            key, FetchJob(st, ident, ch, required, key.scope)
+        )
+        return got
+
+    def _joinable(self, partition: Hashable, realm: str, required: Scope) -> FetchKey | None:
+        """A fetch in flight that asks for everything ``required`` holds: its answer (even
+        a subset grant) is what asking again would get."""
+        for k in self._inflight:
+            if (
+                not k.refresh
+                and k.partition == partition
+                and k.realm == realm
+                and k.scope.contains(required)
+            ):
+                return k
+        return None
+
+    # -- one token fetch -------------------------------------------------------
+
+    def fetch_flow(self, job: FetchJob) -> FetchFlow:
+        """One token fetch: the wide scope, then (if refused) the required scope alone."""
+        self.stats.token_fetches += 1
+        st = self.origins.get(job.origin.url) or job.origin
+        plan = self._plan(st, job)
+        if isinstance(plan, OCIAuthError):
+            self.stats.token_fetch_failures += 1
+            return plan
+        realm_url, use_creds = plan
+        scope = job.required if st.narrow_only else job.wanted
+        got = yield from self._ask(st, job, realm_url, use_creds, scope)
+        if isinstance(got, TokenServerError) and got.status in REFUSALS and scope != job.required:
+            # The spec says a subset grant is not an error, but some token servers
+            # reject a request for more than they grant (401, as the original expects;
+            # others answer 400 or 403, or 414 for a long query): ask for what is required.
+            st = self.origins.apply(st, WideScopeRefused())
+            scope = job.required
+            got = yield from self._ask(st, job, realm_url, use_creds, scope)
+        if isinstance(got, OCIAuthError):
+            self.stats.token_fetch_failures += 1
+            return got
+        answer, now = got, self.now
+        if answer.refresh_token and use_creds:
+            # Only an answer to this identity's own credentials may change who it is: a
+            # realm asked anonymously is a stranger, and its refresh token is not ours.
+            self._refresh[job.identity.partition] = answer.refresh_token
+        granted = granted_scope(answer.token)
+        if granted is not None and not granted.contains(scope):
+            # A subset grant (allowed by the spec): cache what the token can really do,
+            # so it is neither sent in vain for the rest nor refetched for what it has.
+            log.debug("token for %s grants only %r of %r", st.host, str(granted), str(scope))
+            scope = new_scope(*(rs for rs in scope if rs in granted))
+        tok = AccessToken(answer.token, scope, now, now + answer.expires_in, granted is not None)
+        self.cache.put(job.identity.partition, tok)
+        log.debug("token for %s scope=%r expires_in=%.0fs", st.host, str(scope), answer.expires_in)
+        return tok
+
+    def _plan(self, st: OriginState, job: FetchJob) -> tuple[URL, bool] | OCIAuthError:
+        """Where the token request goes and whether credentials go with it."""
+        realm = job.challenge.params.get("realm", "")
+        if not realm:
+            return ChallengeError(
+                f"malformed Www-Authenticate header from {st.host} (missing realm)",
+                registry=st.host,
+                step="challenge",
+            )
+        try:
+            if not URL(realm).is_absolute():
+                # A relative realm (seen in the wild) is relative to the registry.
+                realm = str(st.url.join(URL(realm)))
+        except (ValueError, TypeError, IndexError, UnicodeError):
+            pass  # check_realm refuses what does not parse
+        verdict = check_realm(st.url, realm, self.policy.realm_policy)
+        if verdict.decision is RealmDecision.REFUSE:
+            return RealmPolicyError(
+                f"refusing token request for {st.host}: {verdict.reason}",
+                registry=st.host,
+                step="realm",
+            )
+        use_creds = verdict.decision is RealmDecision.CREDENTIALS
+        if not use_creds and (job.identity.basic or self.refresh_token(job.identity)):
+            self.stats.anonymous_realm_downgrades += 1
+            log.warning(
+                "realm for %s is not trusted with credentials (%s); asking anonymously",
+                st.host,
+                verdict.reason,
+            )
+        return verdict.url, use_creds
+
+    def _ask(
+        self, st: OriginState, job: FetchJob, realm: URL, use_creds: bool, scope: Scope
+    ) -> Generator[TokenCall, TokenReply, TokenResponse | OCIAuthError]:
+        """One token request for ``scope``: the refresh grant (POST) when there is a refresh
+        token, falling back to GET where the server has no OAuth2 endpoint."""
+        service = job.challenge.params.get("service", "")
+        local = on_this_machine(st.url.host or "")
+        refresh_token = self.refresh_token(job.identity) if use_creds else ""
+        if refresh_token:
+            form = refresh_grant_form(refresh_token, scope, service)
+            reply = yield TokenCall("post_refresh", "POST", realm, form, None, local, st.host)
+            # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
+            if reply.status not in (404, 405) or reply.error is not None:
+                return self._answer(st, realm, reply)
+        auth = job.identity.basic if use_creds and job.identity.basic else None
+        kind = "get_basic" if auth is not None else "get_anonymous"
+        url = token_get_url(realm, scope, service)
+        reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
+        return self._answer(st, realm, reply)
+
+    @staticmethod
+    def _answer(st: OriginState, realm: URL, reply: TokenReply) -> TokenResponse | OCIAuthError:
+        if reply.error is not None:
+            return reply.error
+        if reply.status != 200:
+            return TokenServerError(
+                f"token server {realm.host} for {st.host} answered {reply.status}",
+                registry=st.host,
+                step="token",
+                status=reply.status,
+            )
+        try:
+            return parse_token_response(reply.body, registry=st.host)
+        except TokenResponseError as exc:
+            return exc

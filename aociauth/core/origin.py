@@ -1,0 +1,206 @@
+"""What is known of one registry origin, as an explicit state machine.
+
+Each origin (scheme, host, port) is in one :class:`Phase`; every change of
+phase is an :class:`Event` applied by :func:`transition`, the one place the
+rules live (in the manner of h11's state table). States are immutable values:
+:class:`Origins` holds the current one per origin, bounded.
+
+=============  =====================  =========================================
+phase          means                  events that leave it
+=============  =====================  =========================================
+``NEW``        never answered         ``ProbeSent`` -> ``PROBING``;
+                                      ``Answered`` -> ``OPEN``/``BASIC``/``BEARER``
+``PROBING``    a first request is     ``ProbeEnded`` -> ``NEW`` (it got no answer);
+               out, a burst waits     ``Answered`` -> ``OPEN``/``BASIC``/``BEARER``
+``OPEN``       answered, never        ``Answered`` with a challenge ->
+               challenged             ``BASIC``/``BEARER``
+``BASIC``      challenged Basic       ``Answered`` with Bearer -> ``BEARER``
+``BEARER``     challenged Bearer      ``Answered`` with another Bearer challenge ->
+                                      ``BEARER`` (the newer challenge)
+=============  =====================  =========================================
+
+A Basic challenge to an origin in ``BEARER`` leaves it in ``BEARER``: some
+registries (Harbor, for a denied repository) answer Basic on a few routes,
+and switching the whole origin to Basic would send the password with every
+request whose token is not cached. Such a challenge is answered for its own
+request alone (see :mod:`aociauth.core.flow`).
+
+Flags beside the phase record what the origin's token server taught us:
+``narrow_only`` (it refuses a scope wider than the challenge's, so only the
+required scope is asked for).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from yarl import URL
+
+from aociauth.challenge import Challenge
+
+__all__ = [
+    "Answered",
+    "Event",
+    "OriginState",
+    "Origins",
+    "Phase",
+    "ProbeEnded",
+    "ProbeSent",
+    "RegistryCallSeen",
+    "WideScopeRefused",
+    "transition",
+]
+
+
+class Phase(enum.Enum):
+    """Where an origin stands in the auth flow."""
+
+    NEW = "new"
+    PROBING = "probing"
+    OPEN = "open"
+    BASIC = "basic"
+    BEARER = "bearer"
+
+
+@dataclass(frozen=True)
+class OriginState:
+    """One origin's phase, its challenge and what its token server taught us."""
+
+    url: URL
+    #: The registry name the config is asked about (``host[:port]``).
+    host: str
+    phase: Phase = Phase.NEW
+    #: The challenge the origin's phase came from (``BASIC`` and ``BEARER`` only).
+    challenge: Challenge | None = None
+    #: A registry API call went to it, or it challenged: credentials are looked up.
+    registry: bool = False
+    #: Its token server refused a scope wider than the required one.
+    narrow_only: bool = False
+
+    @property
+    def holds_back(self) -> bool:
+        """Whether a burst of requests should wait for a first answer."""
+        return self.phase in (Phase.NEW, Phase.PROBING)
+
+    @property
+    def bearer(self) -> Challenge | None:
+        """The Bearer challenge to fetch tokens for, if the origin is in ``BEARER``."""
+        return self.challenge if self.phase is Phase.BEARER else None
+
+
+@dataclass(frozen=True)
+class ProbeSent:
+    """The first request of a burst goes out; the others wait for its answer."""
+
+
+@dataclass(frozen=True)
+class ProbeEnded:
+    """The first request's exchange is over (answered, failed or cancelled)."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The origin answered; ``challenge`` is the usable one of a 401, if any."""
+
+    challenge: Challenge | None = None
+
+
+@dataclass(frozen=True)
+class RegistryCallSeen:
+    """A request to the origin was a registry API call."""
+
+
+@dataclass(frozen=True)
+class WideScopeRefused:
+    """The origin's token server refused a scope wider than the required one."""
+
+
+Event = ProbeSent | ProbeEnded | Answered | RegistryCallSeen | WideScopeRefused
+
+_CHALLENGED = {"basic": Phase.BASIC, "bearer": Phase.BEARER}
+
+
+def transition(state: OriginState, event: Event) -> OriginState:
+    """The state after ``event``: every rule of the table in the module docstring."""
+    if isinstance(event, ProbeSent):
+        return replace(state, phase=Phase.PROBING) if state.phase is Phase.NEW else state
+    if isinstance(event, ProbeEnded):
+        return replace(state, phase=Phase.NEW) if state.phase is Phase.PROBING else state
+    if isinstance(event, RegistryCallSeen):
+        return state if state.registry else replace(state, registry=True)
+    if isinstance(event, WideScopeRefused):
+        return state if state.narrow_only else replace(state, narrow_only=True)
+    ch = event.challenge
+    if ch is None:
+        return replace(state, phase=Phase.OPEN) if state.holds_back else state
+    phase = _CHALLENGED[ch.scheme]
+    if phase is Phase.BASIC and state.phase is Phase.BEARER:
+        return state  # a mixed challenge: answered for its request alone
+    return replace(state, phase=phase, challenge=ch, registry=True)
+
+
+class Origins:
+    """The current state of each origin met, least recently used out past ``max_origins``.
+
+    Bounded because a registry (or whoever answers in its name) chooses the
+    hosts it redirects to: without a bound, 100,000 distinct redirect hosts
+    would be 100,000 entries kept for the program's life.
+    """
+
+    def __init__(self, max_origins: int = 4096) -> None:
+        if max_origins < 1:
+            raise ValueError("max_origins must be at least 1")
+        self.max_origins = max_origins
+        self._states: OrderedDict[URL, OriginState] = OrderedDict()
+        #: Hosts spoken to over https (bounded with the states): plain http to one
+        #: of them is a downgrade.
+        self._https_hosts: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __iter__(self) -> Iterator[OriginState]:
+        return iter(list(self._states.values()))
+
+    def get(self, origin: URL) -> OriginState | None:
+        """The state of ``origin`` (an origin URL) if it is known."""
+        return self._states.get(origin)
+
+    def state(self, origin: URL, host: str) -> OriginState:
+        """The state of ``origin``, a new one if it was never met."""
+        st = self._states.get(origin)
+        if st is None:
+            st = self._states[origin] = OriginState(url=origin, host=host)
+            if origin.scheme == "https" and origin.host:
+                self._https_hosts[origin.host] = None
+                self._bound(self._https_hosts)
+            self._bound(self._states)
+        else:
+            self._states.move_to_end(origin)
+        return st
+
+    def apply(self, st: OriginState, event: Event) -> OriginState:
+        """Apply ``event`` to the current state of ``st``'s origin and keep the new state.
+
+        An origin evicted meanwhile starts again from ``st``.
+        """
+        current = self._states.get(st.url)
+        if current is None:
+            current = self._states[st.url] = st
+            self._bound(self._states)
+        new = transition(current, event)
+        if new is not current:
+            self._states[st.url] = new
+        return new
+
+    def spoke_https_to(self, host: str) -> bool:
+        """Whether an https origin on ``host`` was met (plain http to it is a downgrade)."""
+        return host in self._https_hosts
+
+    def _bound(self, table: OrderedDict[Any, Any]) -> None:
+        while len(table) > self.max_origins:
+            table.popitem(last=False)
