@@ -64,7 +64,9 @@ PRESIGNED_KEYS = frozenset(
 
 def is_presigned(url: URL) -> bool:
     """Whether a URL carries a pre-signed storage signature in its query."""
-    return bool(url.query) and not PRESIGNED_KEYS.isdisjoint(k.lower() for k in url.query)
+    return bool(url.raw_query_string) and not PRESIGNED_KEYS.isdisjoint(
+        k.lower() for k in url.query
+    )
 
 
 def _set_reified(resp: ClientResponse, name: str, value: object) -> None:

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +48,7 @@ from aociauth.core import (
     FetchKey,
     FetchToken,
     LookupCredentials,
+    Outcome,
     PrepareResend,
     RefreshInBackground,
     Reply,
@@ -182,17 +183,28 @@ class AuthMiddleware:
         hide_followed_redirect(req)
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
         facts = RequestFacts(
-            method=req.method,
-            url=req.url,
-            info_scope=request_info_from_context().required_scope
-            if request_info_is_set()
-            else None,
-            wanted=scope_from_context(),
-            callers_authorization=bool(callers_auth),
+            req.method,
+            req.url,
+            request_info_from_context().required_scope if request_info_is_set() else None,
+            scope_from_context(),
+            bool(callers_auth),
         )
-        resp: ClientResponse | None = None
+        core = self._core
+        core.now = asyncio.get_running_loop().time()
         try:
-            resp = await self._drive(req, handler, facts)
+            # The hot path: the core needs nothing but to send (a cached token, say).
+            prep = core.ready(facts)
+            if prep is None:
+                resp = await self._drive(req, handler, core.request_flow(facts), None)
+            else:
+                if prep.authorization is not None:
+                    req.headers[hdrs.AUTHORIZATION] = prep.authorization
+                resp = await handler(req)
+                if resp.status == 401:
+                    reply = Reply(401, tuple(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
+                    resp = await self._drive(req, handler, core.after(prep, reply), resp)
+                else:
+                    core.settle(prep, resp.status)
         finally:
             # aiohttp's request_info (in a response, and in the ClientResponseError of
             # raise_for_status or of an answer it cannot parse) is a view of the request's
@@ -201,18 +213,27 @@ class AuthMiddleware:
                 req.headers.popall(hdrs.AUTHORIZATION, None)
                 for value in callers_auth:
                     req.headers.add(hdrs.AUTHORIZATION, value)
+        if resp.status == 429:
+            log.debug(
+                "%s answered 429 (Retry-After %s, RateLimit-Remaining %s)",
+                req.url.host,
+                resp.headers.get(hdrs.RETRY_AFTER),
+                resp.headers.get("RateLimit-Remaining"),
+            )
         if is_presigned(req.url):
             hide_presigned(resp)
         note_presigned_redirect(req, resp)
         return resp
 
     async def _drive(
-        self, req: ClientRequest, handler: Handler, facts: RequestFacts
+        self,
+        req: ClientRequest,
+        handler: Handler,
+        flow: Generator[Any, Any, Outcome],
+        resp: ClientResponse | None,
     ) -> ClientResponse:
-        """Run the core's request flow, performing each effect it yields."""
+        """Run a flow of the core, performing each effect it yields, to its outcome."""
         loop = asyncio.get_running_loop()
-        flow = self._core.request_flow(facts)
-        resp: ClientResponse | None = None
         value: Any = None
         try:
             while True:
@@ -231,9 +252,11 @@ class AuthMiddleware:
                         resp = await handler(req)
                     else:
                         resp = await self._send(req, handler, effect)
-                    value = Reply(
-                        resp.status, tuple(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ()))
+                    status = resp.status
+                    challenges = (
+                        resp.headers.getall(hdrs.WWW_AUTHENTICATE, ()) if status == 401 else ()
                     )
+                    value = Reply(status, tuple(challenges))
                 elif isinstance(effect, PrepareResend):
                     assert resp is not None
                     self._check_replayable(req, resp)
@@ -250,13 +273,6 @@ class AuthMiddleware:
         assert resp is not None, "a flow that sent nothing ends in Fail"
         if isinstance(outcome, Deny):
             return await rewrite_403(resp)
-        if resp.status == 429:
-            log.debug(
-                "%s answered 429 (Retry-After %s, RateLimit-Remaining %s)",
-                req.url.host,
-                resp.headers.get(hdrs.RETRY_AFTER),
-                resp.headers.get("RateLimit-Remaining"),
-            )
         return resp
 
     async def _send(self, req: ClientRequest, handler: Handler, effect: Send) -> ClientResponse:
@@ -264,14 +280,13 @@ class AuthMiddleware:
             req.headers[hdrs.AUTHORIZATION] = effect.authorization
         if not effect.probe:
             return await handler(req)
-        origin = req.url.origin()
         try:
             return await handler(req)
         finally:
             # Waiters resume on a later turn of the loop; by then the core has recorded
             # the answer's challenge and this request's token fetch for them to join.
-            self._core.probe_ended(origin)
-            ev = self._probes.pop(origin, None)
+            self._core.probe_ended(req.url)
+            ev = self._probes.pop(req.url.origin(), None)
             if ev is not None:
                 ev.set()
 

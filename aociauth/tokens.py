@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -166,6 +167,11 @@ class AccessToken:
             f"AccessToken(<redacted>, scope={str(self.scope)!r}, expires_at={self.expires_at:.1f})"
         )
 
+    @functools.cached_property
+    def authorization(self) -> str:
+        """The ``Authorization`` value that sends this token (built once)."""
+        return f"Bearer {self.value}"
+
     @property
     def lifetime(self) -> float:
         """Seconds between issue and expiry."""
@@ -264,18 +270,19 @@ class TokenCache:
         self, partition: Hashable, scope: Scope, now: float, *, exclude: AccessToken | None = None
     ) -> AccessToken | None:
         """A usable token of ``partition`` whose scope contains ``scope``, or None."""
-        candidates: list[AccessToken] = []
+        candidates: tuple[AccessToken, ...] | list[AccessToken] = ()
         if scope.is_empty():
             latest = self._latest.get(partition)
             if latest is not None:
-                candidates.append(latest)
+                candidates = [latest]
         elif not scope.is_unlimited():
             first = next(iter(scope))
-            candidates.extend(
-                self._buckets.get((partition, first.resource_type, first.resource), ())
-            )
-        candidates.extend(self._buckets.get((partition, *_ANY), ()))
-        for tok in candidates:
+            candidates = self._buckets.get((partition, first.resource_type, first.resource), ())
+        unlimited = self._buckets.get((partition, *_ANY))
+        if unlimited:
+            candidates = [*candidates, *unlimited]
+        # A copy: discarding an expired token changes the bucket being read.
+        for tok in tuple(candidates):
             if not tok.usable(now):
                 self.discard(partition, tok)
                 continue

@@ -29,13 +29,14 @@ import logging
 import math
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from yarl import URL
 
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
 from aociauth.core.origin import (
     Answered,
+    OriginKey,
     Origins,
     OriginState,
     Phase,
@@ -43,6 +44,7 @@ from aociauth.core.origin import (
     ProbeSent,
     RegistryCallSeen,
     WideScopeRefused,
+    origin_key,
 )
 from aociauth.core.rules import (
     REFUSALS,
@@ -89,8 +91,10 @@ __all__ = [
     "FlowPolicy",
     "Identity",
     "LookupCredentials",
+    "Outcome",
     "Pass",
     "PrepareResend",
+    "Prepared",
     "RefreshInBackground",
     "Reply",
     "RequestFacts",
@@ -125,16 +129,18 @@ class FlowPolicy:
 # -- values the flows exchange -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RequestFacts:
-    """What the flow needs to know of a request."""
+_NO_SCOPE = Scope()
+
+
+class RequestFacts(NamedTuple):
+    """What the flow needs to know of a request (a tuple: built on every request)."""
 
     method: str
     url: URL
     #: The caller's ``RequestInfo`` required scope, None when unset.
     info_scope: Scope | None = None
     #: The caller's ``with_scope`` scope.
-    wanted: Scope = field(default_factory=Scope)
+    wanted: Scope = _NO_SCOPE
     #: The caller set an ``Authorization`` header of its own.
     callers_authorization: bool = False
 
@@ -218,8 +224,7 @@ class RefreshInBackground:
     job: FetchJob
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """Effect: send the request with ``authorization`` (None: as the caller made it).
 
     Send back a :class:`Reply`. ``probe``: it is the first request to its
@@ -250,13 +255,37 @@ class Resend:
     authorization: str
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A registry's answer, as the flow needs it."""
 
     status: int
-    #: The ``WWW-Authenticate`` lines.
+    #: The ``WWW-Authenticate`` lines (needed of a 401 only).
     challenges: tuple[str, ...] = ()
+
+
+class Prepared(NamedTuple):
+    """What was decided before a request went out (a tuple: built on every request)."""
+
+    st: OriginState
+    ident: Identity | None
+    required: Scope
+    want: Scope
+    known: bool
+    #: The token that went with it, and the scope it was fetched with for this very
+    #: request (None when it came from the cache).
+    sent: AccessToken | None
+    asked: Scope | None
+    authorization: str | None
+    #: It is the first request to its origin.
+    probe: bool
+    facts: RequestFacts
+    #: When it went out (the core's clock as it was decided).
+    at: float
+
+    @property
+    def callers_authorization(self) -> bool:
+        """The caller set an ``Authorization`` header of its own."""
+        return self.facts.callers_authorization
 
 
 @dataclass(frozen=True)
@@ -290,6 +319,10 @@ class Pass:
     """Outcome: the last response goes to the caller as it is."""
 
 
+_PASS = Pass()
+_ANSWERED = Answered()
+
+
 @dataclass(frozen=True)
 class Deny:
     """Outcome: the last response (a 401 to a token just given) becomes 403 DENIED."""
@@ -316,11 +349,6 @@ RequestFlow = Generator[Effect, Any, Outcome]
 FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 
 
-def bearer(tok: AccessToken) -> str:
-    """The Authorization value for a token."""
-    return f"Bearer {tok.value}"
-
-
 # -- the core ------------------------------------------------------------------
 
 
@@ -336,12 +364,14 @@ class AuthCore:
         self.stats = stats or AuthStats()
         self.origins = Origins(self.policy.max_origins)
         self.cache = TokenCache(self.policy.cache_size)
-        self._partitions: dict[tuple[URL, str, Hashable], int] = {}
+        self._partitions: dict[tuple[OriginKey, str, Hashable], int] = {}
+        #: The identity adopted per (origin, namespace): asked of the config once.
+        self._identities: dict[tuple[OriginKey, str], Identity] = {}
         #: The current refresh token of each partition.
         self._refresh: dict[int, str] = {}
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
-        self._known_namespaces: dict[URL, tuple[str, ...]] = {}
+        self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -358,7 +388,7 @@ class AuthCore:
 
     def origin_of(self, url: URL) -> OriginState:
         """The state of the origin ``url`` belongs to."""
-        return self.origins.state(url.origin(), registry_host(url))
+        return self.origins.state(url, registry_host)
 
     def refresh_token(self, identity: Identity) -> str:
         """The identity's current refresh token."""
@@ -370,7 +400,7 @@ class AuthCore:
 
     def cached_token(self, url: URL, scope: Scope, now: float) -> AccessToken | None:
         """A cached, usable token for the origin of ``url`` holding ``scope``, any identity."""
-        origin = url.origin()
+        origin = origin_key(url)
         for (o, _ns, _entry), part in list(self._partitions.items()):
             if o == origin:
                 tok = self.cache.get(part, scope, now)
@@ -384,23 +414,27 @@ class AuthCore:
         """The fetch of ``key`` ended (done, failed or cancelled)."""
         self._inflight.pop(key, None)
 
-    def probe_ended(self, origin: URL) -> None:
-        """The first request to ``origin`` has its answer, or will get none."""
-        st = self.origins.get(origin)
+    def probe_ended(self, url: URL) -> None:
+        """The first request to the origin of ``url`` has its answer, or will get none."""
+        st = self.origins.get(url)
         if st is not None:
             self.origins.apply(st, ProbeEnded())
 
     # -- credentials -----------------------------------------------------------
 
-    def _namespace(self, st: OriginState, repository: str) -> str:
-        """The longest per-namespace config key of the host that covers the repository."""
-        if not repository:
-            return ""
-        spaces = self._known_namespaces.get(st.url)
+    def _namespace(self, st: OriginState, required: Scope) -> str:
+        """The longest per-namespace config key of the host that covers the request's
+        repository (the one it pushes to, else the only one it names)."""
+        spaces = self._known_namespaces.get(st.key)
         if spaces is None:
-            spaces = self._known_namespaces[st.url] = tuple(self._namespaces(st.host))
+            spaces = self._known_namespaces[st.key] = tuple(self._namespaces(st.host))
             while len(self._known_namespaces) > self.policy.max_origins:
                 del self._known_namespaces[next(iter(self._known_namespaces))]
+        if not spaces:
+            return ""
+        repository = primary_repository(required)
+        if not repository:
+            return ""
         for ns in spaces:
             if repository == ns or repository.startswith(ns + "/"):
                 return ns
@@ -412,7 +446,7 @@ class AuthCore:
         The first time an entry is seen, its access token (a token of unlimited
         scope that never expires) goes into the cache.
         """
-        key = (st.url, namespace, entry)
+        key = (st.key, namespace, entry)
         part = self._partitions.get(key)
         if part is None:
             part = self._partitions[key] = len(self._partitions)
@@ -423,76 +457,156 @@ class AuthCore:
         basic = ""
         if entry.username and entry.password:
             basic = basic_authorization(entry.username, entry.password)
-        return Identity(part, entry.username, basic, entry.refresh_token)
+        ident = Identity(part, entry.username, basic, entry.refresh_token)
+        self._identities[(st.key, namespace)] = ident
+        while len(self._identities) > self.policy.max_origins:
+            del self._identities[next(iter(self._identities))]
+        return ident
 
-    def _lookup(self, st: OriginState, required: Scope) -> LookupCredentials:
+    def _identity(self, st: OriginState, required: Scope) -> Generator[Effect, Any, Identity]:
+        """The identity for a request: adopted before, or looked up now."""
+        ns = self._namespace(st, required)
+        ident = self._identities.get((st.key, ns))
+        if ident is not None:
+            return ident
         downgraded = st.url.scheme == "http" and self.origins.spoke_https_to(st.url.host or "")
-        ns = self._namespace(st, primary_repository(required))
-        return LookupCredentials(st.url, st.host, ns, downgraded)
+        entry = yield LookupCredentials(st.url, st.host, ns, downgraded)
+        return self.adopt(st, ns, entry)
 
     # -- one request -----------------------------------------------------------
 
     def request_flow(self, facts: RequestFacts) -> RequestFlow:
         """The flow of one request; see the module docstring for the protocol."""
+        prep = self.ready(facts)
+        if prep is None:
+            cold = yield from self._prepare(facts)
+            if isinstance(cold, Fail):
+                return cold
+            prep = cold
+        reply: Reply = yield Send(prep.authorization, prep.probe)
+        return (yield from self.after(prep, reply))
+
+    def _scopes(self, facts: RequestFacts) -> tuple[Scope, bool, bool, Scope]:
+        """``(required, known, registry_api, wanted)`` of a request."""
         p = self.policy
-        self.stats.requests += 1
-        st = self.origin_of(facts.url)
-        inferred = infer_scope(facts.method, facts.url.path, facts.url.query)
+        url = facts.url
+        path = url.raw_path
+        if "%" in path:
+            path = url.path
+        # Only a POST (a mount's ``from``) reads the query: parsing it costs.
+        query = url.query if facts.method == "POST" else None
+        inferred = infer_scope(facts.method, path, query)
         required, known, api = required_scope(inferred, facts.info_scope, infer=p.infer_scopes)
-        want = bounded_want(facts.wanted, p.max_scope_items, p.max_scope_bytes)
-        if want.is_empty() and not facts.wanted.is_empty():
-            log.debug("wanted scope too large; leaving it out of token requests")
-        ident: Identity | None = None
-        lookup: LookupCredentials | None = None
-        if api:
-            st = self.origins.apply(st, RegistryCallSeen())
-        if st.registry:
+        want = facts.wanted
+        if want:
+            want = bounded_want(want, p.max_scope_items, p.max_scope_bytes)
+            if not want:
+                log.debug("wanted scope too large; leaving it out of token requests")
+        return required, known, api, want
+
+    def ready(self, facts: RequestFacts) -> Prepared | None:
+        """The hot path, without effects: what goes with a request that needs nothing
+        but a cached token (or nothing at all), or None when the request needs the
+        whole :meth:`request_flow`. Counts the request only when it answers."""
+        p = self.policy
+        st = self.origins.state(facts.url, registry_host)
+        required, known, api, want = self._scopes(facts)
+        if not st.registry:
+            if api:
+                return None  # a first registry call: the flow marks the origin
             # Not a registry API call (a blob's CDN hop, say) to an origin that never
             # challenged: nothing to attach, so no config lookup or helper run for it.
-            lookup = self._lookup(st, required)
-            ident = self.adopt(st, lookup.namespace, (yield lookup))
+            self.stats.requests += 1
+            return Prepared(
+                st, None, required, want, known, None, None, None, False, facts, self.now
+            )
+        if p.coalesce_first_contact and st.holds_back:
+            return None
+        ident = self._identities.get((st.key, self._namespace(st, required)))
+        if ident is None:
+            return None
+        tok = self.cache.get(ident.partition, required, self.now)
+        if tok is None or (p.refresh_ahead and tok.refresh_due(self.now, p.refresh_fraction)):
+            return None
+        self.stats.requests += 1
+        self.stats.cache_hits += 1
+        return Prepared(
+            st, ident, required, want, known, tok, None, tok.authorization, False, facts, self.now
+        )
+
+    def _prepare(self, facts: RequestFacts) -> Generator[Effect, Any, Prepared | Fail]:
+        """Everything before sending, with the effects it needs (lookups, waits, fetches)."""
+        p = self.policy
+        stats = self.stats
+        stats.requests += 1
+        st = self.origins.state(facts.url, registry_host)
+        required, known, api, want = self._scopes(facts)
+        if api and not st.registry:
+            st = self.origins.apply(st, RegistryCallSeen())
+        if not st.registry:
+            return Prepared(
+                st, None, required, want, known, None, None, None, False, facts, self.now
+            )
+        ident = yield from self._identity(st, required)
+        st = self.origins.current(st)
 
         probe = False
-        if ident is not None and p.coalesce_first_contact:
-            # Only registry calls are held back: a CDN hop has no challenge to learn.
-            while (st := self.origins.state(st.url, st.host)).holds_back:
-                if st.phase is Phase.NEW:
-                    st = self.origins.apply(st, ProbeSent())
-                    probe = True
-                    break
-                self.stats.first_contact_waits += 1
-                yield AwaitProbe(st.url)
+        # Only registry calls are held back: a CDN hop has no challenge to learn.
+        while p.coalesce_first_contact and st.holds_back:
+            if st.phase is Phase.NEW:
+                st = self.origins.apply(st, ProbeSent())
+                probe = True
+                break
+            stats.first_contact_waits += 1
+            yield AwaitProbe(st.url)
+            st = self.origins.current(st)
 
-        sent: AccessToken | None = None
-        asked: Scope | None = None
-        authorization: str | None = None
-        if ident is not None:
-            st = self.origins.state(st.url, st.host)
-            attach = yield from self._attach(st, ident, required, want, known, facts)
-            if isinstance(attach, Fail):
-                return attach
-            sent, asked, authorization = attach
-        sent_at = self.now
-        reply: Reply = yield Send(authorization, probe)
+        sent = self.cache.get(ident.partition, required, self.now)
+        if sent is not None:
+            stats.cache_hits += 1
+            if p.refresh_ahead and sent.refresh_due(self.now, p.refresh_fraction):
+                refresh = self._refresh_ahead(st, ident, sent)
+                if refresh is not None:
+                    yield refresh
+            auth = sent.authorization
+            return Prepared(
+                st, ident, required, want, known, sent, None, auth, probe, facts, self.now
+            )
+        stats.cache_misses += 1
+        attach = yield from self._attach(st, ident, required, want, known)
+        if isinstance(attach, Fail):
+            return attach
+        got, asked, attached = attach
+        return Prepared(
+            st, ident, required, want, known, got, asked, attached, probe, facts, self.now
+        )
 
-        st = self.origins.state(st.url, st.host)
-        if reply.status == 429:
-            # A rate limit is not an auth failure: passed back untouched, no token refetch.
+    def settle(self, prep: Prepared, status: int) -> Pass:
+        """The answer to a request when it is not a 401: nothing more to do."""
+        if status == 429:
+            # A rate limit is not an auth failure: passed back untouched, no refetch.
             self.stats.registry_429s += 1
+        if prep.st.holds_back:
+            self.origins.apply(prep.st, _ANSWERED)
+        return _PASS
+
+    def after(self, prep: Prepared, reply: Reply) -> RequestFlow:
+        """What follows the registry's answer to a request sent as ``prep`` said."""
         if reply.status != 401:
-            self.origins.apply(st, Answered())
-            return Pass()
-        self.stats.responses_401 += 1
+            return self.settle(prep, reply.status)
+        stats = self.stats
+        st, ident, required, want = prep.st, prep.ident, prep.required, prep.want
+        sent, asked, authorization, sent_at = prep.sent, prep.asked, prep.authorization, prep.at
+        stats.responses_401 += 1
         ch = select_challenge(parse_challenges(reply.challenges))
         st = self.origins.apply(st, Answered(ch))
         if ch is None:
             return Pass()
         if ident is None:
-            lookup = self._lookup(st, required)
-            ident = self.adopt(st, lookup.namespace, (yield lookup))
+            ident = yield from self._identity(st, required)
             sent_at = -math.inf  # nothing of ours went with it: any cached token will do
         if ch.scheme == "basic":
-            if not ident.basic or facts.callers_authorization or authorization is not None:
+            if not ident.basic or prep.callers_authorization or authorization is not None:
                 return Pass()
             yield PrepareResend()
             reply = yield Resend(ident.basic)
@@ -514,7 +628,7 @@ class AuthCore:
         )
         if isinstance(got, OCIAuthError):
             return Fail(got)
-        reply = yield Resend(bearer(got))
+        reply = yield Resend(got.authorization)
         self.stats.retries_after_401 += 1
         if reply.status == 401:
             self.stats.responses_401 += 1
@@ -529,22 +643,12 @@ class AuthCore:
         required: Scope,
         want: Scope,
         known: bool,
-        facts: RequestFacts,
     ) -> Generator[Effect, Any, tuple[AccessToken | None, Scope | None, str | None] | Fail]:
-        """What goes with the request before it is sent: ``(token, asked, authorization)``.
+        """What goes with a request no cached token holds: ``(token, asked, authorization)``.
 
-        ``asked`` is the scope the token was fetched with for this very request
-        (None when it came from the cache).
+        ``asked`` is the scope the token was fetched with for this very request.
         """
         now = self.now
-        tok = self.cache.get(ident.partition, required, now)
-        if tok is not None:
-            self.stats.cache_hits += 1
-            refresh = self._refresh_ahead(st, ident, tok, now)
-            if refresh is not None:
-                yield refresh
-            return tok, None, bearer(tok)
-        self.stats.cache_misses += 1
         ch = st.challenge
         if st.phase is Phase.BASIC and ch is not None:
             return None, None, ident.basic or None
@@ -565,7 +669,7 @@ class AuthCore:
             self.stats.fetches_ahead_failed += 1
             log.debug("early token fetch for %s refused (%s); the challenge decides", st.host, got)
             return None, None, None
-        return got, required.union(want), bearer(got)
+        return got, required.union(want), got.authorization
 
     def _forget(self, ident: Identity, sent: AccessToken, ch: Challenge, ch_scope: Scope) -> None:
         """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
@@ -575,12 +679,11 @@ class AuthCore:
             self.cache.discard(ident.partition, sent)
 
     def _refresh_ahead(
-        self, st: OriginState, ident: Identity, tok: AccessToken, now: float
+        self, st: OriginState, ident: Identity, tok: AccessToken
     ) -> RefreshInBackground | None:
+        """A background refresh of ``tok`` (in the last part of its life), unless one runs."""
         ch = st.bearer
-        if not self.policy.refresh_ahead or ch is None:
-            return None
-        if not tok.refresh_due(now, self.policy.refresh_fraction):
+        if ch is None:
             return None
         key = FetchKey(
             ident.partition,
@@ -591,7 +694,7 @@ class AuthCore:
         )
         if key in self._inflight:
             return None
-        self._inflight[key] = now
+        self._inflight[key] = self.now
         self.stats.refreshes_ahead += 1
         return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope))
 

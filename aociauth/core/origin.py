@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ from aociauth.challenge import Challenge
 __all__ = [
     "Answered",
     "Event",
+    "OriginKey",
     "OriginState",
     "Origins",
     "Phase",
@@ -52,6 +53,7 @@ __all__ = [
     "ProbeSent",
     "RegistryCallSeen",
     "WideScopeRefused",
+    "origin_key",
     "transition",
 ]
 
@@ -66,10 +68,20 @@ class Phase(enum.Enum):
     BEARER = "bearer"
 
 
+#: An origin as a dict key: (scheme, host, port). Cheaper to hash than a URL.
+OriginKey = tuple[str, str, "int | None"]
+
+
+def origin_key(url: URL) -> OriginKey:
+    """The key of the origin ``url`` belongs to."""
+    return (url.scheme, url.raw_host or "", url.port)
+
+
 @dataclass(frozen=True)
 class OriginState:
     """One origin's phase, its challenge and what its token server taught us."""
 
+    key: OriginKey
     url: URL
     #: The registry name the config is asked about (``host[:port]``).
     host: str
@@ -155,7 +167,7 @@ class Origins:
         if max_origins < 1:
             raise ValueError("max_origins must be at least 1")
         self.max_origins = max_origins
-        self._states: OrderedDict[URL, OriginState] = OrderedDict()
+        self._states: OrderedDict[OriginKey, OriginState] = OrderedDict()
         #: Hosts spoken to over https (bounded with the states): plain http to one
         #: of them is a downgrade.
         self._https_hosts: OrderedDict[str, None] = OrderedDict()
@@ -166,35 +178,42 @@ class Origins:
     def __iter__(self) -> Iterator[OriginState]:
         return iter(list(self._states.values()))
 
-    def get(self, origin: URL) -> OriginState | None:
-        """The state of ``origin`` (an origin URL) if it is known."""
-        return self._states.get(origin)
+    def get(self, url: URL) -> OriginState | None:
+        """The state of the origin of ``url`` if it is known."""
+        return self._states.get(origin_key(url))
 
-    def state(self, origin: URL, host: str) -> OriginState:
-        """The state of ``origin``, a new one if it was never met."""
-        st = self._states.get(origin)
+    def state(self, url: URL, host: Callable[[URL], str]) -> OriginState:
+        """The state of the origin of ``url``, a new one if it was never met
+        (``host(url)`` names it for the config)."""
+        key = origin_key(url)
+        st = self._states.get(key)
         if st is None:
-            st = self._states[origin] = OriginState(url=origin, host=host)
+            origin = url.origin()
+            st = self._states[key] = OriginState(key=key, url=origin, host=host(url))
             if origin.scheme == "https" and origin.host:
                 self._https_hosts[origin.host] = None
                 self._bound(self._https_hosts)
             self._bound(self._states)
         else:
-            self._states.move_to_end(origin)
+            self._states.move_to_end(key)
         return st
+
+    def current(self, st: OriginState) -> OriginState:
+        """The state now of the origin ``st`` is a state of (``st`` if it was evicted)."""
+        return self._states.get(st.key) or st
 
     def apply(self, st: OriginState, event: Event) -> OriginState:
         """Apply ``event`` to the current state of ``st``'s origin and keep the new state.
 
         An origin evicted meanwhile starts again from ``st``.
         """
-        current = self._states.get(st.url)
+        current = self._states.get(st.key)
         if current is None:
-            current = self._states[st.url] = st
+            current = self._states[st.key] = st
             self._bound(self._states)
         new = transition(current, event)
         if new is not current:
-            self._states[st.url] = new
+            self._states[st.key] = new
         return new
 
     def spoke_https_to(self, host: str) -> bool:
