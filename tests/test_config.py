@@ -53,13 +53,15 @@ async def go_helper(helper_name: str, server_url: str) -> ConfigEntry:
 class Recorder:
     """A runner that records what it was asked and answers from a table."""
 
-    def __init__(self, answers: dict[str, ConfigEntry] | None = None) -> None:
+    def __init__(self, answers: dict[str | tuple[str, str], ConfigEntry] | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
         self.answers = answers or {}
 
     async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        """The answer for (helper, server URL), or else for the server URL, or else none."""
         self.calls.append((helper_name, server_url))
-        return self.answers.get(server_url, ConfigEntry())
+        found = self.answers.get((helper_name, server_url))
+        return found if found is not None else self.answers.get(server_url, ConfigEntry())
 
 
 def write_config(directory: Path, content: str | bytes, name: str = "config.json") -> Path:
@@ -95,10 +97,12 @@ async def test_load_with_no_config() -> None:
     assert c.sources == ()
 
 
+# In precedence order. The original reads config.json before podman's
+# auth.json; containers/image reads auth.json first, and so does aociauth now.
 LOCATIONS = [
     ("inline-docker-auth-env.example.com", "DOCKER_AUTH_CONFIG", None, None),
-    ("default-dockerconfig.example.com", "HOME", "home", ".docker/config.json"),
     ("runtime-containers-auth.example.com", "XDG_RUNTIME_DIR", "xdg", "containers/auth.json"),
+    ("default-dockerconfig.example.com", "HOME", "home", ".docker/config.json"),
 ]
 
 
@@ -347,7 +351,7 @@ MERGE_CASES = [
     pytest.param(
         {},
         {},
-        {"foo": None, "bar": None, "store": None},
+        {"foo": None, "bar": None, "store": ()},
         id="zero",
     ),
     pytest.param(
@@ -357,7 +361,7 @@ MERGE_CASES = [
             "credsStore": "cat",
         },
         {},
-        {"foo": "hello", "bar": "echo", "store": "cat"},
+        {"foo": "hello", "bar": "echo", "store": ("cat",)},
         id="set on empty",
     ),
     pytest.param(
@@ -371,7 +375,7 @@ MERGE_CASES = [
             "credHelpers": {"bar": "lorem"},
             "credsStore": "yes",
         },
-        {"foo": "other", "bar": "lorem", "store": "yes"},
+        {"foo": "other", "bar": "lorem", "store": ("yes", "cat")},
         id="keep original",
     ),
     pytest.param(
@@ -381,7 +385,7 @@ MERGE_CASES = [
             "credsStore": "cat",
         },
         {"auths": {"moo": {"identitytoken": "cool"}}, "credHelpers": {"doo": "ipsum"}},
-        {"foo": "hello", "moo": "cool", "bar": "echo", "doo": "ipsum", "store": "cat"},
+        {"foo": "hello", "moo": "cool", "bar": "echo", "doo": "ipsum", "store": ("cat",)},
         id="merge",
     ),
 ]
@@ -392,9 +396,14 @@ async def test_config_data_merge_into(
     tmp_path: Path,
     later: dict[str, object],
     earlier: dict[str, object],
-    want: dict[str, str | None],
+    want: dict[str, str | tuple[str, ...] | None],
 ) -> None:
-    """Go's mergeInto: an earlier source keeps its keys; the first credsStore wins."""
+    """Go's mergeInto, source by source: an earlier source's keys win.
+
+    The original keeps only the first credsStore; here each source's store is
+    asked in turn, and a store that has nothing (here: is not installed)
+    passes the question on to the next source.
+    """
     write_config(tmp_path / "docker", json.dumps(later))
     env = {"DOCKER_CONFIG": str(tmp_path / "docker"), "DOCKER_AUTH_CONFIG": json.dumps(earlier)}
     calls: list[tuple[str, str]] = []
@@ -409,9 +418,9 @@ async def test_config_data_merge_into(
     c = load_with_env(runner, env)
     for host, value in want.items():
         calls.clear()
-        if host == "store":
+        if isinstance(value, tuple):
             await c.resolve("unlisted.test")
-            assert calls == ([(value, "unlisted.test")] if value else [])
+            assert calls == [(store, "unlisted.test") for store in value]
             continue
         resolution = await c.resolve(host)
         if value is None:
@@ -548,7 +557,8 @@ async def test_null_values_count_as_absent() -> None:
         (b64("alice:pw"), ConfigEntry(username="alice", password="pw")),
         ("YWxpY2U6cHc", ConfigEntry(username="alice", password="pw")),  # unpadded (Docker for Mac)
         ("YWxpY2U6cHc=", ConfigEntry(username="alice", password="pw")),
-        (" " + b64("alice:pw") + "\n", ConfigEntry(username="alice", password="pw")),
+        (b64("alice:pw") + "\r\n", ConfigEntry(username="alice", password="pw")),
+        ("YWxp\nY2U6\r\ncHc=\n", ConfigEntry(username="alice", password="pw")),  # wrapped
         (b64("alice:pw\x00\x00"), ConfigEntry(username="alice", password="pw")),
         (b64("alice:p:w"), ConfigEntry(username="alice", password="p:w")),
         (b64("alice:"), ConfigEntry(username="alice")),
@@ -564,6 +574,11 @@ async def test_auth_field_decodes(auth: str, expected: ConfigEntry) -> None:
     [
         ("dXNlcjpwYXNz!!", "invalid base64"),  # Python's lenient decoder would give user:pass
         ("dXNlcjp wYXNz", "invalid base64"),
+        # Go's decoder ignores CR and LF only: docker/cli, containers/image and
+        # the original all refuse these.
+        (" dXNlcjpwYXNz ", "invalid base64"),
+        ("\tdXNlcjpwYXNz", "invalid base64"),
+        ("dXNlcjpwYXNz\v", "invalid base64"),
         ("dXNl-cjpwYXNz", "invalid base64"),  # URL-safe alphabet
         ("YWxpY2U6cHc==YQ==", "invalid base64"),  # data after the padding
         ("Y", "invalid base64"),
@@ -953,16 +968,21 @@ async def test_namespaces_lists_paths_longest_first() -> None:
     assert c.namespaces("ghcr.io") == ()
 
 
-async def test_namespace_keys_are_per_key_across_sources(tmp_path: Path) -> None:
-    """Keys merge per key: a later source's namespace key still beats an earlier host key."""
+async def test_an_earlier_sources_host_key_beats_a_later_namespace_key(tmp_path: Path) -> None:
+    """Source by source, as containers/image goes through its files: whatever the
+    earlier source says about the registry is used before a later source's keys."""
     write_config(tmp_path / "docker", json.dumps({"auths": {"quay.io/team": {"username": "team"}}}))
     env = {
         "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"quay.io": {"username": "host"}}}),
         "DOCKER_CONFIG": str(tmp_path / "docker"),
     }
     c = load_with_env(no_runner, env)
-    assert (await c.entry_for_repository("quay.io", "team/app")).username == "team"
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "host"
     assert (await c.entry_for_registry("quay.io")).username == "host"
+    # The later key counts where no earlier source has anything to say.
+    del env["DOCKER_AUTH_CONFIG"]
+    c = load_with_env(no_runner, env)
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "team"
 
 
 # -- Resolution, ConfigEntry, ConfigFile -----------------------------------------------
@@ -978,18 +998,26 @@ async def test_resolution_says_where_the_answer_came_from(tmp_path: Path) -> Non
             }
         ),
     )
-    runner = Recorder({"h.test": ConfigEntry(username="hu", password="hp")})
+    runner = Recorder({("pass", "h.test"): ConfigEntry(username="hu", password="hp")})
     env = {
         "DOCKER_CONFIG": str(tmp_path / "docker"),
         "DOCKER_AUTH_CONFIG": '{"credsStore": "desktop"}',
     }
     c = load_with_env(runner, env)
+    # The inline store has nothing for r.test: the next source answers.
     assert await c.resolve("r.test") == Resolution(
+        ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
+    )
+    # Nobody has anything: the first source that said so is named.
+    assert await c.resolve("none.test") == Resolution(
         ConfigEntry(), "DOCKER_AUTH_CONFIG", None, "desktop", "credsStore"
     )
+    # h.test: the inline store first (nothing), then the file's helper.
+    runner.calls.clear()
     assert await c.resolve("h.test") == Resolution(
         ConfigEntry(username="hu", password="hp"), str(path), "h.test", "pass", "credHelpers"
     )
+    assert runner.calls == [("desktop", "h.test"), ("pass", "h.test")]
     c = load_with_env(runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
     assert await c.resolve("r.test") == Resolution(
         ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
