@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -1336,3 +1338,267 @@ def test_any_document_loads_or_fails_cleanly_and_shows_no_secret(
 def test_any_inline_text_loads_or_raises_config_error(text: str) -> None:
     with contextlib.suppress(ConfigError):
         load_with_env(no_runner, {"DOCKER_AUTH_CONFIG": text})
+
+
+# -- the README's precedence table, against the code -------------------------------------
+
+README = Path(__file__).parent.parent / "README.md"
+README_VARIABLES = (
+    "DOCKER_AUTH_CONFIG",
+    "REGISTRY_AUTH_FILE",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "DOCKER_CONFIG",
+)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    order: int
+    source: str
+    conditions: tuple[tuple[str, bool], ...]  # (variable, set?)
+    steps: tuple[str, ...]
+
+
+def readme_table() -> list[TableRow]:
+    """The rows of the precedence table in the README's "How credentials are found"."""
+    section = README.read_text().split("## How credentials are found", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].isdigit():
+            continue
+        conditions = tuple(
+            (name, state == "set") for name, state in re.findall(r"`(\w+)` (set|unset)", cells[2])
+        )
+        assert conditions or cells[2] == "always", cells[2]
+        rows.append(
+            TableRow(
+                int(cells[0]),
+                cells[1].strip("`"),
+                conditions,
+                tuple(re.findall(r"`([^`]+)`", cells[3])),
+            )
+        )
+    assert rows, "no precedence table in the README"
+    return rows
+
+
+class Home:
+    """A temporary home where every source of the table can be made."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.run = root / "run" / "containers"
+        # /run/containers/$UID is the system's; the tests use a stand-in.
+        monkeypatch.setattr(
+            "aociauth.config._RUN_CONTAINERS_AUTH", str(self.run / "{uid}" / "auth.json")
+        )
+        self.values = {
+            "HOME": str(root / "home"),
+            "REGISTRY_AUTH_FILE": str(root / "registry-auth.json"),
+            "XDG_RUNTIME_DIR": str(root / "xdg-runtime"),
+            "XDG_CONFIG_HOME": str(root / "xdg-config"),
+            "DOCKER_CONFIG": str(root / "docker-config"),
+        }
+
+    def env(self, set_vars: set[str], inline: str = "") -> dict[str, str]:
+        env = {"HOME": self.values["HOME"]}
+        env.update({k: v for k, v in self.values.items() if k in set_vars})
+        if "DOCKER_AUTH_CONFIG" in set_vars:
+            env["DOCKER_AUTH_CONFIG"] = inline
+        return env
+
+    def path(self, source: str) -> str:
+        """A file row's source, as a path in this home."""
+        if source.startswith("/run/containers/$UID/"):
+            return str(self.run / str(os.getuid()) / source.split("/", 4)[4])
+        if source.startswith("~/"):
+            return os.path.join(self.values["HOME"], source[2:])
+        if source == "$REGISTRY_AUTH_FILE":
+            return self.values["REGISTRY_AUTH_FILE"]
+        variable, _, rest = source[1:].partition("/")
+        return os.path.join(self.values[variable], rest)
+
+    def write(self, source: str, document: object) -> None:
+        path = Path(self.path(source))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+
+
+def doc_for(row: TableRow, auths: dict[str, object], **more: object) -> dict[str, object]:
+    """A document in the row's format: legacy files are the auths map itself."""
+    if row.source == "~/.dockercfg":
+        return dict(auths)
+    return {"auths": auths, **more}
+
+
+def expected_chain(rows: list[TableRow], set_vars: set[str]) -> list[TableRow]:
+    held = [r for r in rows if all((name in set_vars) == want for name, want in r.conditions)]
+    return sorted(held, key=lambda r: r.order)
+
+
+COMBINATIONS = [
+    {v for v, on in zip(README_VARIABLES, bits, strict=True) if on}
+    for bits in itertools.product([False, True], repeat=len(README_VARIABLES))
+]
+
+
+def test_the_readme_table_names_every_source_once_per_combination() -> None:
+    rows = readme_table()
+    for set_vars in COMBINATIONS:
+        orders = [r.order for r in expected_chain(rows, set_vars)]
+        inline = [1] if "DOCKER_AUTH_CONFIG" in set_vars else []
+        assert orders == [*inline, 2, 3, 4, 5], (set_vars, orders)
+
+
+@pytest.mark.parametrize(
+    "set_vars", COMBINATIONS, ids=lambda s: "+".join(sorted(s)) or "nothing-set"
+)
+async def test_sources_are_read_and_asked_in_the_readme_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, set_vars: set[str]
+) -> None:
+    """Every file of the table exists, each holding credentials for r.test that
+    name its row: the files read are the table's, in its order, and lookups
+    answer from the first, then (once it is gone) from the next."""
+    rows = readme_table()
+    home = Home(tmp_path, monkeypatch)
+    for row in rows:
+        if row.source != "DOCKER_AUTH_CONFIG":
+            home.write(row.source, doc_for(row, {"r.test": {"username": row.source}}))
+    inline = json.dumps({"auths": {"r.test": {"username": "DOCKER_AUTH_CONFIG"}}})
+    chain = expected_chain(rows, set_vars)
+    c = load_with_env(no_runner, home.env(set_vars, inline))
+    assert c.sources == tuple(
+        r.source if r.source == "DOCKER_AUTH_CONFIG" else home.path(r.source) for r in chain
+    )
+    for row in chain:
+        c = load_with_env(no_runner, home.env(set_vars, inline))
+        resolution = await c.resolve("r.test")
+        assert resolution.entry.username == row.source
+        if row.source == "DOCKER_AUTH_CONFIG":
+            set_vars = set_vars - {"DOCKER_AUTH_CONFIG"}
+        else:
+            os.unlink(home.path(row.source))
+    c = load_with_env(no_runner, home.env(set_vars, inline))
+    assert await c.resolve("r.test") == Resolution(ConfigEntry())
+
+
+STEP_DOCUMENTS: dict[str, dict[str, object]] = {
+    "auths[host/namespace]": {"auths": {"r.test/team": {"username": "auths[host/namespace]"}}},
+    "credHelpers[host]": {"credHelpers": {"r.test": "explicit"}},
+    "credsStore": {"credsStore": "store"},
+    "auths[host]": {"auths": {"r.test": {"username": "auths[host]"}}},
+}
+
+
+async def step_runner(helper_name: str, server_url: str) -> ConfigEntry:
+    names = {"explicit": "credHelpers[host]", "store": "credsStore"}
+    return ConfigEntry(username=names[helper_name], password="p")
+
+
+@pytest.mark.parametrize("index", range(9), ids=lambda i: f"row{i + 1}")
+async def test_each_source_asks_in_the_readme_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int
+) -> None:
+    """Within one source, the steps of the row's "asks" column answer in that order:
+    each, once removed, leaves the answer to the next."""
+    rows = readme_table()
+    if index >= len(rows):
+        pytest.skip("the table has fewer rows")
+    row = rows[index]
+    home = Home(tmp_path, monkeypatch)
+    set_vars = {name for name, want in row.conditions if want}
+    for steps_left in range(len(row.steps), -1, -1):
+        steps = row.steps[len(row.steps) - steps_left :]
+        merged: dict[str, object] = {}
+        for step in steps:
+            for part, value in STEP_DOCUMENTS[step].items():
+                if isinstance(value, dict):
+                    merged.setdefault(part, {}).update(value)  # type: ignore[attr-defined]
+                else:
+                    merged[part] = value
+        if row.source == "DOCKER_AUTH_CONFIG":
+            env = home.env(set_vars | {"DOCKER_AUTH_CONFIG"}, json.dumps(merged))
+        else:
+            more = {k: v for k, v in merged.items() if k != "auths"}
+            auths = merged.get("auths", {})
+            assert isinstance(auths, dict)
+            home.write(row.source, doc_for(row, auths, **more))
+            env = home.env(set_vars)
+        c = load_with_env(step_runner, env)
+        assert c.sources[0] == (
+            row.source if row.source == "DOCKER_AUTH_CONFIG" else home.path(row.source)
+        )
+        entry = await c.entry_for_repository("r.test", "team/app")
+        assert entry.username == (steps[0] if steps else "")
+
+
+async def test_a_legacy_key_with_a_path_is_a_registry_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """containers/image reads every ~/.dockercfg key as a registry (normalizeAuthFileKey)."""
+    home = Home(tmp_path, monkeypatch)
+    home.write("~/.dockercfg", {"https://r.test/v1/": {"auth": b64("old:pw")}})
+    c = load_with_env(no_runner, home.env(set()))
+    assert await c.entry_for_repository("r.test", "any/app") == ConfigEntry(
+        username="old", password="pw"
+    )
+    home.write("~/.dockercfg", {"q.test/team": {"auth": b64("team:pw")}})
+    c = load_with_env(no_runner, home.env(set()))
+    assert (await c.entry_for_registry("q.test")).username == "team"
+    assert c.namespaces("q.test") == ()
+    home.write("~/.dockercfg", {"credsStore": "desktop", "r.test": {"username": "u"}})
+    c = load_with_env(no_runner, home.env(set()))
+    # No helpers in the legacy format: "credsStore" is a registry name there.
+    assert (await c.entry_for_registry("r.test")).username == "u"
+
+
+async def test_registry_auth_file_stands_in_for_the_primary_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path, monkeypatch)
+    for source in (
+        "$REGISTRY_AUTH_FILE",
+        "$XDG_RUNTIME_DIR/containers/auth.json",
+        "~/.config/containers/auth.json",
+    ):
+        home.write(source, {"auths": {"r.test": {"username": source}}})
+    c = load_with_env(no_runner, home.env({"REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"}))
+    assert c.sources == (
+        home.path("$REGISTRY_AUTH_FILE"),
+        home.path("~/.config/containers/auth.json"),
+    )
+    # Pointed at a file the chain reads anyway, it is read once, in its first place.
+    env = home.env({"XDG_RUNTIME_DIR"})
+    env["REGISTRY_AUTH_FILE"] = home.path("~/.config/containers/auth.json")
+    assert load_with_env(no_runner, env).sources == (home.path("~/.config/containers/auth.json"),)
+
+
+async def test_docker_auth_config_wins_over_the_files_creds_store(tmp_path: Path) -> None:
+    """The GitLab runner case: config.json names Docker Desktop's store, which has
+    nothing for the registry; the environment's credentials are used, unasked."""
+    write_config(tmp_path / "docker", json.dumps({"credsStore": "desktop"}))
+    runner = Recorder({("desktop", "other.test"): ConfigEntry(username="d", password="p")})
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"ci.test": {"auth": b64("ci:token")}}}),
+    }
+    c = load_with_env(runner, env)
+    assert await c.resolve("ci.test") == Resolution(
+        ConfigEntry(username="ci", password="token"), "DOCKER_AUTH_CONFIG", "ci.test", None, "auths"
+    )
+    assert runner.calls == []
+    # Registries the environment does not know still go to the file's store.
+    assert (await c.entry_for_registry("other.test")).username == "d"
+    assert runner.calls == [("desktop", "other.test")]
+
+
+async def test_an_error_in_an_earlier_source_ends_the_lookup(tmp_path: Path) -> None:
+    write_config(tmp_path / "docker", json.dumps({"auths": {"r.test": {"username": "later"}}}))
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"r.test": {"auth": "!!"}}}),
+    }
+    with pytest.raises(ConfigError, match="DOCKER_AUTH_CONFIG"):
+        await load_with_env(no_runner, env).entry_for_registry("r.test")
