@@ -32,6 +32,7 @@ from aociauth.config import (
     load_with_env,
 )
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
+from aociauth.flow import basic_authorization
 from aociauth.helpers import HelperRunner
 
 
@@ -1602,3 +1603,158 @@ async def test_an_error_in_an_earlier_source_ends_the_lookup(tmp_path: Path) -> 
     }
     with pytest.raises(ConfigError, match="DOCKER_AUTH_CONFIG"):
         await load_with_env(no_runner, env).entry_for_registry("r.test")
+
+
+# -- hostile entry fields: control characters --------------------------------------------
+
+CONTROL_CHARACTERS = ["\r", "\n", "\r\n", "\x00", "\x01", "\t", "\x1b", "\x1f", "\x7f"]
+CANARY = "QX7CANARY"
+
+
+def hostile_entry(field: str, char: str) -> dict[str, str]:
+    value = f"{CANARY}{char}tail"
+    if field == "auth-username":
+        return {"auth": b64(f"{value}:pw")}
+    if field == "auth-password":
+        return {"auth": b64(f"alice:{value}")}
+    if field in ("username", "password"):
+        return {"username": "alice", "password": "pw", field: value}
+    return {field: value}
+
+
+@pytest.mark.parametrize("char", CONTROL_CHARACTERS, ids=repr)
+@pytest.mark.parametrize(
+    "field",
+    ["registrytoken", "identitytoken", "username", "password", "auth-username", "auth-password"],
+)
+async def test_control_characters_in_an_entry_are_refused_naming_file_and_key(
+    tmp_path: Path, field: str, char: str
+) -> None:
+    c = load_text(
+        tmp_path,
+        json.dumps(
+            {"auths": {"bad.test": hostile_entry(field, char), "ok.test": {"username": "u"}}}
+        ),
+    )
+    with pytest.raises(ConfigError) as info:
+        await c.entry_for_registry("bad.test")
+    message = str(info.value)
+    assert '"bad.test"' in message
+    assert str(tmp_path / "docker" / "config.json") in message
+    assert "control character" in message
+    assert CANARY not in _every_message(info.value)
+    assert (await c.entry_for_registry("ok.test")).username == "u"
+
+
+async def test_trailing_nuls_of_an_auth_password_are_still_trimmed() -> None:
+    # docker/cli's decodeAuth trims them; that is not a NUL sent anywhere.
+    c = from_auths({"r.test": {"auth": b64("alice:pw\x00")}})
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="alice", password="pw")
+
+
+@pytest.mark.parametrize("char", ["\r\n", "\x00", "\x7f"], ids=repr)
+async def test_a_runner_answer_with_control_characters_is_refused(char: str) -> None:
+    runner = Recorder({"r.test": ConfigEntry(refresh_token=f"{CANARY}{char}x")})
+    c = ConfigFile.from_dict({"credsStore": "vault"}, runner=runner)
+    with pytest.raises(HelperError, match="control character") as info:
+        await c.entry_for_registry("r.test")
+    assert CANARY not in _every_message(info.value)
+
+
+async def test_a_hostile_registrytoken_never_reaches_aiohttp() -> None:
+    """Before, CR/LF in registrytoken failed inside aiohttp with a ValueError as the
+    header was written; now the lookup fails first, with our error, and the
+    registry never sees the token."""
+    from aiohttp import web
+    from hardening import bounded, client, scripted
+
+    from aociauth import CredentialLookupError
+
+    async def registry(req: web.Request) -> web.StreamResponse:
+        challenge = 'Bearer realm="http://127.0.0.1:1/token",service="s"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    async with scripted(registry) as reg:
+        token = f"{CANARY}\r\nX-Injected: yes"
+        config = ConfigFile.from_dict(
+            {"auths": {f"127.0.0.1:{reg.port}": {"registrytoken": token}}}
+        )
+        async with client(config) as (_, session):
+            with pytest.raises(CredentialLookupError) as info:
+                await bounded(session.get(reg.url("/v2/team/app/manifests/v1")))
+    assert isinstance(info.value.__cause__, ConfigError)
+    assert "control character" in str(info.value.__cause__)
+    assert CANARY not in _every_message(info.value)
+    for seen in reg.seen:
+        assert not seen.header("X-Injected")
+        assert CANARY not in seen.text()
+
+
+# Text that reaches every corner: control characters, lone surrogates, non-ASCII,
+# the base64 alphabet and its padding.
+hostile_text = st.text(
+    alphabet=st.sampled_from(
+        ["\r", "\n", "\x00", "\t", "\x7f", "\x1b", " ", ":", "=", "/", "+", "a", "Z", "0", "é"]
+    )
+    | st.characters(),
+    max_size=12,
+)
+field_values = (
+    hostile_text
+    | hostile_text.map(lambda t: b64(t.encode("utf-8", "surrogatepass")))
+    | st.binary(max_size=12).map(b64)
+    | json_value
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["username", "password", "auth", "identitytoken", "registrytoken", "email"]
+        ),
+        field_values,
+        max_size=5,
+    ),
+    key=keys_st,
+    host=hosts_st,
+    repository=st.sampled_from(["", "team", "team/app"]),
+    inline=st.booleans(),
+)
+def test_hostile_entry_fields_raise_only_our_errors(
+    fields: dict[str, object], key: str, host: str, repository: str, inline: bool
+) -> None:
+    """Whatever the fields of an entry, loading and looking up raise only
+    OCIAuthError subclasses (never ValueError, TypeError, UnicodeError or
+    IndexError), and what they return can be sent: no control characters, and
+    a Basic header can be built from it."""
+    document = {"auths": {key: fields}}
+    if inline:
+        # surrogatepass: JSON may carry lone surrogates, as \\ud800 escapes.
+        env = {"DOCKER_AUTH_CONFIG": json.dumps(document)}
+        loader = lambda: load_with_env(no_runner, env)  # noqa: E731
+    else:
+        loader = lambda: ConfigFile.from_dict(document, runner=no_runner)  # noqa: E731
+
+    async def lookups(config: ConfigFile) -> None:
+        for call in (
+            lambda: config.resolve(host, repository),
+            lambda: config.entry_for_registry(host),
+        ):
+            try:
+                result = await call()
+            except OCIAuthError:
+                continue
+            entry = result if isinstance(result, ConfigEntry) else result.entry
+            for value in (entry.username, entry.password, entry.refresh_token, entry.access_token):
+                assert not re.search(r"[\x00-\x1f\x7f]", value)
+                value.encode("utf-8")
+            if entry.username:
+                basic_authorization(entry.username, entry.password)
+        config.namespaces(host)
+
+    try:
+        config = loader()
+    except OCIAuthError:
+        return
+    asyncio.run(lookups(config))
