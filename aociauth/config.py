@@ -168,7 +168,11 @@ class Resolution:
     entry, ``key`` the ``auths`` or ``credHelpers`` key matched, ``helper`` the
     name of the helper that answered, and ``kind`` the kind of answer:
     ``"auths"``, ``"credHelpers"`` (an explicit helper), ``"credsStore"`` (the
-    fallback helper) or ``"none"``. Safe to print: the entry hides its secrets.
+    fallback helper) or ``"none"``. When no source has credentials, the
+    entry is empty and the other fields name the first source that said so,
+    if any did. ``helpers_asked`` names every helper the lookup asked, in
+    order (an earlier source's helper may have had nothing); it takes no part
+    in comparisons. Safe to print: the entry hides its secrets.
     """
 
     entry: ConfigEntry
@@ -176,6 +180,7 @@ class Resolution:
     key: str | None = None
     helper: str | None = None
     kind: Literal["auths", "credHelpers", "credsStore", "none"] = "none"
+    helpers_asked: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -408,16 +413,24 @@ class ConfigFile:
     # -- lookup --------------------------------------------------------------
 
     async def _resolve(self, host: str, repository: str, ask: _Ask) -> Resolution:
+        asked: list[str] = []
+
+        async def asking(helper: str, about: str) -> ConfigEntry:
+            asked.append(helper)
+            return await ask(helper, about)
+
         first_empty: Resolution | None = None
         for src in self._chain:
-            res = await self._resolve_in(src, host, repository, ask)
+            res = await self._resolve_in(src, host, repository, asking)
             if res is None:
                 continue
             if res.entry != ConfigEntry():
-                return res
+                return dataclasses.replace(res, helpers_asked=tuple(asked))
             if first_empty is None:
                 first_empty = res
-        return first_empty if first_empty is not None else Resolution(ConfigEntry())
+        if first_empty is None:
+            first_empty = Resolution(ConfigEntry())
+        return dataclasses.replace(first_empty, helpers_asked=tuple(asked))
 
     async def _resolve_in(
         self, src: _Source, host: str, repository: str, ask: _Ask
@@ -546,7 +559,9 @@ class ConfigFile:
             except OCIAuthError as exc:
                 yield StoredCredential("*", "", found, str(exc))
         servers.update(
-            name for name, slot in src.slots.items() if slot.auth.is_marker and "/" not in name
+            key
+            for key, auth in src.auths.items()
+            if auth.is_marker and not _registry_of(key, src.legacy)[1]
         )
         registries = sorted({_registry_of(server, True)[0] for server in servers})
         for registry in registries:

@@ -4,9 +4,12 @@ The protocol (docker/docker-credential-helpers): the server URL on standard
 input, a JSON object ``{"ServerURL", "Username", "Secret"}`` on standard
 output. ``Username == "<token>"`` means ``Secret`` is an identity (refresh)
 token. A non-zero exit with the output ``credentials not found in native
-keychain`` means there are no credentials, and so does
-``{"Username": "", "Secret": ""}`` (older ``docker-credential-pass`` answers an
-unknown server that way).
+keychain`` means there are no credentials, and so does an answer without both
+a username and a secret: ``{"Username": "", "Secret": ""}`` (older
+``docker-credential-pass`` answers an unknown server that way), or ``{}``
+(containers/image's test helper), since a missing field reads as empty, as
+Go's JSON decoding has it. ``list`` prints a JSON object of server URL to
+username.
 
 Bounded, unlike the original: the helper name must be a plain file name; the
 run has a timeout, after which the helper's whole process group is killed;

@@ -1021,6 +1021,8 @@ async def test_resolution_says_where_the_answer_came_from(tmp_path: Path) -> Non
         ConfigEntry(username="hu", password="hp"), str(path), "h.test", "pass", "credHelpers"
     )
     assert runner.calls == [("desktop", "h.test"), ("pass", "h.test")]
+    assert (await c.resolve("h.test")).helpers_asked == ("desktop", "pass")
+    assert (await c.resolve("none.test")).helpers_asked == ("desktop",)
     c = load_with_env(runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
     assert await c.resolve("r.test") == Resolution(
         ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
@@ -1758,3 +1760,88 @@ def test_hostile_entry_fields_raise_only_our_errors(
     except OCIAuthError:
         return
     asyncio.run(lookups(config))
+
+
+# -- listing what the configuration holds --------------------------------------------------
+
+
+async def test_stored_credentials_in_lookup_order_with_what_shadows_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path, monkeypatch)
+    home.write(
+        "~/.docker/config.json",
+        {
+            "auths": {
+                DOCKER_HUB_SERVER_URL: {},  # docker login's marker: the store has it
+                "r.test": {"username": "file-r"},
+                "q.test/team/app": {"username": "deep"},
+                "q.test/team": {"username": "team"},
+            },
+            "credHelpers": {"h.test": "explicit", "odd.test": 5, "empty.test": "explicit"},
+            "credsStore": "store",
+        },
+    )
+    home.write(
+        "~/.dockercfg",
+        {
+            "https://old.test/v1/": {"auth": b64("old:pw")},
+            "https://amb.test/1": {"username": "a1"},
+            "https://amb.test/2": {"username": "a2"},
+        },
+    )
+    inline = json.dumps({"auths": {"r.test": {"username": "inline-r"}}})
+    runner = Recorder(
+        {
+            ("explicit", "h.test"): ConfigEntry(username="helper-h", password="p"),
+            ("store", DOCKER_HUB_SERVER_URL): ConfigEntry(username="hub", password="p"),
+        }
+    )
+    c = load_with_env(runner, home.env({"DOCKER_AUTH_CONFIG"}, inline))
+    listing = await c.stored_credentials()
+    config_json = home.path("~/.docker/config.json")
+    legacy = home.path("~/.dockercfg")
+    shown = [
+        (
+            p.registry,
+            p.namespace,
+            p.found.source,
+            p.found.key or p.found.helper,
+            p.found.entry.username,
+            "problem" if p.problem else "shadowed" if p.used_instead else "used",
+        )
+        for p in listing
+    ]
+    assert shown == [
+        ("r.test", "", "DOCKER_AUTH_CONFIG", "r.test", "inline-r", "used"),
+        ("q.test", "team/app", config_json, "q.test/team/app", "deep", "used"),
+        ("q.test", "team", config_json, "q.test/team", "team", "used"),
+        ("h.test", "", config_json, "h.test", "helper-h", "used"),
+        ("odd.test", "", config_json, "odd.test", "", "problem"),
+        # The store has no list here (a custom runner): docker login's marker names Hub.
+        ("docker.io", "", config_json, "store", "hub", "used"),
+        # The store answers r.test (with nothing) before this source's auths entry.
+        ("r.test", "", config_json, "r.test", "file-r", "shadowed"),
+        # Two URL keys for one host: neither can be used.
+        ("amb.test", "", legacy, "https://amb.test/1", "a1", "problem"),
+        ("amb.test", "", legacy, "https://amb.test/2", "a2", "problem"),
+        ("old.test", "", legacy, "https://old.test/v1/", "old", "used"),
+    ]
+    # empty.test's helper has nothing: not listed. Each question was asked once.
+    assert ("explicit", "empty.test") in runner.calls
+    assert len(runner.calls) == len(set(runner.calls))
+    shadowed = listing[6].used_instead
+    assert shadowed is not None
+    assert (shadowed.source, shadowed.kind) == ("DOCKER_AUTH_CONFIG", "auths")
+
+
+async def test_a_store_that_is_not_installed_is_not_listed() -> None:
+    async def missing(helper_name: str, server_url: str) -> ConfigEntry:
+        raise HelperNotFoundError("not installed", helper=helper_name)
+
+    c = ConfigFile.from_dict(
+        {"credsStore": "desktop", "auths": {"r.test": {"username": "u"}, "m.test": {}}},
+        runner=missing,
+    )
+    [place] = await c.stored_credentials()
+    assert (place.registry, place.found.kind, place.used_instead) == ("r.test", "auths", None)
