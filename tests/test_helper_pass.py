@@ -250,3 +250,23 @@ async def test_listing_what_the_real_store_holds(store: PassStore) -> None:
     )
     assert plain.used_instead is not None
     assert (plain.used_instead.kind, plain.used_instead.helper) == ("credsStore", "pass")
+
+
+async def test_podmans_file_and_its_helper_come_before_dockers_file(store: PassStore) -> None:
+    """$XDG_RUNTIME_DIR/containers/auth.json names the real helper for the registry;
+    docker's config.json has other credentials for it: podman's file answers first,
+    as containers/image reads it first."""
+    runtime = store.root / "runtime"
+    (runtime / "containers").mkdir(parents=True, exist_ok=True)
+    (runtime / "containers" / "auth.json").write_text(
+        json.dumps({"credHelpers": {"reg.example.test": "pass"}})
+    )
+    c = store.config(
+        "docker-after-podman",
+        {"auths": {"reg.example.test": {"auth": _auth("docker", "pw")}}},
+        XDG_RUNTIME_DIR=str(runtime),
+    )
+    resolution = await c.resolve("reg.example.test")
+    assert resolution.entry == ConfigEntry(username="alice", password="s3cret")
+    assert resolution.source == str(runtime / "containers" / "auth.json")
+    assert (resolution.kind, resolution.helper) == ("credHelpers", "pass")
