@@ -410,6 +410,8 @@ async def _cmd_get_all(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     header = ["REGISTRY", "SOURCE", "WHERE", "USERNAME", "SECRETS", "STATUS"]
     rows = [header] + [_stored_row(p, args.show_secrets) for p in listing]
+    # Keys, names and paths come from files: escape anything a terminal would act on.
+    rows = [[c if c.isprintable() else repr(c)[1:-1] for c in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

@@ -308,6 +308,15 @@ async def test_get_without_a_registry_lists_a_helpers_answer(stack: Stack, tmp_p
     ] == [("helped.test", "credHelpers", "clitest", "carol")]
 
 
+async def test_get_without_a_registry_escapes_what_a_terminal_would_act_on(stack: Stack) -> None:
+    _write_config(stack.config_dir, {"auths": {"evil\x1b[2J.test": {"username": "u\u202eu"}}})
+    run = await stack.run("get")
+    assert run.code == 0, run.err
+    assert "\x1b" not in run.out
+    assert "\u202e" not in run.out
+    assert "evil\\x1b[2J.test" in run.out
+
+
 async def test_get_without_a_registry_and_nothing_configured(stack: Stack) -> None:
     (stack.config_dir / "config.json").unlink()
     run = await stack.run("get")
