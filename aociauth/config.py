@@ -172,7 +172,7 @@ class Resolution:
     entry is empty and the other fields name the first source that said so,
     if any did. ``helpers_asked`` names every helper the lookup asked, in
     order (an earlier source's helper may have had nothing); it takes no part
-    in comparisons. Safe to print: the entry hides its secrets.
+    in comparisons or the repr. Safe to print: the entry hides its secrets.
     """
 
     entry: ConfigEntry
@@ -180,7 +180,7 @@ class Resolution:
     key: str | None = None
     helper: str | None = None
     kind: Literal["auths", "credHelpers", "credsStore", "none"] = "none"
-    helpers_asked: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    helpers_asked: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
