@@ -5,8 +5,9 @@ Subcommands:
 * ``demo``: pull many manifests from a registry and token server started in
   this process on 127.0.0.1, through the middleware, and show what it cost
   (``--compare`` puts the Go original's policy beside it);
-* ``get REGISTRY``: which credentials the Docker configuration gives a
-  registry, and where they come from (secrets masked);
+* ``get [REGISTRY]``: which credentials the Docker configuration gives a
+  registry, and where they come from (secrets masked); without a registry,
+  every registry that has credentials;
 * ``token REPOSITORY``: run the token flow against a registry and describe the
   token obtained (printed only with ``--show-token``);
 * ``fetch REFERENCE``: an authorised GET of a manifest, a curl that knows
@@ -50,7 +51,7 @@ from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
-from aociauth.config import ConfigFile, Resolution, load
+from aociauth.config import ConfigFile, Resolution, StoredCredential, load
 from aociauth.context import with_scope
 from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
@@ -328,8 +329,108 @@ def _entry_rows(res: Resolution, show: bool) -> list[tuple[str, str]]:
     ]
 
 
+def _where(res: Resolution) -> str:
+    """Where in its source an answer is: the key, or the helper."""
+    if res.kind == "credHelpers":
+        return f"credHelpers[{res.key}]: docker-credential-{res.helper}"
+    if res.kind == "credsStore":
+        return f"credsStore: docker-credential-{res.helper}"
+    return f"auths[{res.key}]"
+
+
+def _stored_json(place: StoredCredential, show: bool) -> dict[str, Any]:
+    def secret(value: str) -> str:
+        return value if show and value else mask(value)
+
+    found, instead = place.found, place.used_instead
+    return {
+        "registry": place.registry,
+        "namespace": place.namespace,
+        "kind": found.kind,
+        "source": found.source,
+        "key": found.key,
+        "helper": found.helper,
+        "username": found.entry.username,
+        "password": secret(found.entry.password),
+        "refresh_token": secret(found.entry.refresh_token),
+        "access_token": secret(found.entry.access_token),
+        "used": place.problem is None and instead is None,
+        "problem": place.problem,
+        "used_instead": None
+        if instead is None
+        else {
+            "kind": instead.kind,
+            "source": instead.source,
+            "key": instead.key,
+            "helper": instead.helper,
+        },
+    }
+
+
+def _stored_row(place: StoredCredential, show: bool) -> list[str]:
+    entry = place.found.entry
+    shown = [
+        f"{name}={value if show else mask(value)}"
+        for name, value in (
+            ("password", entry.password),
+            ("refresh_token", entry.refresh_token),
+            ("access_token", entry.access_token),
+        )
+        if value
+    ]
+    if place.problem is not None:
+        status = f"unusable: {_one_line(place.problem)}"
+    elif place.used_instead is not None:
+        status = f"shadowed by {place.used_instead.source}, {_where(place.used_instead)}"
+    else:
+        status = "used"
+    registry = place.registry + (f"/{place.namespace}" if place.namespace else "")
+    return [
+        registry,
+        place.found.source or "-",
+        _where(place.found),
+        entry.username or "-",
+        " ".join(shown) or "-",
+        status,
+    ]
+
+
+async def _cmd_get_all(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth get``: every place that holds credentials, in the order lookups use them."""
+    config = _load_config()
+    listing = await config.stored_credentials()
+    if args.json:
+        _dump_json(
+            {
+                "sources_read": list(config.sources),
+                "credentials": [_stored_json(p, args.show_secrets) for p in listing],
+            },
+            out,
+        )
+        return EXIT_OK
+    header = ["REGISTRY", "SOURCE", "WHERE", "USERNAME", "SECRETS", "STATUS"]
+    rows = [header] + [_stored_row(p, args.show_secrets) for p in listing]
+    # Keys, names and paths come from files: escape anything a terminal would act on.
+    rows = [[c if c.isprintable() else repr(c)[1:-1] for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]), file=out)
+    if not listing:
+        print("no credentials found", file=out)
+    print(f"sources read: {', '.join(config.sources) or 'none'}", file=out)
+    return EXIT_OK
+
+
 async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
-    """``aociauth get REGISTRY``: the credentials the configuration resolves, and from where."""
+    """``aociauth get [REGISTRY]``: the credentials the configuration resolves, and from where.
+
+    Without REGISTRY: every registry that has credentials, and their sources.
+    """
+    if args.registry is None:
+        if args.repository:
+            raise CLIError("--repository needs a REGISTRY", EXIT_USAGE)
+        return await _cmd_get_all(args, out)
     host = _registry_host(args.registry)
     config = _load_config()
     res = await config.resolve(host, args.repository or "")
@@ -646,13 +747,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="show which credentials the Docker configuration gives a registry",
         description=(
             "Resolve the credentials for REGISTRY through the configuration chain "
-            "(DOCKER_AUTH_CONFIG, DOCKER_CONFIG/config.json or ~/.docker/config.json, "
-            "XDG_RUNTIME_DIR/containers/auth.json; credHelpers, credsStore, auths) and "
-            "say where they came from. Secrets are masked unless --show-secrets is given. "
-            "Credential helpers are run."
+            "(DOCKER_AUTH_CONFIG; REGISTRY_AUTH_FILE or podman's auth.json; "
+            "~/.config/containers/auth.json; DOCKER_CONFIG/config.json or "
+            "~/.docker/config.json; ~/.dockercfg) and say where they came from; without "
+            "REGISTRY, list every registry that has credentials. Secrets are masked unless "
+            "--show-secrets is given. Credential helpers are run."
         ),
     )
-    p.add_argument("registry", metavar="REGISTRY", help="host[:port], e.g. ghcr.io or docker.io")
+    p.add_argument(
+        "registry",
+        metavar="REGISTRY",
+        nargs="?",
+        help="host[:port], e.g. ghcr.io or docker.io; without it, every registry that has"
+        " credentials is listed, with where they come from, in the order lookups use them",
+    )
     p.add_argument(
         "--repository",
         metavar="NAME",

@@ -1,21 +1,32 @@
-"""Registry credentials from the user's Docker configuration.
+"""Registry credentials from the user's Docker and podman configuration.
 
-:func:`load` reads what ``docker login`` (and podman) left behind, in this
-order, an earlier source winning per registry key:
+:func:`load` reads what ``docker login``, ``podman login`` and ``skopeo
+login`` left behind. The sources, in precedence order (the README's "How
+credentials are found" table states the same, and a test holds the two
+together):
 
-1. ``$DOCKER_AUTH_CONFIG``: the configuration itself, as inline JSON;
-2. ``$DOCKER_CONFIG/config.json``, or ``$HOME/.docker/config.json`` when
-   ``DOCKER_CONFIG`` is unset (``DOCKER_CONFIG`` replaces ``~/.docker``, as in
-   the Docker CLI);
-3. ``$XDG_RUNTIME_DIR/containers/auth.json`` (podman, skopeo, buildah).
+1. ``$DOCKER_AUTH_CONFIG``: the configuration itself, as inline JSON (docker/cli
+   asks it before the configuration file: ``GetCredentialsStore``);
+2. ``$REGISTRY_AUTH_FILE``, or else ``$XDG_RUNTIME_DIR/containers/auth.json``,
+   or else ``/run/containers/$UID/auth.json``: podman's primary file, which
+   ``REGISTRY_AUTH_FILE`` overrides (containers-auth.json(5));
+3. ``$XDG_CONFIG_HOME/containers/auth.json`` (``~/.config`` when
+   ``XDG_CONFIG_HOME`` is unset);
+4. ``$DOCKER_CONFIG/config.json``, or ``~/.docker/config.json`` when
+   ``DOCKER_CONFIG`` is unset (``DOCKER_CONFIG`` replaces ``~/.docker``);
+5. ``~/.dockercfg``, the legacy format: a bare map of registry to entry, read
+   only (containers/image still reads it; docker/cli no longer does).
 
-``auths`` and ``credHelpers`` merge per key; ``credsStore`` is the first
-non-empty one. For a registry host the lookup order is ``credHelpers[host]``
-(an explicit helper: its failure is an error), then ``credsStore`` (a
-fallback helper: when it is not installed, ``auths`` is used), then
-``auths``. A helper's answer is used as it is. An ``auths`` key holding a URL
-(``https://host/v1/``) also answers for its host, unless the host has a key
-of its own; several such keys for one host make its lookups fail.
+Sources are asked one after another: whatever a source says about a registry
+(its ``auths``, ``credHelpers`` or ``credsStore``) comes before anything a
+later source says, and a source that has no credentials for it (no key, a
+``{}`` marker, a helper's "not found") passes the question on, as
+containers/image goes through its files. Within a source the order is: an
+``auths`` key for a namespace covering the repository (longest first), then
+``credHelpers[host]`` (an explicit helper: its failure is an error), then
+``credsStore`` (when it is not installed, the source's ``auths`` are used),
+then the ``auths`` entry for the host. A helper's answer is that source's
+answer: the same source's ``auths`` entry is not used after it.
 
 Beyond the Go original:
 
@@ -24,15 +35,14 @@ Beyond the Go original:
   writes (``https://index.docker.io/v1/``), and helpers are asked for that
   URL, as the Docker CLI asks them.
 * An ``auths`` entry that cannot be used (bad base64, a field that is not a
-  string, ``identitytoken`` together with a username) fails lookups of its
-  own host only; the rest of the file keeps working. Invalid JSON still fails
-  the load.
+  string or holds a control character, ``identitytoken`` together with a
+  username) fails lookups of its own host only; the rest of the file keeps
+  working. Invalid JSON still fails the load.
 * ``auths`` keys that carry a path (``quay.io/team``, no scheme, no trailing
   ``/``) hold credentials for the repositories under that path
-  (containers/image's per-namespace keys). They come first, before the host's
-  helpers, longest path first; helpers know hosts only.
-* Among Docker Hub's keys, an earlier source wins; within one source, the
-  name asked for, then ``https://index.docker.io/v1/``, then the other names.
+  (containers/image's per-namespace keys); helpers know hosts only.
+* Among Docker Hub's keys within one source: the name asked for, then
+  ``https://index.docker.io/v1/``, then the other names.
 * Files are read with a size limit (:data:`MAX_CONFIG_SIZE`), and only when
   they are regular files.
 """
@@ -42,18 +52,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import dataclasses
 import functools
 import json
 import os
+import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, runtime_checkable
 
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 
 if TYPE_CHECKING:
-    from aociauth.helpers import HelperRunner
+    from aociauth.helpers import HelperLister, HelperRunner
 
 __all__ = [
     "DOCKER_HUB_HOSTS",
@@ -63,6 +75,7 @@ __all__ = [
     "ConfigEntry",
     "ConfigFile",
     "Resolution",
+    "StoredCredential",
     "load",
     "load_with_env",
 ]
@@ -95,6 +108,9 @@ _HUB_HOST_ORDER = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _DOCKER_AUTH_CONFIG = "DOCKER_AUTH_CONFIG"
 _AUTH_FIELDS = ("username", "password", "auth", "identitytoken", "registrytoken")
 _SHOWN_KEY_LENGTH = 256
+# C0 controls and DEL: in a credential they would break, or inject into, the
+# header or form it is sent in (aiohttp refuses CR/LF in headers with a ValueError).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, repr=False)
@@ -152,7 +168,11 @@ class Resolution:
     entry, ``key`` the ``auths`` or ``credHelpers`` key matched, ``helper`` the
     name of the helper that answered, and ``kind`` the kind of answer:
     ``"auths"``, ``"credHelpers"`` (an explicit helper), ``"credsStore"`` (the
-    fallback helper) or ``"none"``. Safe to print: the entry hides its secrets.
+    fallback helper) or ``"none"``. When no source has credentials, the
+    entry is empty and the other fields name the first source that said so,
+    if any did. ``helpers_asked`` names every helper the lookup asked, in
+    order (an earlier source's helper may have had nothing); it takes no part
+    in comparisons or the repr. Safe to print: the entry hides its secrets.
     """
 
     entry: ConfigEntry
@@ -160,6 +180,7 @@ class Resolution:
     key: str | None = None
     helper: str | None = None
     kind: Literal["auths", "credHelpers", "credsStore", "none"] = "none"
+    helpers_asked: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -179,7 +200,7 @@ class _Auth:
 
 @dataclass(frozen=True)
 class _Slot:
-    """What one lookup name answers with.
+    """What one lookup name answers with, within one source.
 
     A slot is either an explicit key, or a host derived from URL keys
     (``https://host/v1/``); ``derived_from`` lists those keys, sorted, and more
@@ -187,7 +208,6 @@ class _Slot:
     """
 
     auth: _Auth
-    order: int
     derived_from: tuple[str, ...] = ()
 
 
@@ -197,23 +217,62 @@ class _HelperRef:
 
     key: str
     source: str
-    order: int
     name: str
     problem: str | None = None
 
 
 @dataclass(frozen=True)
 class _Document:
-    """The auth part of one configuration source."""
+    """The auth part of one configuration source.
+
+    ``legacy`` marks ``~/.dockercfg``: a bare ``auths`` map whose keys are
+    registries only (containers/image reads every key of it as a host).
+    """
 
     source: str
     auths: dict[str, _Auth]
     cred_helpers: dict[str, _HelperRef]
     creds_store: str
+    legacy: bool = False
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One source, indexed for lookups."""
+
+    name: str
+    auths: dict[str, _Auth]
+    slots: dict[str, _Slot]
+    helpers: dict[str, _HelperRef]
+    store: _HelperRef | None
+    legacy: bool
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """One place that holds credentials, as ``aociauth get`` lists them.
+
+    ``registry`` is the host (Docker Hub's keys all show as ``docker.io``) and
+    ``namespace`` the repository path of a per-namespace key (empty for the
+    whole registry). ``found`` says where and what: its ``entry`` is what this
+    place holds (empty when it cannot be used), ``kind``, ``source``, ``key``
+    and ``helper`` where it is. ``problem`` is why it cannot be used, if so.
+    ``used_instead`` is what a lookup of ``registry``/``namespace`` finds
+    first, when that is another place: this one is shadowed. Safe to print.
+    """
+
+    registry: str
+    namespace: str
+    found: Resolution
+    problem: str | None = None
+    used_instead: Resolution | None = None
+
+
+_Ask = Callable[[str, str], Awaitable[ConfigEntry]]
 
 
 class ConfigFile:
-    """Credentials read from Docker configuration files (Go: ``ConfigFile``).
+    """Credentials read from Docker and podman configuration files (Go: ``ConfigFile``).
 
     Build one with :func:`load`, :func:`load_with_env` or :meth:`from_dict`;
     ``ConfigFile()`` holds no credentials. Implements :class:`Config`.
@@ -226,10 +285,8 @@ class ConfigFile:
 
     def __init__(self, *, runner: HelperRunner | None = None) -> None:
         self._runner = runner
-        self._slots: dict[str, _Slot] = {}
-        self._helpers: dict[str, _HelperRef] = {}
-        self._store: _HelperRef | None = None
-        self._sources: tuple[str, ...] = ()
+        self._lister: HelperLister | None = None
+        self._chain: tuple[_Source, ...] = ()
         self._inflight: dict[
             tuple[asyncio.AbstractEventLoop, str, str], asyncio.Future[ConfigEntry]
         ] = {}
@@ -255,7 +312,7 @@ class ConfigFile:
     @property
     def sources(self) -> tuple[str, ...]:
         """The sources read, in precedence order: file paths, or ``DOCKER_AUTH_CONFIG``."""
-        return self._sources
+        return tuple(src.name for src in self._chain)
 
     async def entry_for_registry(self, host: str) -> ConfigEntry:
         """The credentials for registry ``host`` (``host[:port]``), empty when there are none.
@@ -270,9 +327,9 @@ class ConfigFile:
         """The credentials for ``repository`` on registry ``host``.
 
         Like :meth:`entry_for_registry`, but an ``auths`` key with a path
-        (``quay.io/team``) covering the repository wins, the longest first. A
-        key matches whole path segments only: ``quay.io/team`` covers
-        ``team`` and ``team/app``, not ``teamx/app``.
+        (``quay.io/team``) covering the repository wins within its source, the
+        longest first. A key matches whole path segments only:
+        ``quay.io/team`` covers ``team`` and ``team/app``, not ``teamx/app``.
         """
         return (await self.resolve(host, repository)).entry
 
@@ -280,111 +337,131 @@ class ConfigFile:
         """The repository paths of ``host`` that have ``auths`` entries of their own, longest first.
 
         Lets a caller share one lookup (and one token cache) between the
-        repositories a namespace key covers.
+        repositories a namespace key covers: every repository under the
+        longest such path covering it gets the answer that path gets.
         """
         found: set[str] = set()
-        for prefix in _hosts_for(host):
-            for name, slot in self._slots.items():
-                path = name[len(prefix) + 1 :]
-                if (
-                    name.startswith(prefix + "/")
-                    and all(path.split("/"))
-                    and name not in _HUB_ROOT_KEYS
-                    and not slot.auth.is_marker
-                ):
-                    found.add(path)
+        for src in self._chain:
+            if src.legacy:
+                continue
+            for prefix in _hosts_for(host):
+                for name, slot in src.slots.items():
+                    path = name[len(prefix) + 1 :]
+                    if (
+                        name.startswith(prefix + "/")
+                        and all(path.split("/"))
+                        and name not in _HUB_ROOT_KEYS
+                        and not slot.auth.is_marker
+                    ):
+                        found.add(path)
         return tuple(sorted(found, key=lambda p: (-p.count("/"), p)))
 
     async def resolve(self, host: str, repository: str = "") -> Resolution:
         """Look up ``repository`` on ``host`` and say where the answer came from.
 
-        The order: an ``auths`` key for a namespace covering the repository;
-        ``credHelpers[host]``; ``credsStore``; the ``auths`` entry for the
-        host. :meth:`entry_for_repository` is ``resolve(...).entry``.
+        The sources are asked in precedence order; within each, an ``auths``
+        key for a namespace covering the repository, ``credHelpers[host]``,
+        ``credsStore``, the ``auths`` entry for the host. The first
+        credentials found are the answer. When no source has any, the answer
+        is empty and says which source answered so first (a ``{}`` marker, a
+        helper's "not found"), or has kind ``"none"``. An error (a bad entry,
+        a failing helper) ends the lookup. :meth:`entry_for_repository` is
+        ``resolve(...).entry``.
         """
-        found = self._namespace_slot(host, repository.strip("/"))
-        if found is not None:
-            return _from_slot(*found)
-        helper = self._explicit_helper(host)
-        if helper is not None:
-            if helper.problem is not None:
-                raise ConfigError(helper.problem, registry=host, step="config")
-            if helper.name:
-                entry = await self._run_helper(helper.name, host)
-                return Resolution(entry, helper.source, helper.key, helper.name, "credHelpers")
-        elif self._store is not None:
-            store = self._store
-            try:
-                entry = await self._run_helper(store.name, host)
-            except HelperNotFoundError:
-                # A default store set up without its helper installed is common
-                # (cue-lang/cue#2934): fall back to the auths entries.
-                pass
-            else:
-                return Resolution(entry, store.source, None, store.name, "credsStore")
-        found = self._host_slot(host)
-        if found is None:
-            return Resolution(ConfigEntry())
-        return _from_slot(*found)
+        return await self._resolve(host, repository.strip("/"), self._run_helper)
+
+    async def stored_credentials(self) -> tuple[StoredCredential, ...]:
+        """Every place in the configuration that holds credentials, in lookup order.
+
+        Sources in precedence order; within a source, its namespace keys
+        (longest first), its ``credHelpers``, what its ``credsStore`` holds
+        (``docker-credential-NAME list`` where the helper supports it, and the
+        ``{}`` markers ``docker login`` leaves), its host keys. Helpers are
+        run, each once per server; a place whose helper has nothing is left
+        out, one whose entry or helper fails is listed with the problem.
+        """
+        answers: dict[tuple[str, str], ConfigEntry | OCIAuthError] = {}
+
+        async def ask(helper: str, host: str) -> ConfigEntry:
+            key = (helper, _server_url(host))
+            if key not in answers:
+                try:
+                    answers[key] = await self._run_helper(helper, host)
+                except OCIAuthError as exc:
+                    answers[key] = exc
+            answer = answers[key]
+            if isinstance(answer, OCIAuthError):
+                raise answer
+            return answer
+
+        listed: list[StoredCredential] = []
+        for src in self._chain:
+            async for place in self._places(src, ask):
+                listed.append(await self._judge(place, ask))
+        return tuple(listed)
 
     # -- building ------------------------------------------------------------
 
     def _add(self, doc: _Document) -> None:
-        """Merge a source of lower precedence than those already added."""
-        order = len(self._sources)
-        self._sources += (doc.source,)
-        for name, slot in _slots_of(doc, order).items():
-            self._slots.setdefault(name, slot)
-        for key, ref in doc.cred_helpers.items():
-            self._helpers.setdefault(
-                key, _HelperRef(ref.key, ref.source, order, ref.name, ref.problem)
-            )
-        if doc.creds_store and self._store is None:
-            self._store = _HelperRef("credsStore", doc.source, order, doc.creds_store)
+        """Append a source of lower precedence than those already added."""
+        store = None
+        if doc.creds_store:
+            store = _HelperRef("credsStore", doc.source, doc.creds_store)
+        src = _Source(doc.source, doc.auths, _slots_of(doc), doc.cred_helpers, store, doc.legacy)
+        self._chain += (src,)
 
     # -- lookup --------------------------------------------------------------
 
-    def _namespace_slot(self, host: str, repository: str) -> tuple[str, str, _Slot] | None:
-        segments = repository.split("/") if repository else []
-        for n in range(len(segments), 0, -1):
-            path = "/".join(segments[:n])
-            names = [f"{h}/{path}" for h in _hosts_for(host)]
-            found = self._best(host, [name for name in names if name not in _HUB_ROOT_KEYS])
-            if found is not None and not found[2].auth.is_marker:
-                return found
-        return None
+    async def _resolve(self, host: str, repository: str, ask: _Ask) -> Resolution:
+        asked: list[str] = []
 
-    def _host_slot(self, host: str) -> tuple[str, str, _Slot] | None:
-        if host not in DOCKER_HUB_HOSTS:
-            return self._best(host, [host])
-        return self._best(host, [host, *_HUB_ROOT_KEYS])
+        async def asking(helper: str, about: str) -> ConfigEntry:
+            asked.append(helper)
+            return await ask(helper, about)
 
-    def _best(self, host: str, names: list[str]) -> tuple[str, str, _Slot] | None:
-        """The slot among ``names`` from the earliest source; then explicit keys; then by rank."""
-        ranked = [
-            ((slot.order, bool(slot.derived_from), rank), name, slot)
-            for rank, name in enumerate(names)
-            if (slot := self._slots.get(name)) is not None
-        ]
-        if not ranked:
-            return None
-        _, name, slot = min(ranked, key=lambda r: r[0])
-        return host, name, slot
+        first_empty: Resolution | None = None
+        for src in self._chain:
+            res = await self._resolve_in(src, host, repository, asking)
+            if res is None:
+                continue
+            if res.entry != ConfigEntry():
+                return dataclasses.replace(res, helpers_asked=tuple(asked))
+            if first_empty is None:
+                first_empty = res
+        if first_empty is None:
+            first_empty = Resolution(ConfigEntry())
+        return dataclasses.replace(first_empty, helpers_asked=tuple(asked))
 
-    def _explicit_helper(self, host: str) -> _HelperRef | None:
-        names = [host]
-        if host in DOCKER_HUB_HOSTS:
-            names += [DOCKER_HUB_SERVER_URL, *_HUB_HOST_ORDER]
-        ranked = [
-            ((ref.order, rank), ref)
-            for rank, name in enumerate(names)
-            if (ref := self._helpers.get(name)) is not None
-        ]
-        return min(ranked, key=lambda r: r[0])[1] if ranked else None
+    async def _resolve_in(
+        self, src: _Source, host: str, repository: str, ask: _Ask
+    ) -> Resolution | None:
+        """What one source says about ``repository`` on ``host``; None when it says nothing."""
+        found = _namespace_slot(src, host, repository)
+        if found is not None:
+            return _from_slot(*found)
+        helper = _explicit_helper(src, host)
+        if helper is not None:
+            if helper.problem is not None:
+                raise ConfigError(helper.problem, registry=host, step="config")
+            if helper.name:
+                entry = await ask(helper.name, host)
+                return Resolution(entry, helper.source, helper.key, helper.name, "credHelpers")
+            # An empty credHelpers value means this source's auths (not its store).
+        elif src.store is not None:
+            try:
+                entry = await ask(src.store.name, host)
+            except HelperNotFoundError:
+                # A default store set up without its helper installed is common
+                # (cue-lang/cue#2934): fall back to the source's auths entries.
+                pass
+            else:
+                return Resolution(entry, src.name, None, src.store.name, "credsStore")
+        found = _host_slot(src, host)
+        return None if found is None else _from_slot(*found)
 
     async def _run_helper(self, helper: str, host: str) -> ConfigEntry:
         """Ask ``helper`` about ``host``, sharing a run already under way for the same question."""
-        server_url = DOCKER_HUB_SERVER_URL if host in DOCKER_HUB_HOSTS else host
+        server_url = _server_url(host)
         loop = asyncio.get_running_loop()
         key = (loop, helper, server_url)
         run = self._inflight.get(key)
@@ -426,11 +503,96 @@ class ConfigFile:
                 helper=helper,
                 registry=host,
             )
+        bad = [name for name, text in _fields(entry) if _CONTROL.search(text)]
+        if bad:
+            # Whatever the runner, a credential that would break the header or
+            # form it is sent in is refused here, not by aiohttp later.
+            raise HelperError(
+                f"credential helper {_show(helper)} for {host}: its answer's {bad[0]}"
+                " holds a control character",
+                helper=helper,
+                registry=host,
+            )
         return entry
+
+    # -- listing -------------------------------------------------------------
+
+    async def _places(self, src: _Source, ask: _Ask) -> AsyncIterator[StoredCredential]:
+        """The places of one source that may hold credentials, in lookup order, unjudged."""
+        located = sorted(
+            (*_registry_of(key, src.legacy), key, auth)
+            for key, auth in src.auths.items()
+            if not auth.is_marker
+        )
+        # Namespace keys first, the longest first; host keys last.
+        located.sort(key=lambda r: -len(r[1].split("/")) if r[1] else 0)
+        for registry, namespace, key, auth in located:
+            if namespace:
+                yield _stored(registry, namespace, key, auth)
+        for key, ref in sorted(src.helpers.items()):
+            registry = _registry_of(key, True)[0]
+            found = Resolution(ConfigEntry(), ref.source, key, ref.name or None, "credHelpers")
+            if ref.problem is not None:
+                yield StoredCredential(registry, "", found, ref.problem)
+            elif ref.name:
+                place = await _asked(registry, found, ask)
+                if place is not None:
+                    yield place
+        if src.store is not None:
+            async for place in self._store_places(src, src.store, ask):
+                yield place
+        for registry, namespace, key, auth in located:
+            if not namespace:
+                yield _stored(registry, namespace, key, auth)
+
+    async def _store_places(
+        self, src: _Source, store: _HelperRef, ask: _Ask
+    ) -> AsyncIterator[StoredCredential]:
+        """What a ``credsStore`` holds: its ``list``, and the source's ``{}`` markers."""
+        found = Resolution(ConfigEntry(), src.name, None, store.name, "credsStore")
+        servers: set[str] = set()
+        if self._lister is not None:
+            try:
+                servers.update(await self._lister(store.name))
+            except HelperNotFoundError:
+                return  # Not installed: lookups use the source's auths instead.
+            except OCIAuthError as exc:
+                yield StoredCredential("*", "", found, str(exc))
+        servers.update(
+            key
+            for key, auth in src.auths.items()
+            if auth.is_marker and not _registry_of(key, src.legacy)[1]
+        )
+        registries = sorted({_registry_of(server, True)[0] for server in servers})
+        for registry in registries:
+            try:
+                place = await _asked(registry, found, ask)
+            except HelperNotFoundError:
+                return
+            if place is not None:
+                yield place
+
+    async def _judge(self, place: StoredCredential, ask: _Ask) -> StoredCredential:
+        """``place``, with what a lookup of its registry and namespace finds first."""
+        if place.problem is not None or place.registry == "*":
+            return place
+        try:
+            winner = await self._resolve(place.registry, place.namespace, ask)
+        except OCIAuthError as exc:
+            return StoredCredential(place.registry, place.namespace, place.found, str(exc))
+        own = place.found
+        if (winner.source, winner.key, winner.helper, winner.kind) == (
+            own.source,
+            own.key,
+            own.helper,
+            own.kind,
+        ):
+            return place
+        return StoredCredential(place.registry, place.namespace, own, None, winner)
 
 
 def load(runner: HelperRunner | None = None) -> ConfigFile:
-    """Read the Docker configuration of this process's environment (Go: ``Load``).
+    """Read the Docker and podman configuration of this process's environment (Go: ``Load``).
 
     ``runner`` runs credential helpers; None means :func:`~aociauth.exec_helper`.
     Reading is synchronous file I/O, meant for program start (as in the
@@ -450,12 +612,15 @@ def load_with_env(
     ``env`` None means ``os.environ``. With an explicit ``env`` and no
     ``runner``, helpers are looked up on ``env["PATH"]`` and run with ``env``
     as their whole environment (:func:`~aociauth.exec_helper_with_env`).
+    Every path comes from ``env`` (``HOME`` included); only the
+    ``/run/containers/$UID`` fallback uses this process's user id.
     """
+    config = ConfigFile(runner=runner if runner is not None else _default_runner(env))
     if runner is None:
-        runner = _default_runner(env)
-    config = ConfigFile(runner=runner)
-    for source, raw in _read_sources(os.environ if env is None else env):
-        config._add(_parse_document(_parse_json(raw, source), source))
+        config._lister = _default_lister(env)
+    for source, raw, legacy in _read_sources(os.environ if env is None else env):
+        data = _parse_json(raw, source)
+        config._add(_parse_legacy(data, source) if legacy else _parse_document(data, source))
     return config
 
 
@@ -466,28 +631,64 @@ def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:
     return exec_helper_with_env(env)
 
 
+def _default_lister(env: Mapping[str, str] | None) -> HelperLister:
+    from aociauth.helpers import list_helper_with_env
+
+    return list_helper_with_env(env)
+
+
 # -- sources -------------------------------------------------------------------
 
+#: podman's primary file when ``XDG_RUNTIME_DIR`` is unset (containers/image
+#: ``getPathToAuthWithOS``); ``{uid}`` is this process's user id.
+_RUN_CONTAINERS_AUTH = "/run/containers/{uid}/auth.json"
 
-def _read_sources(env: Mapping[str, str]) -> Iterator[tuple[str, bytes]]:
-    """(source, content) of each configuration source that exists, in precedence order."""
+
+def _source_paths(env: Mapping[str, str]) -> tuple[tuple[str, bool], ...]:
+    """The files :func:`load_with_env` would read for ``env``, in precedence order.
+
+    Each is ``(path, legacy)``; ``legacy`` marks the ``~/.dockercfg`` format.
+    ``DOCKER_AUTH_CONFIG``, which is no file, comes before all of them.
+    """
+    home = env.get("HOME", "")
+    paths: list[tuple[str, bool]] = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        # podman's --authfile default: it replaces the primary file, the
+        # search goes on after it (containers-auth.json(5)).
+        paths.append((env["REGISTRY_AUTH_FILE"], False))
+    elif env.get("XDG_RUNTIME_DIR"):
+        paths.append((os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json"), False))
+    elif hasattr(os, "getuid"):
+        paths.append((_RUN_CONTAINERS_AUTH.format(uid=os.getuid()), False))
+    if env.get("XDG_CONFIG_HOME"):
+        paths.append((os.path.join(env["XDG_CONFIG_HOME"], "containers", "auth.json"), False))
+    elif home:
+        paths.append((os.path.join(home, ".config", "containers", "auth.json"), False))
+    if env.get("DOCKER_CONFIG"):
+        paths.append((os.path.join(env["DOCKER_CONFIG"], "config.json"), False))
+    elif home:
+        paths.append((os.path.join(home, ".docker", "config.json"), False))
+    if home:
+        paths.append((os.path.join(home, ".dockercfg"), True))
+    return tuple(paths)
+
+
+def _read_sources(env: Mapping[str, str]) -> Iterator[tuple[str, bytes, bool]]:
+    """(source, content, legacy) of each configuration source that exists, in precedence order."""
     inline = env.get(_DOCKER_AUTH_CONFIG, "")
     if inline:
         raw = inline.encode("utf-8", "surrogateescape")
         if len(raw) > MAX_CONFIG_SIZE:
             raise ConfigError(f"{_DOCKER_AUTH_CONFIG} is larger than {MAX_CONFIG_SIZE} bytes")
-        yield _DOCKER_AUTH_CONFIG, raw
-    paths = []
-    if env.get("DOCKER_CONFIG"):
-        paths.append(os.path.join(env["DOCKER_CONFIG"], "config.json"))
-    elif env.get("HOME"):
-        paths.append(os.path.join(env["HOME"], ".docker", "config.json"))
-    if env.get("XDG_RUNTIME_DIR"):
-        paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json"))
-    for path in paths:
+        yield _DOCKER_AUTH_CONFIG, raw, False
+    seen: set[str] = set()
+    for path, legacy in _source_paths(env):
+        if path in seen:
+            continue  # REGISTRY_AUTH_FILE naming another source's file: read it once.
+        seen.add(path)
         data = _read_file(path)
         if data:
-            yield path, data
+            yield path, data, legacy
 
 
 def _read_file(path: str) -> bytes | None:
@@ -571,6 +772,26 @@ def _parse_document(data: Any, source: str) -> _Document:
     )
 
 
+def _parse_legacy(data: Any, source: str) -> _Document:
+    """A ``~/.dockercfg`` document: the ``auths`` map itself, with no helpers.
+
+    Read as containers/image reads it (``legacyFormat``); docker/cli stopped
+    reading the file in v25 and only warns that it is there.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"invalid config {source}: not a JSON object")
+    auths = _object_field({"auths": data}, "auths", source)
+    return _Document(
+        source=source,
+        auths={key: _decode_entry(key, value, source) for key, value in auths.items()},
+        cred_helpers={},
+        creds_store="",
+        legacy=True,
+    )
+
+
 def _object_field(data: Mapping[Any, Any], name: str, source: str) -> Mapping[str, Any]:
     value = data.get(name)
     if value is None:
@@ -586,9 +807,9 @@ def _helper_ref(key: str, value: Any, source: str) -> _HelperRef:
     if value is None:
         value = ""
     if isinstance(value, str):
-        return _HelperRef(key, source, 0, value)
+        return _HelperRef(key, source, value)
     problem = f'credHelpers entry for "{_show(key)}" in {source} is not a string'
-    return _HelperRef(key, source, 0, "", problem)
+    return _HelperRef(key, source, "", problem)
 
 
 _AZURE_TOKEN_USER = "00000000-0000-0000-0000-000000000000"  # noqa: S105 (a user name)
@@ -627,6 +848,19 @@ def _decode_entry(key: str, value: Any, source: str) -> _Auth:
     if fields["identitytoken"] and username:
         problem = f"ambiguous auth credentials: {where} has both identitytoken and a username"
         return _Auth(key, source, ConfigEntry(), problem)
+    checked = {
+        "username": username,
+        "password": password,
+        "identitytoken": fields["identitytoken"],
+        "registrytoken": fields["registrytoken"],
+    }
+    for name, text in checked.items():
+        if _CONTROL.search(text):
+            # The field named is where it came from: username and password may
+            # come out of "auth". Never the text itself.
+            origin = "auth" if fields["auth"] and name in ("username", "password") else name
+            problem = f'{where}: field "{origin}" holds a control character ({name})'
+            return _Auth(key, source, ConfigEntry(), problem)
     entry = ConfigEntry(
         refresh_token=fields["identitytoken"],
         access_token=fields["registrytoken"],
@@ -639,12 +873,14 @@ def _decode_entry(key: str, value: Any, source: str) -> _Auth:
 def _decode_auth(text: str) -> tuple[str, str] | str:
     """(username, password) from base64 ``user:pass``, or what is wrong with it.
 
-    Strict, unlike Python's default: a character outside the base64 alphabet
-    is an error rather than skipped. Missing padding is repaired, since Docker
-    for Mac wrote unpadded values (fsouza/go-dockerclient#820). The problem
-    returned never holds the text.
+    As strict as Go's ``base64.StdEncoding``, which docker/cli's
+    ``decodeAuth`` and containers/image use: a character outside the base64
+    alphabet is an error rather than skipped, spaces and tabs included; only
+    CR and LF are ignored, as Go's decoder ignores them. Missing padding is
+    repaired, since Docker for Mac wrote unpadded values
+    (fsouza/go-dockerclient#820). The problem returned never holds the text.
     """
-    compact = text.strip().replace("\r", "").replace("\n", "")
+    compact = text.replace("\r", "").replace("\n", "")
     padded = compact + "=" * (-len(compact) % 4)
     try:
         raw = base64.b64decode(padded, validate=True)
@@ -664,22 +900,105 @@ def _decode_auth(text: str) -> tuple[str, str] | str:
     return username, password.strip("\x00")
 
 
-def _slots_of(doc: _Document, order: int) -> dict[str, _Slot]:
-    """The lookup names a document answers: its keys, and the hosts of its URL keys."""
-    slots = {key: _Slot(auth, order) for key, auth in doc.auths.items()}
+def _slots_of(doc: _Document) -> dict[str, _Slot]:
+    """The lookup names a document answers: its keys, and the hosts of its URL keys.
+
+    In the legacy format every key names a registry, its path (if any)
+    ignored, as containers/image's ``normalizeAuthFileKey`` reads it.
+    """
+    slots = {key: _Slot(auth) for key, auth in doc.auths.items() if not (doc.legacy and "/" in key)}
     for key, auth in sorted(doc.auths.items()):
-        if "//" not in key:
+        if "//" not in key and not (doc.legacy and "/" in key):
             continue
         host = _url_host(key)
         if host == key:
             continue
         current = slots.get(host)
         if current is None:
-            slots[host] = _Slot(auth, order, (key,))
+            slots[host] = _Slot(auth, (key,))
         elif current.derived_from:
-            slots[host] = _Slot(current.auth, order, (*current.derived_from, key))
+            slots[host] = _Slot(current.auth, (*current.derived_from, key))
         # else: an explicit key for the host wins over URL keys.
     return slots
+
+
+def _namespace_slot(src: _Source, host: str, repository: str) -> tuple[str, str, _Slot] | None:
+    if src.legacy:
+        return None
+    segments = repository.split("/") if repository else []
+    for n in range(len(segments), 0, -1):
+        path = "/".join(segments[:n])
+        names = [f"{h}/{path}" for h in _hosts_for(host)]
+        found = _best(src, host, [name for name in names if name not in _HUB_ROOT_KEYS])
+        if found is not None and not found[2].auth.is_marker:
+            return found
+    return None
+
+
+def _host_slot(src: _Source, host: str) -> tuple[str, str, _Slot] | None:
+    if host not in DOCKER_HUB_HOSTS:
+        return _best(src, host, [host])
+    return _best(src, host, [host, *_HUB_ROOT_KEYS])
+
+
+def _best(src: _Source, host: str, names: list[str]) -> tuple[str, str, _Slot] | None:
+    """The slot among ``names``: explicit keys before derived hosts, then in the order given."""
+    ranked = [
+        ((bool(slot.derived_from), rank), name, slot)
+        for rank, name in enumerate(names)
+        if (slot := src.slots.get(name)) is not None
+    ]
+    if not ranked:
+        return None
+    _, name, slot = min(ranked, key=lambda r: r[0])
+    return host, name, slot
+
+
+def _explicit_helper(src: _Source, host: str) -> _HelperRef | None:
+    names = [host]
+    if host in DOCKER_HUB_HOSTS:
+        names += [DOCKER_HUB_SERVER_URL, *_HUB_HOST_ORDER]
+    return next((src.helpers[name] for name in names if name in src.helpers), None)
+
+
+def _server_url(host: str) -> str:
+    """What a helper is asked for ``host``: Docker Hub's login URL, as the Docker CLI asks."""
+    return DOCKER_HUB_SERVER_URL if host in DOCKER_HUB_HOSTS else host
+
+
+def _registry_of(key: str, host_only: bool) -> tuple[str, str]:
+    """(registry, namespace) a key is about; Docker Hub's names all show as ``docker.io``."""
+    if "//" in key or host_only or key in _HUB_ROOT_KEYS:
+        host, namespace = _url_host(key), ""
+    else:
+        host, _, namespace = key.partition("/")
+        if namespace and not all(namespace.split("/")):
+            return key, ""  # "quay.io/": no namespace key, and no host key either.
+    return ("docker.io" if host in DOCKER_HUB_HOSTS else host), namespace
+
+
+def _stored(registry: str, namespace: str, key: str, auth: _Auth) -> StoredCredential:
+    found = Resolution(auth.entry, auth.source, key, None, "auths")
+    return StoredCredential(registry, namespace, found, auth.problem)
+
+
+async def _asked(registry: str, found: Resolution, ask: _Ask) -> StoredCredential | None:
+    """What ``found``'s helper holds for ``registry``; None when it has nothing.
+
+    A ``credsStore`` that is not installed raises
+    :class:`~aociauth.HelperNotFoundError`: lookups skip such a store.
+    """
+    try:
+        entry = await ask(found.helper or "", registry)
+    except HelperNotFoundError as exc:
+        if found.kind == "credsStore":
+            raise
+        return StoredCredential(registry, "", found, str(exc))
+    except OCIAuthError as exc:
+        return StoredCredential(registry, "", found, str(exc))
+    if entry == ConfigEntry():
+        return None
+    return StoredCredential(registry, "", dataclasses.replace(found, entry=entry))
 
 
 def _url_host(key: str) -> str:
@@ -703,6 +1022,15 @@ def _from_slot(host: str, name: str, slot: _Slot) -> Resolution:
         raise ConfigError(slot.auth.problem, registry=host, step="config")
     key = slot.derived_from[0] if slot.derived_from else name
     return Resolution(slot.auth.entry, slot.auth.source, key, None, "auths")
+
+
+def _fields(entry: ConfigEntry) -> tuple[tuple[str, str], ...]:
+    return (
+        ("username", entry.username),
+        ("password", entry.password),
+        ("refresh token", entry.refresh_token),
+        ("access token", entry.access_token),
+    )
 
 
 def _hosts_for(host: str) -> tuple[str, ...]:

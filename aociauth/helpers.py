@@ -4,9 +4,12 @@ The protocol (docker/docker-credential-helpers): the server URL on standard
 input, a JSON object ``{"ServerURL", "Username", "Secret"}`` on standard
 output. ``Username == "<token>"`` means ``Secret`` is an identity (refresh)
 token. A non-zero exit with the output ``credentials not found in native
-keychain`` means there are no credentials, and so does
-``{"Username": "", "Secret": ""}`` (older ``docker-credential-pass`` answers an
-unknown server that way).
+keychain`` means there are no credentials, and so does an answer without both
+a username and a secret: ``{"Username": "", "Secret": ""}`` (older
+``docker-credential-pass`` answers an unknown server that way), or ``{}``
+(containers/image's test helper), since a missing field reads as empty, as
+Go's JSON decoding has it. ``list`` prints a JSON object of server URL to
+username.
 
 Bounded, unlike the original: the helper name must be a plain file name; the
 run has a timeout, after which the helper's whole process group is killed;
@@ -45,9 +48,11 @@ __all__ = [
     "MAX_HELPER_OUTPUT",
     "NOT_FOUND_MESSAGE",
     "TOKEN_USERNAME",
+    "HelperLister",
     "HelperRunner",
     "exec_helper",
     "exec_helper_with_env",
+    "list_helper_with_env",
 ]
 
 HelperRunner = Callable[[str, str], Awaitable[ConfigEntry]]
@@ -82,6 +87,9 @@ _PIPE_GRACE = 1.0
 _REAP_BOUND = 5.0
 _STDERR_KEEP_BYTES = 4096
 _STDERR_SHOWN = 1024
+# C0 controls and DEL: a credential holding one would break (or inject into)
+# the header or form it is sent in.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def exec_helper(helper_name: str, server_url: str) -> ConfigEntry:
@@ -157,13 +165,77 @@ class _HelperProcess(asyncio.SubprocessProtocol):
 async def _run_helper(
     name: str, server_url: str, env: dict[str, str] | None, time_limit: float | None
 ) -> ConfigEntry:
+    out = await _converse(name, "get", server_url, env, time_limit)
+    if out is None:
+        return ConfigEntry()
+    answer = _parse_answer(out)
+    if isinstance(answer, str):
+        _fail(name, server_url, answer)
+    return answer
+
+
+HelperLister = Callable[[str], Awaitable[dict[str, str]]]
+"""Lists what a credential helper holds: its name in, ``{server URL: username}`` out."""
+
+
+def list_helper_with_env(
+    env: Mapping[str, str] | None, *, timeout: float | None = DEFAULT_HELPER_TIMEOUT
+) -> HelperLister:
+    """A :data:`HelperLister` that runs ``docker-credential-NAME list`` with ``env``.
+
+    The protocol's ``list`` command (docker/docker-credential-helpers
+    ``client.List``) prints a JSON object mapping server URL to username.
+    ``aociauth get`` uses it to show which registries a ``credsStore`` holds
+    credentials for. ``env`` and ``timeout`` are as for
+    :func:`exec_helper_with_env`. The lister raises
+    :class:`~aociauth.HelperNotFoundError` when the helper does not exist and
+    :class:`~aociauth.HelperError` when it fails or answers something else.
+    """
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be positive, or None")
+    frozen = None if env is None else dict(env)
+
+    async def run(helper_name: str) -> dict[str, str]:
+        out = await _converse(helper_name, "list", "", frozen, timeout)
+        if out is None:
+            return {}
+        try:
+            data = json.loads(out.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            _fail(helper_name, "list", "standard output is not one JSON object of strings")
+        return data
+
+    return run
+
+
+def _fail(
+    name: str, about: str, message: str, cls: type[HelperError] = HelperError, **extra: Any
+) -> NoReturn:
+    raise cls(
+        f"credential helper {_PREFIX}{_show(name)} for {about}: {message}",
+        helper=name,
+        registry=about,
+        **extra,
+    )
+
+
+async def _converse(
+    name: str, action: str, stdin_text: str, env: dict[str, str] | None, time_limit: float | None
+) -> bytes | None:
+    """Run ``docker-credential-NAME ACTION`` with ``stdin_text`` on its standard input.
+
+    Returns its standard output, or None when it said it has no credentials
+    (a non-zero exit with :data:`NOT_FOUND_MESSAGE`). ``stdin_text`` is the
+    server URL for ``get``; messages name it (or the action) as what was asked.
+    """
+    about = stdin_text if action == "get" else action
+
     def fail(message: str, cls: type[HelperError] = HelperError, **extra: Any) -> NoReturn:
-        raise cls(
-            f"credential helper {_PREFIX}{_show(name)} for {server_url}: {message}",
-            helper=name,
-            registry=server_url,
-            **extra,
-        )
+        _fail(name, about, message, cls, **extra)
 
     if not _VALID_NAME.fullmatch(name):
         # The name comes from a configuration file; a "/" or a leading "-"
@@ -177,7 +249,7 @@ async def _run_helper(
         transport, proc = await loop.subprocess_exec(
             _HelperProcess,
             executable,
-            "get",
+            action,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -192,7 +264,7 @@ async def _run_helper(
     try:
         stdin = transport.get_pipe_transport(0)
         if isinstance(stdin, asyncio.WriteTransport):
-            stdin.write(server_url.encode("utf-8", "surrogateescape"))
+            stdin.write(stdin_text.encode("utf-8", "surrogateescape"))
             stdin.close()
         with anyio.move_on_after(time_limit) as deadline:
             await proc.until(lambda: proc.exited or proc.stdout_overflow)
@@ -216,13 +288,10 @@ async def _run_helper(
     code = transport.get_returncode()
     if code != 0:
         if NOT_FOUND_MESSAGE in (_text(proc.stdout), _text(proc.stderr)):
-            return ConfigEntry()
+            return None
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         fail(f"failed ({how})" + (f": {stderr}" if stderr else ""), stderr=stderr, exit_code=code)
-    answer = _parse_answer(bytes(proc.stdout))
-    if isinstance(answer, str):
-        fail(answer, stderr=stderr, exit_code=code)
-    return answer
+    return bytes(proc.stdout)
 
 
 async def _dispose(transport: asyncio.SubprocessTransport, proc: _HelperProcess) -> None:
@@ -252,7 +321,14 @@ def _kill_group(pid: int) -> None:
 
 
 def _parse_answer(stdout: bytes) -> ConfigEntry | str:
-    """The credentials in a helper's answer, or what is wrong with it (never its text)."""
+    """The credentials in a helper's answer, or what is wrong with it (never its text).
+
+    A missing (or null) ``Username`` or ``Secret`` reads as empty, as Go's
+    JSON decoding into docker-credential-helpers' ``Credentials`` reads it:
+    containers/image's own test helper answers ``{}`` for a server it does
+    not know. An answer without both a username and a secret is no
+    credentials. Not JSON, or a field that is not a string, is an error.
+    """
     problem = "standard output is not one JSON object"
     try:
         data = json.loads(stdout.decode("utf-8"), parse_constant=_reject_constant)
@@ -260,17 +336,21 @@ def _parse_answer(stdout: bytes) -> ConfigEntry | str:
         return problem
     if not isinstance(data, dict):
         return problem
-    username, secret = data.get("Username"), data.get("Secret")
-    if not isinstance(username, str) or not isinstance(secret, str):
-        return "the answer lacks the string fields Username and Secret"
-    if not username and not secret:
+    fields = {}
+    for name in ("Username", "Secret"):
+        value = data.get(name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            return f"the answer's {name} is not a string"
+        if _CONTROL.search(value):
+            return f"the answer's {name} holds a control character"
+        fields[name] = value
+    username, secret = fields["Username"], fields["Secret"]
+    if not username or not secret:
         return ConfigEntry()
-    if not secret:
-        return "the answer has a username but an empty Secret"
     if username == TOKEN_USERNAME:
         return ConfigEntry(refresh_token=secret)
-    if not username:
-        return "the answer has a Secret but no Username"
     return ConfigEntry(username=username, password=secret)
 
 

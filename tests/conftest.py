@@ -61,6 +61,19 @@ async def distribution_token(
         yield registry
 
 
+@pytest.fixture(autouse=True)
+def _no_system_podman_file(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process loads never read this machine's /run/containers/$UID/auth.json.
+
+    ``load_with_env`` falls back to it when ``XDG_RUNTIME_DIR`` is unset, as
+    podman does; tests that mean to read it point it at a temporary file.
+    """
+    missing = tmp_path_factory.getbasetemp() / "no-run-containers" / "{uid}" / "auth.json"
+    monkeypatch.setattr("aociauth.config._RUN_CONTAINERS_AUTH", str(missing))
+
+
 def _require_registry() -> None:
     # For a test that uses the fixtures without the ``registry`` mark.
     if find_binary() is None:

@@ -82,7 +82,14 @@ def _clean_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DOCKER_AUTH_CONFIG", "XDG_RUNTIME_DIR", "DOCKER_CONFIG")
+        if k
+        not in (
+            "DOCKER_AUTH_CONFIG",
+            "XDG_RUNTIME_DIR",
+            "DOCKER_CONFIG",
+            "REGISTRY_AUTH_FILE",
+            "XDG_CONFIG_HOME",
+        )
     }
     env["DOCKER_CONFIG"] = str(config_dir)
     env["HOME"] = str(tmp_path / "home")
@@ -210,6 +217,114 @@ async def test_get_for_an_unknown_registry_finds_nothing(stack: Stack) -> None:
     data = (await stack.run("get", "registry.invalid", "--json")).json()
     assert data["kind"] == "none"
     assert data["username"] == ""
+
+
+async def test_get_without_a_registry_lists_every_credential_in_lookup_order(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A temporary home with a podman file, docker's file and DOCKER_AUTH_CONFIG: the
+    listing is in the README table's order, masked, and says what shadows what."""
+    host = stack.registry.host
+    podman = tmp_path / "home" / ".config" / "containers"
+    podman.mkdir(parents=True)
+    (podman / "auth.json").write_text(
+        json.dumps({"auths": {"quay.io": {"auth": _auth("pod", "pod-secret")}}})
+    )
+    _write_config(
+        stack.config_dir,
+        {
+            "auths": {
+                host: {"auth": _auth("alice", PASSWORD)},
+                "quay.io/team": {"auth": _auth("teambot", "team-secret")},
+                "broken.test": {"auth": " !! "},
+            }
+        },
+    )
+    inline = json.dumps({"auths": {"ci.test": {"registrytoken": "ci-access-token"}}})
+    env = dict(stack.env, DOCKER_AUTH_CONFIG=inline)
+    run = await stack.run("get", "--json", env=env)
+    assert run.code == 0, run.err
+    data = run.json()
+    config_json = str(stack.config_dir / "config.json")
+    assert data["sources_read"] == ["DOCKER_AUTH_CONFIG", str(podman / "auth.json"), config_json]
+    rows = [
+        (c["registry"], c["namespace"], c["source"], c["key"], c["username"], c["used"])
+        for c in data["credentials"]
+    ]
+    assert rows == [
+        ("ci.test", "", "DOCKER_AUTH_CONFIG", "ci.test", "", True),
+        ("quay.io", "", str(podman / "auth.json"), "quay.io", "pod", True),
+        # An earlier source's registry key answers for every repository of quay.io.
+        ("quay.io", "team", config_json, "quay.io/team", "teambot", False),
+        # Then the file's registry keys, by name.
+        (host, "", config_json, host, "alice", True),
+        ("broken.test", "", config_json, "broken.test", "", False),
+    ]
+    by_key = {c["key"]: c for c in data["credentials"]}
+    assert by_key["ci.test"]["access_token"] == "<set>"
+    assert by_key["quay.io/team"]["used_instead"]["source"] == str(podman / "auth.json")
+    assert "invalid base64" in by_key["broken.test"]["problem"]
+    for secret in (PASSWORD, "pod-secret", "team-secret", "ci-access-token"):
+        assert secret not in run.out + run.err
+    text = await stack.run("get", env=env)
+    assert text.code == 0, text.err
+    lines = text.out.splitlines()
+    assert lines[0].split() == ["REGISTRY", "SOURCE", "WHERE", "USERNAME", "SECRETS", "STATUS"]
+    assert [line.split()[0] for line in lines[1:6]] == [
+        "ci.test",
+        "quay.io",
+        "quay.io/team",
+        host,
+        "broken.test",
+    ]
+    assert "shadowed by" in lines[3]
+    assert "unusable:" in lines[5]
+    assert lines[-1].startswith("sources read: DOCKER_AUTH_CONFIG, ")
+    assert PASSWORD not in text.out
+    shown = (await stack.run("get", "--json", "--show-secrets", env=env)).json()
+    assert {c["key"]: c["password"] for c in shown["credentials"]}[host] == PASSWORD
+
+
+async def test_get_without_a_registry_lists_a_helpers_answer(stack: Stack, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-clitest"
+    helper.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "url = sys.stdin.read()\n"
+        "answer = {'Username': 'carol', 'Secret': 'x'} if url == 'helped.test' else {}\n"
+        "print(json.dumps(answer))\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    _write_config(
+        stack.config_dir, {"credHelpers": {"helped.test": "clitest", "empty.test": "clitest"}}
+    )
+    env = dict(stack.env, PATH=f"{bin_dir}{os.pathsep}{stack.env.get('PATH', '')}")
+    data = (await stack.run("get", "--json", env=env)).json()
+    # empty.test: the helper answers {}, no credentials, so it is not listed.
+    assert [
+        (c["registry"], c["kind"], c["helper"], c["username"]) for c in data["credentials"]
+    ] == [("helped.test", "credHelpers", "clitest", "carol")]
+
+
+async def test_get_without_a_registry_escapes_what_a_terminal_would_act_on(stack: Stack) -> None:
+    _write_config(stack.config_dir, {"auths": {"evil\x1b[2J.test": {"username": "u\u202eu"}}})
+    run = await stack.run("get")
+    assert run.code == 0, run.err
+    assert "\x1b" not in run.out
+    assert "\u202e" not in run.out
+    assert "evil\\x1b[2J.test" in run.out
+
+
+async def test_get_without_a_registry_and_nothing_configured(stack: Stack) -> None:
+    (stack.config_dir / "config.json").unlink()
+    run = await stack.run("get")
+    assert run.code == 0, run.err
+    assert "no credentials found" in run.out
+    assert (await stack.run("get", "--json")).json()["credentials"] == []
+    usage = await stack.run("get", "--repository", "team/app")
+    assert usage.code == 2
 
 
 async def test_invalid_config_is_exit_3_in_one_line_and_debug_shows_the_traceback(

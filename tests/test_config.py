@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from aociauth.config import (
     load_with_env,
 )
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
+from aociauth.flow import basic_authorization
 from aociauth.helpers import HelperRunner
 
 
@@ -53,13 +56,15 @@ async def go_helper(helper_name: str, server_url: str) -> ConfigEntry:
 class Recorder:
     """A runner that records what it was asked and answers from a table."""
 
-    def __init__(self, answers: dict[str, ConfigEntry] | None = None) -> None:
+    def __init__(self, answers: dict[str | tuple[str, str], ConfigEntry] | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
         self.answers = answers or {}
 
     async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        """The answer for (helper, server URL), or else for the server URL, or else none."""
         self.calls.append((helper_name, server_url))
-        return self.answers.get(server_url, ConfigEntry())
+        found = self.answers.get((helper_name, server_url))
+        return found if found is not None else self.answers.get(server_url, ConfigEntry())
 
 
 def write_config(directory: Path, content: str | bytes, name: str = "config.json") -> Path:
@@ -95,10 +100,12 @@ async def test_load_with_no_config() -> None:
     assert c.sources == ()
 
 
+# In precedence order. The original reads config.json before podman's
+# auth.json; containers/image reads auth.json first, and so does aociauth now.
 LOCATIONS = [
     ("inline-docker-auth-env.example.com", "DOCKER_AUTH_CONFIG", None, None),
-    ("default-dockerconfig.example.com", "HOME", "home", ".docker/config.json"),
     ("runtime-containers-auth.example.com", "XDG_RUNTIME_DIR", "xdg", "containers/auth.json"),
+    ("default-dockerconfig.example.com", "HOME", "home", ".docker/config.json"),
 ]
 
 
@@ -347,7 +354,7 @@ MERGE_CASES = [
     pytest.param(
         {},
         {},
-        {"foo": None, "bar": None, "store": None},
+        {"foo": None, "bar": None, "store": ()},
         id="zero",
     ),
     pytest.param(
@@ -357,7 +364,7 @@ MERGE_CASES = [
             "credsStore": "cat",
         },
         {},
-        {"foo": "hello", "bar": "echo", "store": "cat"},
+        {"foo": "hello", "bar": "echo", "store": ("cat",)},
         id="set on empty",
     ),
     pytest.param(
@@ -371,7 +378,7 @@ MERGE_CASES = [
             "credHelpers": {"bar": "lorem"},
             "credsStore": "yes",
         },
-        {"foo": "other", "bar": "lorem", "store": "yes"},
+        {"foo": "other", "bar": "lorem", "store": ("yes", "cat")},
         id="keep original",
     ),
     pytest.param(
@@ -381,7 +388,7 @@ MERGE_CASES = [
             "credsStore": "cat",
         },
         {"auths": {"moo": {"identitytoken": "cool"}}, "credHelpers": {"doo": "ipsum"}},
-        {"foo": "hello", "moo": "cool", "bar": "echo", "doo": "ipsum", "store": "cat"},
+        {"foo": "hello", "moo": "cool", "bar": "echo", "doo": "ipsum", "store": ("cat",)},
         id="merge",
     ),
 ]
@@ -392,9 +399,14 @@ async def test_config_data_merge_into(
     tmp_path: Path,
     later: dict[str, object],
     earlier: dict[str, object],
-    want: dict[str, str | None],
+    want: dict[str, str | tuple[str, ...] | None],
 ) -> None:
-    """Go's mergeInto: an earlier source keeps its keys; the first credsStore wins."""
+    """Go's mergeInto, source by source: an earlier source's keys win.
+
+    The original keeps only the first credsStore; here each source's store is
+    asked in turn, and a store that has nothing (here: is not installed)
+    passes the question on to the next source.
+    """
     write_config(tmp_path / "docker", json.dumps(later))
     env = {"DOCKER_CONFIG": str(tmp_path / "docker"), "DOCKER_AUTH_CONFIG": json.dumps(earlier)}
     calls: list[tuple[str, str]] = []
@@ -409,9 +421,9 @@ async def test_config_data_merge_into(
     c = load_with_env(runner, env)
     for host, value in want.items():
         calls.clear()
-        if host == "store":
+        if isinstance(value, tuple):
             await c.resolve("unlisted.test")
-            assert calls == ([(value, "unlisted.test")] if value else [])
+            assert calls == [(store, "unlisted.test") for store in value]
             continue
         resolution = await c.resolve(host)
         if value is None:
@@ -548,7 +560,8 @@ async def test_null_values_count_as_absent() -> None:
         (b64("alice:pw"), ConfigEntry(username="alice", password="pw")),
         ("YWxpY2U6cHc", ConfigEntry(username="alice", password="pw")),  # unpadded (Docker for Mac)
         ("YWxpY2U6cHc=", ConfigEntry(username="alice", password="pw")),
-        (" " + b64("alice:pw") + "\n", ConfigEntry(username="alice", password="pw")),
+        (b64("alice:pw") + "\r\n", ConfigEntry(username="alice", password="pw")),
+        ("YWxp\nY2U6\r\ncHc=\n", ConfigEntry(username="alice", password="pw")),  # wrapped
         (b64("alice:pw\x00\x00"), ConfigEntry(username="alice", password="pw")),
         (b64("alice:p:w"), ConfigEntry(username="alice", password="p:w")),
         (b64("alice:"), ConfigEntry(username="alice")),
@@ -564,6 +577,11 @@ async def test_auth_field_decodes(auth: str, expected: ConfigEntry) -> None:
     [
         ("dXNlcjpwYXNz!!", "invalid base64"),  # Python's lenient decoder would give user:pass
         ("dXNlcjp wYXNz", "invalid base64"),
+        # Go's decoder ignores CR and LF only: docker/cli, containers/image and
+        # the original all refuse these.
+        (" dXNlcjpwYXNz ", "invalid base64"),
+        ("\tdXNlcjpwYXNz", "invalid base64"),
+        ("dXNlcjpwYXNz\v", "invalid base64"),
         ("dXNl-cjpwYXNz", "invalid base64"),  # URL-safe alphabet
         ("YWxpY2U6cHc==YQ==", "invalid base64"),  # data after the padding
         ("Y", "invalid base64"),
@@ -953,16 +971,21 @@ async def test_namespaces_lists_paths_longest_first() -> None:
     assert c.namespaces("ghcr.io") == ()
 
 
-async def test_namespace_keys_are_per_key_across_sources(tmp_path: Path) -> None:
-    """Keys merge per key: a later source's namespace key still beats an earlier host key."""
+async def test_an_earlier_sources_host_key_beats_a_later_namespace_key(tmp_path: Path) -> None:
+    """Source by source, as containers/image goes through its files: whatever the
+    earlier source says about the registry is used before a later source's keys."""
     write_config(tmp_path / "docker", json.dumps({"auths": {"quay.io/team": {"username": "team"}}}))
     env = {
         "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"quay.io": {"username": "host"}}}),
         "DOCKER_CONFIG": str(tmp_path / "docker"),
     }
     c = load_with_env(no_runner, env)
-    assert (await c.entry_for_repository("quay.io", "team/app")).username == "team"
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "host"
     assert (await c.entry_for_registry("quay.io")).username == "host"
+    # The later key counts where no earlier source has anything to say.
+    del env["DOCKER_AUTH_CONFIG"]
+    c = load_with_env(no_runner, env)
+    assert (await c.entry_for_repository("quay.io", "team/app")).username == "team"
 
 
 # -- Resolution, ConfigEntry, ConfigFile -----------------------------------------------
@@ -978,18 +1001,28 @@ async def test_resolution_says_where_the_answer_came_from(tmp_path: Path) -> Non
             }
         ),
     )
-    runner = Recorder({"h.test": ConfigEntry(username="hu", password="hp")})
+    runner = Recorder({("pass", "h.test"): ConfigEntry(username="hu", password="hp")})
     env = {
         "DOCKER_CONFIG": str(tmp_path / "docker"),
         "DOCKER_AUTH_CONFIG": '{"credsStore": "desktop"}',
     }
     c = load_with_env(runner, env)
+    # The inline store has nothing for r.test: the next source answers.
     assert await c.resolve("r.test") == Resolution(
+        ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
+    )
+    # Nobody has anything: the first source that said so is named.
+    assert await c.resolve("none.test") == Resolution(
         ConfigEntry(), "DOCKER_AUTH_CONFIG", None, "desktop", "credsStore"
     )
+    # h.test: the inline store first (nothing), then the file's helper.
+    runner.calls.clear()
     assert await c.resolve("h.test") == Resolution(
         ConfigEntry(username="hu", password="hp"), str(path), "h.test", "pass", "credHelpers"
     )
+    assert runner.calls == [("desktop", "h.test"), ("pass", "h.test")]
+    assert (await c.resolve("h.test")).helpers_asked == ("desktop", "pass")
+    assert (await c.resolve("none.test")).helpers_asked == ("desktop",)
     c = load_with_env(runner, {"DOCKER_CONFIG": str(tmp_path / "docker")})
     assert await c.resolve("r.test") == Resolution(
         ConfigEntry(username="u", password="p"), str(path), "https://r.test/v1/", None, "auths"
@@ -1308,3 +1341,503 @@ def test_any_document_loads_or_fails_cleanly_and_shows_no_secret(
 def test_any_inline_text_loads_or_raises_config_error(text: str) -> None:
     with contextlib.suppress(ConfigError):
         load_with_env(no_runner, {"DOCKER_AUTH_CONFIG": text})
+
+
+# -- the README's precedence table, against the code -------------------------------------
+
+README = Path(__file__).parent.parent / "README.md"
+README_VARIABLES = (
+    "DOCKER_AUTH_CONFIG",
+    "REGISTRY_AUTH_FILE",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "DOCKER_CONFIG",
+)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    order: int
+    source: str
+    conditions: tuple[tuple[str, bool], ...]  # (variable, set?)
+    steps: tuple[str, ...]
+
+
+def readme_table() -> list[TableRow]:
+    """The rows of the precedence table in the README's "How credentials are found"."""
+    section = README.read_text().split("## How credentials are found", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].isdigit():
+            continue
+        conditions = tuple(
+            (name, state == "set") for name, state in re.findall(r"`(\w+)` (set|unset)", cells[2])
+        )
+        assert conditions or cells[2] == "always", cells[2]
+        rows.append(
+            TableRow(
+                int(cells[0]),
+                cells[1].strip("`"),
+                conditions,
+                tuple(re.findall(r"`([^`]+)`", cells[3])),
+            )
+        )
+    assert rows, "no precedence table in the README"
+    return rows
+
+
+class Home:
+    """A temporary home where every source of the table can be made."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.run = root / "run" / "containers"
+        # /run/containers/$UID is the system's; the tests use a stand-in.
+        monkeypatch.setattr(
+            "aociauth.config._RUN_CONTAINERS_AUTH", str(self.run / "{uid}" / "auth.json")
+        )
+        self.values = {
+            "HOME": str(root / "home"),
+            "REGISTRY_AUTH_FILE": str(root / "registry-auth.json"),
+            "XDG_RUNTIME_DIR": str(root / "xdg-runtime"),
+            "XDG_CONFIG_HOME": str(root / "xdg-config"),
+            "DOCKER_CONFIG": str(root / "docker-config"),
+        }
+
+    def env(self, set_vars: set[str], inline: str = "") -> dict[str, str]:
+        env = {"HOME": self.values["HOME"]}
+        env.update({k: v for k, v in self.values.items() if k in set_vars})
+        if "DOCKER_AUTH_CONFIG" in set_vars:
+            env["DOCKER_AUTH_CONFIG"] = inline
+        return env
+
+    def path(self, source: str) -> str:
+        """A file row's source, as a path in this home."""
+        if source.startswith("/run/containers/$UID/"):
+            return str(self.run / str(os.getuid()) / source.split("/", 4)[4])
+        if source.startswith("~/"):
+            return os.path.join(self.values["HOME"], source[2:])
+        if source == "$REGISTRY_AUTH_FILE":
+            return self.values["REGISTRY_AUTH_FILE"]
+        variable, _, rest = source[1:].partition("/")
+        return os.path.join(self.values[variable], rest)
+
+    def write(self, source: str, document: object) -> None:
+        path = Path(self.path(source))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+
+
+def doc_for(row: TableRow, auths: dict[str, object], **more: object) -> dict[str, object]:
+    """A document in the row's format: legacy files are the auths map itself."""
+    if row.source == "~/.dockercfg":
+        return dict(auths)
+    return {"auths": auths, **more}
+
+
+def expected_chain(rows: list[TableRow], set_vars: set[str]) -> list[TableRow]:
+    held = [r for r in rows if all((name in set_vars) == want for name, want in r.conditions)]
+    return sorted(held, key=lambda r: r.order)
+
+
+COMBINATIONS = [
+    {v for v, on in zip(README_VARIABLES, bits, strict=True) if on}
+    for bits in itertools.product([False, True], repeat=len(README_VARIABLES))
+]
+
+
+def test_the_readme_table_names_every_source_once_per_combination() -> None:
+    rows = readme_table()
+    for set_vars in COMBINATIONS:
+        orders = [r.order for r in expected_chain(rows, set_vars)]
+        inline = [1] if "DOCKER_AUTH_CONFIG" in set_vars else []
+        assert orders == [*inline, 2, 3, 4, 5], (set_vars, orders)
+
+
+@pytest.mark.parametrize(
+    "set_vars", COMBINATIONS, ids=lambda s: "+".join(sorted(s)) or "nothing-set"
+)
+async def test_sources_are_read_and_asked_in_the_readme_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, set_vars: set[str]
+) -> None:
+    """Every file of the table exists, each holding credentials for r.test that
+    name its row: the files read are the table's, in its order, and lookups
+    answer from the first, then (once it is gone) from the next."""
+    rows = readme_table()
+    home = Home(tmp_path, monkeypatch)
+    for row in rows:
+        if row.source != "DOCKER_AUTH_CONFIG":
+            home.write(row.source, doc_for(row, {"r.test": {"username": row.source}}))
+    inline = json.dumps({"auths": {"r.test": {"username": "DOCKER_AUTH_CONFIG"}}})
+    chain = expected_chain(rows, set_vars)
+    c = load_with_env(no_runner, home.env(set_vars, inline))
+    assert c.sources == tuple(
+        r.source if r.source == "DOCKER_AUTH_CONFIG" else home.path(r.source) for r in chain
+    )
+    for row in chain:
+        c = load_with_env(no_runner, home.env(set_vars, inline))
+        resolution = await c.resolve("r.test")
+        assert resolution.entry.username == row.source
+        if row.source == "DOCKER_AUTH_CONFIG":
+            set_vars = set_vars - {"DOCKER_AUTH_CONFIG"}
+        else:
+            os.unlink(home.path(row.source))
+    c = load_with_env(no_runner, home.env(set_vars, inline))
+    assert await c.resolve("r.test") == Resolution(ConfigEntry())
+
+
+STEP_DOCUMENTS: dict[str, dict[str, object]] = {
+    "auths[host/namespace]": {"auths": {"r.test/team": {"username": "auths[host/namespace]"}}},
+    "credHelpers[host]": {"credHelpers": {"r.test": "explicit"}},
+    "credsStore": {"credsStore": "store"},
+    "auths[host]": {"auths": {"r.test": {"username": "auths[host]"}}},
+}
+
+
+async def step_runner(helper_name: str, server_url: str) -> ConfigEntry:
+    names = {"explicit": "credHelpers[host]", "store": "credsStore"}
+    return ConfigEntry(username=names[helper_name], password="p")
+
+
+@pytest.mark.parametrize("row", readme_table(), ids=lambda r: r.source)
+async def test_each_source_asks_in_the_readme_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, row: TableRow
+) -> None:
+    """Within one source, the steps of the row's "asks" column answer in that order:
+    each, once removed, leaves the answer to the next."""
+    home = Home(tmp_path, monkeypatch)
+    set_vars = {name for name, want in row.conditions if want}
+    for steps_left in range(len(row.steps), -1, -1):
+        steps = row.steps[len(row.steps) - steps_left :]
+        merged: dict[str, object] = {}
+        for step in steps:
+            for part, value in STEP_DOCUMENTS[step].items():
+                if isinstance(value, dict):
+                    merged.setdefault(part, {}).update(value)  # type: ignore[attr-defined]
+                else:
+                    merged[part] = value
+        if row.source == "DOCKER_AUTH_CONFIG":
+            env = home.env(set_vars | {"DOCKER_AUTH_CONFIG"}, json.dumps(merged))
+        else:
+            more = {k: v for k, v in merged.items() if k != "auths"}
+            auths = merged.get("auths", {})
+            assert isinstance(auths, dict)
+            home.write(row.source, doc_for(row, auths, **more))
+            env = home.env(set_vars)
+        c = load_with_env(step_runner, env)
+        assert c.sources[0] == (
+            row.source if row.source == "DOCKER_AUTH_CONFIG" else home.path(row.source)
+        )
+        entry = await c.entry_for_repository("r.test", "team/app")
+        assert entry.username == (steps[0] if steps else "")
+
+
+async def test_a_legacy_key_with_a_path_is_a_registry_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """containers/image reads every ~/.dockercfg key as a registry (normalizeAuthFileKey)."""
+    home = Home(tmp_path, monkeypatch)
+    home.write("~/.dockercfg", {"https://r.test/v1/": {"auth": b64("old:pw")}})
+    c = load_with_env(no_runner, home.env(set()))
+    assert await c.entry_for_repository("r.test", "any/app") == ConfigEntry(
+        username="old", password="pw"
+    )
+    home.write("~/.dockercfg", {"q.test/team": {"auth": b64("team:pw")}})
+    c = load_with_env(no_runner, home.env(set()))
+    assert (await c.entry_for_registry("q.test")).username == "team"
+    assert c.namespaces("q.test") == ()
+    home.write("~/.dockercfg", {"credsStore": "desktop", "r.test": {"username": "u"}})
+    c = load_with_env(no_runner, home.env(set()))
+    # No helpers in the legacy format: "credsStore" is a registry name there.
+    assert (await c.entry_for_registry("r.test")).username == "u"
+
+
+async def test_registry_auth_file_stands_in_for_the_primary_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path, monkeypatch)
+    for source in (
+        "$REGISTRY_AUTH_FILE",
+        "$XDG_RUNTIME_DIR/containers/auth.json",
+        "~/.config/containers/auth.json",
+    ):
+        home.write(source, {"auths": {"r.test": {"username": source}}})
+    c = load_with_env(no_runner, home.env({"REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"}))
+    assert c.sources == (
+        home.path("$REGISTRY_AUTH_FILE"),
+        home.path("~/.config/containers/auth.json"),
+    )
+    # Pointed at a file the chain reads anyway, it is read once, in its first place.
+    env = home.env({"XDG_RUNTIME_DIR"})
+    env["REGISTRY_AUTH_FILE"] = home.path("~/.config/containers/auth.json")
+    assert load_with_env(no_runner, env).sources == (home.path("~/.config/containers/auth.json"),)
+
+
+async def test_docker_auth_config_wins_over_the_files_creds_store(tmp_path: Path) -> None:
+    """The GitLab runner case: config.json names Docker Desktop's store, which has
+    nothing for the registry; the environment's credentials are used, unasked."""
+    write_config(tmp_path / "docker", json.dumps({"credsStore": "desktop"}))
+    runner = Recorder({("desktop", "other.test"): ConfigEntry(username="d", password="p")})
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"ci.test": {"auth": b64("ci:token")}}}),
+    }
+    c = load_with_env(runner, env)
+    assert await c.resolve("ci.test") == Resolution(
+        ConfigEntry(username="ci", password="token"), "DOCKER_AUTH_CONFIG", "ci.test", None, "auths"
+    )
+    assert runner.calls == []
+    # Registries the environment does not know still go to the file's store.
+    assert (await c.entry_for_registry("other.test")).username == "d"
+    assert runner.calls == [("desktop", "other.test")]
+
+
+async def test_an_error_in_an_earlier_source_ends_the_lookup(tmp_path: Path) -> None:
+    write_config(tmp_path / "docker", json.dumps({"auths": {"r.test": {"username": "later"}}}))
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_AUTH_CONFIG": json.dumps({"auths": {"r.test": {"auth": "!!"}}}),
+    }
+    with pytest.raises(ConfigError, match="DOCKER_AUTH_CONFIG"):
+        await load_with_env(no_runner, env).entry_for_registry("r.test")
+
+
+# -- hostile entry fields: control characters --------------------------------------------
+
+CONTROL_CHARACTERS = ["\r", "\n", "\r\n", "\x00", "\x01", "\t", "\x1b", "\x1f", "\x7f"]
+CANARY = "QX7CANARY"
+
+
+def hostile_entry(field: str, char: str) -> dict[str, str]:
+    value = f"{CANARY}{char}tail"
+    if field == "auth-username":
+        return {"auth": b64(f"{value}:pw")}
+    if field == "auth-password":
+        return {"auth": b64(f"alice:{value}")}
+    if field in ("username", "password"):
+        return {"username": "alice", "password": "pw", field: value}
+    return {field: value}
+
+
+@pytest.mark.parametrize("char", CONTROL_CHARACTERS, ids=repr)
+@pytest.mark.parametrize(
+    "field",
+    ["registrytoken", "identitytoken", "username", "password", "auth-username", "auth-password"],
+)
+async def test_control_characters_in_an_entry_are_refused_naming_file_and_key(
+    tmp_path: Path, field: str, char: str
+) -> None:
+    c = load_text(
+        tmp_path,
+        json.dumps(
+            {"auths": {"bad.test": hostile_entry(field, char), "ok.test": {"username": "u"}}}
+        ),
+    )
+    with pytest.raises(ConfigError) as info:
+        await c.entry_for_registry("bad.test")
+    message = str(info.value)
+    assert '"bad.test"' in message
+    assert str(tmp_path / "docker" / "config.json") in message
+    assert "control character" in message
+    assert CANARY not in _every_message(info.value)
+    assert (await c.entry_for_registry("ok.test")).username == "u"
+
+
+async def test_trailing_nuls_of_an_auth_password_are_still_trimmed() -> None:
+    # docker/cli's decodeAuth trims them; that is not a NUL sent anywhere.
+    c = from_auths({"r.test": {"auth": b64("alice:pw\x00")}})
+    assert await c.entry_for_registry("r.test") == ConfigEntry(username="alice", password="pw")
+
+
+@pytest.mark.parametrize("char", ["\r\n", "\x00", "\x7f"], ids=repr)
+async def test_a_runner_answer_with_control_characters_is_refused(char: str) -> None:
+    runner = Recorder({"r.test": ConfigEntry(refresh_token=f"{CANARY}{char}x")})
+    c = ConfigFile.from_dict({"credsStore": "vault"}, runner=runner)
+    with pytest.raises(HelperError, match="control character") as info:
+        await c.entry_for_registry("r.test")
+    assert CANARY not in _every_message(info.value)
+
+
+async def test_a_hostile_registrytoken_never_reaches_aiohttp() -> None:
+    """Before, CR/LF in registrytoken failed inside aiohttp with a ValueError as the
+    header was written; now the lookup fails first, with our error, and the
+    registry never sees the token."""
+    from aiohttp import web
+    from hardening import bounded, client, scripted
+
+    from aociauth import CredentialLookupError
+
+    async def registry(req: web.Request) -> web.StreamResponse:
+        challenge = 'Bearer realm="http://127.0.0.1:1/token",service="s"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    async with scripted(registry) as reg:
+        token = f"{CANARY}\r\nX-Injected: yes"
+        config = ConfigFile.from_dict(
+            {"auths": {f"127.0.0.1:{reg.port}": {"registrytoken": token}}}
+        )
+        async with client(config) as (_, session):
+            with pytest.raises(CredentialLookupError) as info:
+                await bounded(session.get(reg.url("/v2/team/app/manifests/v1")))
+    assert isinstance(info.value.__cause__, ConfigError)
+    assert "control character" in str(info.value.__cause__)
+    assert CANARY not in _every_message(info.value)
+    for seen in reg.seen:
+        assert not seen.header("X-Injected")
+        assert CANARY not in seen.text()
+
+
+# Text that reaches every corner: control characters, lone surrogates, non-ASCII,
+# the base64 alphabet and its padding.
+hostile_text = st.text(
+    alphabet=st.sampled_from(
+        ["\r", "\n", "\x00", "\t", "\x7f", "\x1b", " ", ":", "=", "/", "+", "a", "Z", "0", "é"]
+    )
+    | st.characters(),
+    max_size=12,
+)
+field_values = (
+    hostile_text
+    | hostile_text.map(lambda t: b64(t.encode("utf-8", "surrogatepass")))
+    | st.binary(max_size=12).map(b64)
+    | json_value
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["username", "password", "auth", "identitytoken", "registrytoken", "email"]
+        ),
+        field_values,
+        max_size=5,
+    ),
+    key=keys_st,
+    host=hosts_st,
+    repository=st.sampled_from(["", "team", "team/app"]),
+    inline=st.booleans(),
+)
+def test_hostile_entry_fields_raise_only_our_errors(
+    fields: dict[str, object], key: str, host: str, repository: str, inline: bool
+) -> None:
+    """Whatever the fields of an entry, loading and looking up raise only
+    OCIAuthError subclasses (never ValueError, TypeError, UnicodeError or
+    IndexError), and what they return can be sent: no control characters, and
+    a Basic header can be built from it."""
+    document = {"auths": {key: fields}}
+    if inline:
+        # surrogatepass: JSON may carry lone surrogates, as \\ud800 escapes.
+        env = {"DOCKER_AUTH_CONFIG": json.dumps(document)}
+        loader = lambda: load_with_env(no_runner, env)  # noqa: E731
+    else:
+        loader = lambda: ConfigFile.from_dict(document, runner=no_runner)  # noqa: E731
+
+    async def lookups(config: ConfigFile) -> None:
+        for call in (
+            lambda: config.resolve(host, repository),
+            lambda: config.entry_for_registry(host),
+        ):
+            try:
+                result = await call()
+            except OCIAuthError:
+                continue
+            entry = result if isinstance(result, ConfigEntry) else result.entry
+            for value in (entry.username, entry.password, entry.refresh_token, entry.access_token):
+                assert not re.search(r"[\x00-\x1f\x7f]", value)
+                value.encode("utf-8")
+            if entry.username:
+                basic_authorization(entry.username, entry.password)
+        config.namespaces(host)
+
+    try:
+        config = loader()
+    except OCIAuthError:
+        return
+    asyncio.run(lookups(config))
+
+
+# -- listing what the configuration holds --------------------------------------------------
+
+
+async def test_stored_credentials_in_lookup_order_with_what_shadows_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path, monkeypatch)
+    home.write(
+        "~/.docker/config.json",
+        {
+            "auths": {
+                DOCKER_HUB_SERVER_URL: {},  # docker login's marker: the store has it
+                "r.test": {"username": "file-r"},
+                "q.test/team/app": {"username": "deep"},
+                "q.test/team": {"username": "team"},
+            },
+            "credHelpers": {"h.test": "explicit", "odd.test": 5, "empty.test": "explicit"},
+            "credsStore": "store",
+        },
+    )
+    home.write(
+        "~/.dockercfg",
+        {
+            "https://old.test/v1/": {"auth": b64("old:pw")},
+            "https://amb.test/1": {"username": "a1"},
+            "https://amb.test/2": {"username": "a2"},
+        },
+    )
+    inline = json.dumps({"auths": {"r.test": {"username": "inline-r"}}})
+    runner = Recorder(
+        {
+            ("explicit", "h.test"): ConfigEntry(username="helper-h", password="p"),
+            ("store", DOCKER_HUB_SERVER_URL): ConfigEntry(username="hub", password="p"),
+        }
+    )
+    c = load_with_env(runner, home.env({"DOCKER_AUTH_CONFIG"}, inline))
+    listing = await c.stored_credentials()
+    config_json = home.path("~/.docker/config.json")
+    legacy = home.path("~/.dockercfg")
+    shown = [
+        (
+            p.registry,
+            p.namespace,
+            p.found.source,
+            p.found.key or p.found.helper,
+            p.found.entry.username,
+            "problem" if p.problem else "shadowed" if p.used_instead else "used",
+        )
+        for p in listing
+    ]
+    assert shown == [
+        ("r.test", "", "DOCKER_AUTH_CONFIG", "r.test", "inline-r", "used"),
+        ("q.test", "team/app", config_json, "q.test/team/app", "deep", "used"),
+        ("q.test", "team", config_json, "q.test/team", "team", "used"),
+        ("h.test", "", config_json, "h.test", "helper-h", "used"),
+        ("odd.test", "", config_json, "odd.test", "", "problem"),
+        # The store has no list here (a custom runner): docker login's marker names Hub.
+        ("docker.io", "", config_json, "store", "hub", "used"),
+        # The store answers r.test (with nothing) before this source's auths entry.
+        ("r.test", "", config_json, "r.test", "file-r", "shadowed"),
+        # Two URL keys for one host: neither can be used.
+        ("amb.test", "", legacy, "https://amb.test/1", "a1", "problem"),
+        ("amb.test", "", legacy, "https://amb.test/2", "a2", "problem"),
+        ("old.test", "", legacy, "https://old.test/v1/", "old", "used"),
+    ]
+    # empty.test's helper has nothing: not listed. Each question was asked once.
+    assert ("explicit", "empty.test") in runner.calls
+    assert len(runner.calls) == len(set(runner.calls))
+    shadowed = listing[6].used_instead
+    assert shadowed is not None
+    assert (shadowed.source, shadowed.kind) == ("DOCKER_AUTH_CONFIG", "auths")
+
+
+async def test_a_store_that_is_not_installed_is_not_listed() -> None:
+    async def missing(helper_name: str, server_url: str) -> ConfigEntry:
+        raise HelperNotFoundError("not installed", helper=helper_name)
+
+    c = ConfigFile.from_dict(
+        {"credsStore": "desktop", "auths": {"r.test": {"username": "u"}, "m.test": {}}},
+        runner=missing,
+    )
+    [place] = await c.stored_credentials()
+    assert (place.registry, place.found.kind, place.used_instead) == ("r.test", "auths", None)

@@ -8,6 +8,7 @@ user's ``docker login`` with ``"credsStore": "pass"`` would leave them.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from aociauth.config import DOCKER_HUB_SERVER_URL, ConfigEntry, ConfigFile, load_with_env
+from aociauth.config import (
+    DOCKER_HUB_SERVER_URL,
+    ConfigEntry,
+    ConfigFile,
+    Resolution,
+    load_with_env,
+)
 from aociauth.helpers import exec_helper_with_env
 
 pytestmark = pytest.mark.helper_pass
@@ -77,11 +84,11 @@ class PassStore:
         credential = {"ServerURL": server_url, "Username": username, "Secret": secret}
         self.run("docker-credential-pass", "store", stdin=json.dumps(credential))
 
-    def config(self, name: str, document: dict[str, object]) -> ConfigFile:
+    def config(self, name: str, document: dict[str, object], **env: str) -> ConfigFile:
         directory = self.root / name
         directory.mkdir(exist_ok=True)
         (directory / "config.json").write_text(json.dumps(document))
-        return load_with_env(env={**self.env, "DOCKER_CONFIG": str(directory)})
+        return load_with_env(env={**self.env, "DOCKER_CONFIG": str(directory), **env})
 
     def close(self) -> None:
         subprocess.run(
@@ -160,3 +167,106 @@ async def test_a_token_stored_by_the_real_helper(store: PassStore) -> None:
 async def test_the_runner_directly(store: PassStore) -> None:
     run = exec_helper_with_env(store.env)
     assert await run("pass", "reg.example.test") == ConfigEntry(username="alice", password="s3cret")
+
+
+def _auth(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_docker_auth_config_wins_over_the_real_store(store: PassStore) -> None:
+    """A CI job's DOCKER_AUTH_CONFIG on a machine whose config.json names a store:
+    the environment answers for its registries (docker/cli asks it first), the
+    store for the others."""
+    inline = json.dumps({"auths": {"reg.example.test": {"auth": _auth("ci", "ci-token")}}})
+    c = store.config("store", {"credsStore": "pass"}, DOCKER_AUTH_CONFIG=inline)
+    assert await c.resolve("reg.example.test") == Resolution(
+        ConfigEntry(username="ci", password="ci-token"),
+        "DOCKER_AUTH_CONFIG",
+        "reg.example.test",
+        None,
+        "auths",
+    )
+    hub = await c.resolve("docker.io")
+    assert (hub.entry.username, hub.kind, hub.helper) == ("hubuser", "credsStore", "pass")
+
+
+async def test_the_real_stores_not_found_passes_the_question_on(store: PassStore) -> None:
+    """The store in an earlier source has nothing for the registry: a later source answers."""
+    inline = json.dumps({"credsStore": "pass"})
+    c = store.config(
+        "later",
+        {"auths": {"unknown.example.test": {"auth": _auth("file", "pw")}}},
+        DOCKER_AUTH_CONFIG=inline,
+    )
+    resolution = await c.resolve("unknown.example.test")
+    assert resolution.entry == ConfigEntry(username="file", password="pw")
+    assert resolution.source == str(store.root / "later" / "config.json")
+
+
+async def test_listing_what_the_real_store_holds(store: PassStore) -> None:
+    """``docker-credential-pass list`` names the servers; each is asked once and shown."""
+    c = store.config(
+        "store",
+        {"credsStore": "pass", "auths": {"reg.example.test": {}, "plain.test": {"username": "p"}}},
+    )
+    listing = await c.stored_credentials()
+    source = str(store.root / "store" / "config.json")
+    shown = [
+        (p.registry, p.found.kind, p.found.helper, p.found.source, p.found.entry, p.used_instead)
+        for p in listing
+    ]
+    assert shown[:3] == [
+        (
+            "acr.example.test",
+            "credsStore",
+            "pass",
+            source,
+            ConfigEntry(refresh_token="identity-token"),
+            None,
+        ),
+        (
+            "docker.io",
+            "credsStore",
+            "pass",
+            source,
+            ConfigEntry(username="hubuser", password="hub-s3cret"),
+            None,
+        ),
+        (
+            "reg.example.test",
+            "credsStore",
+            "pass",
+            source,
+            ConfigEntry(username="alice", password="s3cret"),
+            None,
+        ),
+    ]
+    # The file's own entry is never used: the store answers (with nothing) first.
+    [plain] = listing[3:]
+    assert (plain.registry, plain.found.kind, plain.found.key) == (
+        "plain.test",
+        "auths",
+        "plain.test",
+    )
+    assert plain.used_instead is not None
+    assert (plain.used_instead.kind, plain.used_instead.helper) == ("credsStore", "pass")
+
+
+async def test_podmans_file_and_its_helper_come_before_dockers_file(store: PassStore) -> None:
+    """$XDG_RUNTIME_DIR/containers/auth.json names the real helper for the registry;
+    docker's config.json has other credentials for it: podman's file answers first,
+    as containers/image reads it first."""
+    runtime = store.root / "runtime"
+    (runtime / "containers").mkdir(parents=True, exist_ok=True)
+    (runtime / "containers" / "auth.json").write_text(
+        json.dumps({"credHelpers": {"reg.example.test": "pass"}})
+    )
+    c = store.config(
+        "docker-after-podman",
+        {"auths": {"reg.example.test": {"auth": _auth("docker", "pw")}}},
+        XDG_RUNTIME_DIR=str(runtime),
+    )
+    resolution = await c.resolve("reg.example.test")
+    assert resolution.entry == ConfigEntry(username="alice", password="s3cret")
+    assert resolution.source == str(runtime / "containers" / "auth.json")
+    assert (resolution.kind, resolution.helper) == ("credHelpers", "pass")

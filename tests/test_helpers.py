@@ -26,6 +26,7 @@ from aociauth.helpers import (
     MAX_HELPER_OUTPUT,
     exec_helper,
     exec_helper_with_env,
+    list_helper_with_env,
 )
 
 FAKE = Path(__file__).parent / "helpers_fake" / "fake_helper.py"
@@ -142,6 +143,60 @@ async def test_no_credentials(fakes: Fakes, server: str) -> None:
     assert await exec_helper_with_env(fakes.env)("fake", server) == ConfigEntry()
 
 
+@pytest.mark.parametrize(
+    "server",
+    [
+        "braces.test",
+        "server-only.test",
+        "null-fields.test",
+        "username-only.test",
+        "secret-only.test",
+        "empty-secret.test",
+    ],
+)
+async def test_missing_fields_read_as_empty_and_mean_no_credentials(
+    fakes: Fakes, server: str
+) -> None:
+    """Go decodes an absent ``Username``/``Secret`` as "" (docker-credential-helpers
+    ``client.Get``, and the original's ``ExecHelper``): containers/image's test helper
+    answers ``{}`` for a server it does not know. Half an answer is no credentials."""
+    assert await exec_helper_with_env(fakes.env)("fake", server) == ConfigEntry()
+    # Through a configuration, the lookup goes on to the next source.
+    inline = json.dumps({"credHelpers": {server: "fake"}})
+    (Path(fakes.env["HOME"]) / ".docker").mkdir(exist_ok=True)
+    (Path(fakes.env["HOME"]) / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {server: {"username": "u", "password": "from-file"}}})
+    )
+    config = load_with_env(env={**fakes.env, "DOCKER_AUTH_CONFIG": inline})
+    resolution = await config.resolve(server)
+    assert resolution.entry == ConfigEntry(username="u", password="from-file")
+    assert resolution.source == str(Path(fakes.env["HOME"]) / ".docker" / "config.json")
+
+
+async def test_list_reads_the_helpers_listing(fakes: Fakes) -> None:
+    listing = {"https://index.docker.io/v1/": "hubuser", "r.test": "alice"}
+    env = {**fakes.env, "FAKE_HELPER_LIST": json.dumps(listing)}
+    assert await list_helper_with_env(env)("fake") == listing
+    [record] = fakes.runs()
+    assert record["argv"] == ["list"]
+
+
+@pytest.mark.parametrize("listing", ["[]", '{"r.test": 5}', "not json", '{"a": "b"} {}'])
+async def test_a_list_that_is_not_an_object_of_strings_is_an_error(
+    fakes: Fakes, listing: str
+) -> None:
+    env = {**fakes.env, "FAKE_HELPER_LIST": listing}
+    with pytest.raises(HelperError, match="docker-credential-fake for list"):
+        await list_helper_with_env(env)("fake")
+
+
+async def test_list_of_a_missing_or_failing_helper(fakes: Fakes) -> None:
+    with pytest.raises(HelperNotFoundError):
+        await list_helper_with_env(fakes.env)("absent")
+    with pytest.raises(HelperError, match="list is not supported"):
+        await list_helper_with_env(fakes.env)("fake")
+
+
 async def test_the_helper_runs_with_the_given_env(fakes: Fakes) -> None:
     env = {**fakes.env, "TEST_SECRET": "foo"}
     entry = await exec_helper_with_env(env)("fake", "registry-with-env-lookup.com")
@@ -163,7 +218,9 @@ async def test_the_env_is_copied_when_the_runner_is_made(fakes: Fakes) -> None:
         ("bad-types.test", "TYPED-SECRET"),
         ("list.test", "LIST-SECRET"),
         ("null.test", None),
-        ("empty-secret.test", None),
+        ("number-secret.test", None),
+        ("crlf-secret.test", "CRLF-SECRET"),
+        ("nul-username.test", "NUL-SECRET"),
         ("exit-zero-not-found.test", None),
     ],
 )

@@ -45,6 +45,13 @@ def main():
         json.dumps({"argv": sys.argv[1:], "stdin": server_url, "pid": os.getpid()}),
     )
     record("FAKE_HELPER_PIDS", f"helper {os.getpid()}")
+    if sys.argv[1:] == ["list"]:
+        listing = os.environ.get("FAKE_HELPER_LIST")
+        if listing is None:
+            sys.stderr.write("list is not supported\n")
+            return 1
+        sys.stdout.write(listing)
+        return 0
     if sys.argv[1:] != ["get"]:
         sys.stderr.write("usage: docker-credential-fake get\n")
         return 2
@@ -75,6 +82,23 @@ def main():
         sys.stdout.write('["LIST-SECRET"]')
     elif server_url == "empty-secret.test":
         sys.stdout.write('{"Username": "alice", "Secret": ""}')
+    elif server_url == "braces.test":
+        # containers/image's test helper answers a server it does not know so.
+        sys.stdout.write("{}")
+    elif server_url == "server-only.test":
+        sys.stdout.write(json.dumps({"ServerURL": server_url}))
+    elif server_url == "username-only.test":
+        sys.stdout.write('{"Username": "alice"}')
+    elif server_url == "secret-only.test":
+        sys.stdout.write('{"Secret": "LONE-SECRET"}')
+    elif server_url == "null-fields.test":
+        sys.stdout.write('{"Username": null, "Secret": null}')
+    elif server_url == "number-secret.test":
+        sys.stdout.write('{"Username": "alice", "Secret": 12345}')
+    elif server_url == "crlf-secret.test":
+        answer("alice", "CRLF-SECRET\r\nX-Injected: 1", server_url)
+    elif server_url == "nul-username.test":
+        answer("ali\x00ce", "NUL-SECRET", server_url)
     elif server_url == "exit-zero-not-found.test":
         sys.stdout.write(NOT_FOUND + "\n")
     elif server_url == "huge.test":
