@@ -366,8 +366,7 @@ class AuthMiddleware:
         if isinstance(self._config, ConfigFile):
             # A ConfigFile says where the answer came from: tell the story, count helper runs.
             res = await self._config.resolve(host, namespace)
-            if res.helper is not None:
-                self.stats.helper_runs += 1
+            self.stats.helper_runs += len(res.helpers_asked)
             log.debug(
                 "credentials for %s%s: %s (key %r, %s, from %s)",
                 host,
