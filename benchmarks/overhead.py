@@ -59,7 +59,9 @@ async def _round(
     return await timed(all_workers)
 
 
-Variant = tuple[str, aiohttp.ClientSession, "dict[str, str] | None", "aociauth.AuthMiddleware | None"]
+Variant = tuple[
+    str, aiohttp.ClientSession, "dict[str, str] | None", "aociauth.AuthMiddleware | None"
+]
 
 
 async def _workload(stub_url: str, repos: int, rounds: int, n: int) -> Table:

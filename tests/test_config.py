@@ -31,8 +31,8 @@ from aociauth.config import (
     load,
     load_with_env,
 )
+from aociauth.core.rules import basic_authorization
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
-from aociauth.flow import basic_authorization
 from aociauth.helpers import HelperRunner
 
 
