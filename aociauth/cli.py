@@ -4,7 +4,7 @@ Subcommands:
 
 * ``demo``: pull many manifests from a registry and token server started in
   this process on 127.0.0.1, through the middleware, and show what it cost
-  (``--compare`` puts the Go original's policy beside it);
+  (``--compare`` puts aociauth run with the Go original's policy beside it);
 * ``get REGISTRY``: which credentials the Docker configuration gives a
   registry, and where they come from (secrets masked);
 * ``token REPOSITORY``: run the token flow against a registry and describe the
@@ -806,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="also pull with the Go original's policy and show both columns",
+        help="also pull with aociauth run with the Go original's policy, and show both",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(run=cmd_demo, is_async=False)
