@@ -11,11 +11,15 @@ Subcommands:
   token obtained (printed only with ``--show-token``); exit 1 when the
   repository's tags/list fails or the grant is short of the request;
 * ``fetch REFERENCE``: an authorised GET of a manifest, a curl that knows
-  ``docker login``.
+  ``docker login``;
+* ``login [REGISTRY]`` and ``logout [REGISTRY]``: check credentials with a
+  registry and store them (a credential helper, or the Docker config file),
+  or remove them, as ``docker login`` and ``docker logout`` do
+  (:mod:`aociauth.login`).
 
 Errors are one line on standard error (a traceback only with ``--debug``,
-which also turns on debug logging of the ``aociauth`` logger). ``token`` and
-``fetch`` end within ``--timeout`` seconds, and name on stderr what they wait
+which also turns on debug logging of the ``aociauth`` logger). ``token``,
+``fetch`` and ``login`` end within ``--timeout`` seconds, and name on stderr what they wait
 for when a step takes more than :data:`NOTICE_AFTER` seconds. Exit codes:
 
 ===  ==========================================================================
@@ -38,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import getpass
 import ipaddress
 import json
 import logging
@@ -60,6 +65,15 @@ from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.config import ConfigFile, Resolution, load
 from aociauth.context import with_scope
 from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.login import (
+    LoginTarget,
+    Verification,
+    credential_store,
+    login_target,
+    remove_credentials,
+    save_credentials,
+    verify_credentials,
+)
 from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
 from aociauth.scope import ResourceScope, Scope, new_scope, parse_scope
 
@@ -121,7 +135,7 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _NAME_MAX = 255
 
-#: Seconds ``token`` and ``fetch`` may take in all (``--timeout``): a frozen
+#: Seconds ``token``, ``fetch`` and ``login``'s check may take in all (``--timeout``): a frozen
 #: registry or token server ends the command instead of holding it for aiohttp's
 #: 300 s or three 30 s token attempts.
 DEFAULT_TIMEOUT = 30.0
@@ -697,6 +711,93 @@ async def cmd_fetch(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# -- login and logout ----------------------------------------------------------------
+
+#: Most bytes of a password read from standard input.
+_MAX_PASSWORD = 64 * 1024
+
+
+def _login_target(text: str) -> LoginTarget:
+    try:
+        return login_target(text)
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+
+
+def _ask_credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """The username and password: ``--password-stdin`` or prompts, never an argument."""
+    username = args.username or ""
+    if args.password_stdin:
+        if not username:
+            raise CLIError("--password-stdin needs --username", EXIT_USAGE)
+        raw = sys.stdin.buffer.read(_MAX_PASSWORD + 1)
+        if len(raw) > _MAX_PASSWORD:
+            raise CLIError(f"the password on stdin is longer than {_MAX_PASSWORD} bytes", 2)
+        # As docker login: one trailing newline (echo, a here-string) is not part of it.
+        password = raw.decode("utf-8", "surrogateescape").removesuffix("\n").removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise CLIError(
+                "no terminal to ask for the password on: give it with --password-stdin",
+                EXIT_USAGE,
+            )
+        if not username:
+            username = input("Username: ").strip()
+        password = getpass.getpass("Password: ")
+    if not username:
+        raise CLIError("a username is needed", EXIT_USAGE)
+    if not password:
+        raise CLIError("a password is needed", EXIT_USAGE)
+    return username, password
+
+
+def cmd_login(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth login [REGISTRY]``: check credentials with the registry, then store them."""
+    target = _login_target(args.registry)
+    store = credential_store(target)
+    username, password = _ask_credentials(args)
+    plain = args.insecure or is_loopback(target.host)
+    base = URL(f"{'http' if plain else 'https'}://{target.host}")
+
+    async def run() -> Verification:
+        progress = _Progress()
+
+        async def check() -> Verification:
+            return await verify_credentials(
+                base,
+                target,
+                username,
+                password,
+                before=[_Entering(progress)],
+                after=[_Sending(progress)],
+            )
+
+        verified = await _bounded(args.timeout, progress, check)
+        await save_credentials(store, username, password)
+        return verified
+
+    verified = asyncio.run(run())
+    if verified.scheme == "none":
+        print(
+            f"aociauth: {target.host} asked for no credentials, so they were not checked",
+            file=sys.stderr,
+        )
+    print(f"Login Succeeded: {username} at {target.key}, stored in {store}", file=out)
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth logout [REGISTRY]``: remove the stored credentials."""
+    target = _login_target(args.registry)
+    store = credential_store(target)
+    removed = asyncio.run(remove_credentials(store))
+    if removed:
+        print(f"Removed the credentials for {target.key} from {', '.join(removed)}", file=out)
+    else:
+        print(f"Not logged in to {target.key}", file=out)
+    return EXIT_OK
+
+
 # -- demo ----------------------------------------------------------------------------
 
 
@@ -882,6 +983,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
     _add_timeout(p)
     p.set_defaults(run=cmd_fetch, is_async=True)
+
+    p = sub.add_parser(
+        "login",
+        parents=[common],
+        help="check credentials with a registry and store them, as docker login does",
+        description=(
+            "Ask for the password (a prompt, or --password-stdin; never an argument), check "
+            "the credentials with GET /v2/ on the registry, then store them through the "
+            "credential helper the Docker config names for it (credHelpers, credsStore) or "
+            "in DOCKER_CONFIG/config.json or ~/.docker/config.json, in docker's format. "
+            "REGISTRY defaults to Docker Hub."
+        ),
+    )
+    p.add_argument(
+        "registry",
+        metavar="REGISTRY",
+        nargs="?",
+        default=DOCKER_HUB,
+        help="host[:port] (default: Docker Hub)",
+    )
+    p.add_argument("-u", "--username", metavar="NAME", help="the user name (prompted if absent)")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (one trailing newline is dropped)",
+    )
+    p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
+    _add_timeout(p)
+    p.set_defaults(run=cmd_login, is_async=False)
+
+    p = sub.add_parser(
+        "logout",
+        parents=[common],
+        help="remove a registry's stored credentials",
+        description=(
+            "Remove the credentials stored for REGISTRY: from the credential helper the Docker "
+            "config names for it (erase), and from the config file's auths. "
+            "REGISTRY defaults to Docker Hub."
+        ),
+    )
+    p.add_argument(
+        "registry",
+        metavar="REGISTRY",
+        nargs="?",
+        default=DOCKER_HUB,
+        help="host[:port] (default: Docker Hub)",
+    )
+    p.set_defaults(run=cmd_logout, is_async=False)
     return parser
 
 

@@ -125,12 +125,12 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 async def test_help_exits_0_and_documents_the_exit_codes(stack: Stack) -> None:
     top = await stack.run("--help")
     assert top.code == 0
-    for command in ("demo", "get", "token", "fetch"):
+    for command in ("demo", "get", "token", "fetch", "login", "logout"):
         assert command in top.out
     assert "exit codes" in top.out
 
 
-@pytest.mark.parametrize("command", ["demo", "get", "token", "fetch"])
+@pytest.mark.parametrize("command", ["demo", "get", "token", "fetch", "login", "logout"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
@@ -661,7 +661,7 @@ def test_timeout_takes_positive_seconds(value: str, capsys: pytest.CaptureFixtur
     assert "--timeout" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["token", "fetch"])
+@pytest.mark.parametrize("command", ["token", "fetch", "login"])
 def test_commands_that_talk_to_a_registry_document_their_timeout(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
