@@ -51,6 +51,11 @@ class Run:
         """The progress lines on stderr."""
         return [line for line in self.err.splitlines() if line.startswith("aociauth: waiting for ")]
 
+    def waited_for(self, what: str) -> bool:
+        """Whether it said, once, that it was waiting for ``what``; and each wait only once."""
+        said = [w for w in self.waits if w.startswith(f"aociauth: waiting for {what} (")]
+        return len(said) == 1 and len(set(self.waits)) == len(self.waits)
+
     def assert_one_line_error(self) -> None:
         assert "Traceback" not in self.errors
         assert self.errors.strip().count("\n") == 0, self.err
@@ -581,16 +586,16 @@ async def test_fetch_from_a_frozen_registry_ends_at_the_timeout_naming_the_reque
 ) -> None:
     env = _clean_env(tmp_path, tmp_path / "docker")
     run, took = await timed(
-        run_cli("fetch", f"127.0.0.1:{frozen.port}/team/app:v1", "--timeout", "3", env=env)
+        run_cli("fetch", f"127.0.0.1:{frozen.port}/team/app:v1", "--timeout", "5", env=env)
     )
     assert run.code == 4, run.err
     run.assert_one_line_error()
     what = f"registry 127.0.0.1:{frozen.port} to answer GET /v2/team/app/manifests/v1"
-    assert f"timed out after 3 s waiting for {what}" in run.errors
+    assert f"timed out after 5 s waiting for {what}" in run.errors
     # After a couple of seconds it said what it was waiting for, once.
-    assert run.waits == [f"aociauth: waiting for {what} (2 s)"]
+    assert run.waited_for(what)
     assert frozen.request_lines == ["GET /v2/team/app/manifests/v1 HTTP/1.1"]
-    assert took < 3 + SLACK
+    assert took < 5 + SLACK
 
 
 async def test_token_with_a_frozen_token_server_ends_at_the_timeout_naming_it(
@@ -605,17 +610,17 @@ async def test_token_with_a_frozen_token_server_ends_at_the_timeout_naming_it(
         _write_config(config_dir, {"auths": {registry.host: {"auth": _auth("alice", PASSWORD)}}})
         env = _clean_env(tmp_path, config_dir)
         host = registry.host
-        run, took = await timed(run_cli("token", f"{host}/team/app", "--timeout", "3", env=env))
+        run, took = await timed(run_cli("token", f"{host}/team/app", "--timeout", "5", env=env))
     assert run.code == 4, run.err
     run.assert_one_line_error()
     what = f"token server {realm} for registry {host}"
-    assert f"timed out after 3 s waiting for {what}" in run.errors
-    assert run.waits == [f"aociauth: waiting for {what} (2 s)"]
+    assert f"timed out after 5 s waiting for {what}" in run.errors
+    assert run.waited_for(what)
     # One token request reached it, and the registry met only the first contact.
     assert frozen.connections == 1
     assert frozen.request_lines[0].startswith("GET /token?")
     assert registry.counters.unauthorized == 1
-    assert took < 3 + SLACK
+    assert took < 5 + SLACK
 
 
 async def test_a_frozen_credential_helper_is_named_and_stopped_at_the_timeout(
@@ -635,22 +640,17 @@ async def test_a_frozen_credential_helper_is_named_and_stopped_at_the_timeout(
     _write_config(stack.config_dir, {"credHelpers": {stack.registry.host: "frozen"}})
     env = dict(stack.env, PATH=f"{bin_dir}{os.pathsep}{stack.env.get('PATH', '')}")
     run, took = await timed(
-        stack.run("fetch", f"{stack.registry.host}/team/app:v1", "--timeout", "3", env=env)
+        stack.run("fetch", f"{stack.registry.host}/team/app:v1", "--timeout", "5", env=env)
     )
     assert run.code == 4, run.err
     run.assert_one_line_error()
     assert f"waiting for credentials for registry {stack.registry.host}" in run.errors
-    assert took < 3 + SLACK
+    assert run.waited_for(f"credentials for registry {stack.registry.host}")
+    assert took < 5 + SLACK
     # The helper's process did not outlive the command.
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-
-
-async def test_a_command_within_its_timeout_says_nothing_of_waiting(stack: Stack) -> None:
-    run = await stack.run("fetch", f"{stack.registry.host}/team/app:v1", "--timeout", "60")
-    assert run.code == 0, run.err
-    assert run.waits == []
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
