@@ -100,4 +100,5 @@ __all__ = [
     "with_scope",
 ]
 
+#: The one place the version is written: pyproject.toml reads it (hatchling's dynamic version).
 __version__ = "0.1.0"

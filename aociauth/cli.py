@@ -4,24 +4,32 @@ Subcommands:
 
 * ``demo``: pull many manifests from a registry and token server started in
   this process on 127.0.0.1, through the middleware, and show what it cost
-  (``--compare`` puts the Go original's policy beside it);
+  (``--compare`` puts aociauth run with the Go original's policy beside it);
 * ``get [REGISTRY]``: which credentials the Docker configuration gives a
   registry, and where they come from (secrets masked); without a registry,
   every registry that has credentials;
 * ``token REPOSITORY``: run the token flow against a registry and describe the
-  token obtained (printed only with ``--show-token``);
+  token obtained (printed only with ``--show-token``); exit 1 when the
+  repository's tags/list fails or the grant is short of the request;
 * ``fetch REFERENCE``: an authorised GET of a manifest, a curl that knows
-  ``docker login``.
+  ``docker login``;
+* ``login [REGISTRY]`` and ``logout [REGISTRY]``: check credentials with a
+  registry and store them (a credential helper, or the Docker config file),
+  or remove them, as ``docker login`` and ``docker logout`` do
+  (:mod:`aociauth.login`).
 
 Errors are one line on standard error (a traceback only with ``--debug``,
-which also turns on debug logging of the ``aociauth`` logger). Exit codes:
+which also turns on debug logging of the ``aociauth`` logger). ``token``,
+``fetch`` and ``login`` end within ``--timeout`` seconds, and name on stderr what they wait
+for when a step takes more than :data:`NOTICE_AFTER` seconds. Exit codes:
 
 ===  ==========================================================================
 0    success
-1    the registry or token server refused or failed (authentication, 4xx/5xx)
+1    the registry or token server refused or failed (authentication, 4xx/5xx);
+     ``token``: tags/list failed or the token grants less than was asked
 2    usage error (bad arguments, a malformed reference)
 3    configuration error (unreadable or invalid config, a credential helper failed)
-4    a registry or token server could not be reached (connection error, timeout)
+4    a registry or token server could not be reached, or ``--timeout`` ran out
 5    an optional dependency is missing (the demo needs the ``demo`` extra)
 70   internal error (a bug: please report it, with the ``--debug`` traceback)
 130  interrupted (Ctrl-C)
@@ -35,6 +43,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import getpass
 import ipaddress
 import json
 import logging
@@ -42,22 +51,35 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import aiohttp
+import anyio
 from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
+from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.config import ConfigFile, Resolution, StoredCredential, load
 from aociauth.context import with_scope
 from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.login import (
+    LoginTarget,
+    Verification,
+    credential_store,
+    login_target,
+    remove_credentials,
+    save_credentials,
+    verify_credentials,
+)
 from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
 from aociauth.scope import ResourceScope, Scope, new_scope, parse_scope
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_INTERNAL",
@@ -113,6 +135,15 @@ _DOMAIN = re.compile(
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _NAME_MAX = 255
+
+#: Seconds ``token``, ``fetch`` and ``login``'s check may take in all (``--timeout``): a frozen
+#: registry or token server ends the command instead of holding it for aiohttp's
+#: 300 s or three 30 s token attempts.
+DEFAULT_TIMEOUT = 30.0
+#: Seconds a phase may last before the command says on stderr what it waits for.
+NOTICE_AFTER = 2.0
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("aociauth")
 
@@ -295,21 +326,110 @@ def _load_config() -> ConfigFile:
     return load()
 
 
-class _SentAuthorization:
-    """An inner middleware that notes the Authorization header the request went out with.
+class _Progress:
+    """What a command is waiting for now, as the command line can tell from outside the middleware.
 
-    Placed after the auth middleware, it sees each attempt as sent, so the
-    last one is what the registry accepted (or refused).
+    The middleware reports no phases, so :class:`_Entering` (before it) and
+    :class:`_Sending` (after it) infer them: time between a request entering the
+    middleware and leaving it, or after a Bearer challenge, is spent on
+    credentials or the token server; time after it left is the registry's.
     """
 
     def __init__(self) -> None:
+        self.phase = "the command to start"
+        self.since = time.monotonic()
+        self.reported = False
+        #: The token endpoint each registry's last Bearer challenge named.
+        self.realms: dict[str, str] = {}
+
+    def enter(self, phase: str) -> None:
+        """Note that the command now waits for ``phase`` (a noun phrase)."""
+        if phase != self.phase:
+            self.phase = phase
+            self.since = time.monotonic()
+            self.reported = False
+
+    def authorising(self, url: URL) -> None:
+        """The middleware is working on a request to ``url``: a token, or credentials."""
+        host = url.host_port_subcomponent or ""
+        realm = self.realms.get(host)
+        if realm is not None:
+            self.enter(f"token server {realm} for registry {host}")
+        else:
+            self.enter(f"credentials for registry {host} (configuration or credential helper)")
+
+
+class _Entering:
+    """An outer middleware (before the auth middleware): a request starts being authorised."""
+
+    def __init__(self, progress: _Progress) -> None:
+        self.progress = progress
+
+    async def __call__(
+        self, req: ClientRequest, handler: Callable[[ClientRequest], Awaitable[ClientResponse]]
+    ) -> ClientResponse:
+        self.progress.authorising(req.url)
+        return await handler(req)
+
+
+class _Sending:
+    """An inner middleware (after the auth middleware): a request goes to the registry.
+
+    It sees each attempt as sent, so it notes the Authorization header the last
+    one carried (what the registry accepted or refused), and the token endpoint
+    a Bearer challenge names, which is where the middleware goes next.
+    """
+
+    def __init__(self, progress: _Progress) -> None:
+        self.progress = progress
         self.value: str | None = None
 
     async def __call__(
         self, req: ClientRequest, handler: Callable[[ClientRequest], Awaitable[ClientResponse]]
     ) -> ClientResponse:
         self.value = req.headers.get("Authorization")
-        return await handler(req)
+        host = req.url.host_port_subcomponent or ""
+        what = f"{req.method} {req.url.path}"
+        self.progress.enter(f"registry {host} to answer {what}")
+        resp = await handler(req)
+        if resp.status == 401:
+            chosen = select_challenge(parse_challenges(resp.headers.getall("WWW-Authenticate", ())))
+            if chosen is not None and chosen.scheme == "bearer" and chosen.realm:
+                self.progress.realms[host] = redact_url(chosen.realm)
+            self.progress.authorising(req.url)
+        else:
+            self.progress.enter(f"registry {host} to send the body of {what}")
+        return resp
+
+
+async def _report_waits(progress: _Progress, after: float, err: TextIO) -> None:
+    """Say on ``err`` what the command waits for, once a phase has lasted ``after`` seconds."""
+    while True:
+        await asyncio.sleep(min(0.25, after))
+        waited = time.monotonic() - progress.since
+        if not progress.reported and waited >= after:
+            progress.reported = True
+            print(f"aociauth: waiting for {progress.phase} ({waited:.0f} s)", file=err, flush=True)
+
+
+async def _bounded(limit: float, progress: _Progress, work: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``work`` for at most ``limit`` seconds, saying what it waits for when it is slow.
+
+    Past the deadline, a :class:`CLIError` (exit 4) names what was being waited for.
+    """
+    watchdog = asyncio.ensure_future(_report_waits(progress, NOTICE_AFTER, sys.stderr))
+    try:
+        with anyio.move_on_after(limit) as scope:
+            return await work()
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+    assert scope.cancelled_caught
+    raise CLIError(
+        f"timed out after {limit:g} s waiting for {progress.phase} (--timeout changes the limit)",
+        EXIT_UNREACHABLE,
+    )
 
 
 # -- get ---------------------------------------------------------------------------
@@ -516,38 +636,67 @@ _GRANT_KINDS = {
 }
 
 
+def _token_problems(wanted: Scope, granted: Scope | None, tags_error: str) -> list[str]:
+    """Why ``token``'s check failed: the repository's tags/list, or a grant short of the request.
+
+    A token whose grant cannot be read (not a JWT with an ``access`` claim)
+    is judged by tags/list alone.
+    """
+    problems = [tags_error] if tags_error else []
+    if granted is not None and not granted.contains(wanted):
+        missing = [str(item) for item in wanted if not granted.holds(item)]
+        problems.append(
+            f"the token server granted {str(granted.canonical()) or 'nothing'}, "
+            f"not {' '.join(missing)}"
+        )
+    return problems
+
+
 async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
-    """``aociauth token REPOSITORY``: run the flow against a registry and describe the token."""
+    """``aociauth token REPOSITORY``: run the flow against a registry and describe the token.
+
+    Exits 1 (after the description) when the repository's tags/list fails or
+    the token grants less than was asked.
+    """
     ref = parse_reference(args.repository, insecure=args.insecure, allow_tag=False)
     actions = "pull,push" if args.push else "pull"
     wanted = parse_scope(f"repository:{ref.repository}:{actions}")
     for extra in args.scope or ():
         wanted = wanted.union(parse_scope(extra))
     config = _load_config()
-    recorder = _SentAuthorization()
+    progress = _Progress()
+    sending = _Sending(progress)
     base = ref.base_url
     tags_url = base.with_path(f"/v2/{ref.repository}/tags/list")
     async with (
         _middleware(config) as mw,
-        aiohttp.ClientSession(middlewares=[mw, recorder]) as session,
+        aiohttp.ClientSession(middlewares=[_Entering(progress), mw, sending]) as session,
     ):
-        with with_scope(wanted):
-            async with session.get(base.with_path("/v2/")) as resp:
-                if resp.status >= 400 and resp.status != 404:
-                    raise await _registry_error(resp, f"GET {base}/v2/")
-                await resp.read()
-            challenge = resp.status
-            async with session.get(tags_url) as resp:
-                tags_status = resp.status
-                if resp.status in (401, 403):
-                    raise await _registry_error(resp, f"GET {redact_url(tags_url)}")
-                await resp.read()
+
+        async def flow() -> tuple[int, int, str]:
+            with with_scope(wanted):
+                async with session.get(base.with_path("/v2/")) as resp:
+                    if resp.status >= 400 and resp.status != 404:
+                        raise await _registry_error(resp, f"GET {base}/v2/")
+                    await resp.read()
+                challenge = resp.status
+                async with session.get(tags_url) as resp:
+                    if resp.status in (401, 403):
+                        raise await _registry_error(resp, f"GET {redact_url(tags_url)}")
+                    tags_error = ""
+                    if resp.status >= 300:
+                        failed = await _registry_error(resp, f"GET {redact_url(tags_url)}")
+                        tags_error = failed.message
+                    await resp.read()
+                return challenge, resp.status, tags_error
+
+        challenge, tags_status, tags_error = await _bounded(args.timeout, progress, flow)
         stats = mw.stats
         # What the middleware holds: the token for the wanted scope, else the one it sent
         # (a token server may grant less than was asked).
         tok = mw.cached_token(base, wanted) or mw.cached_token(base)
         now = asyncio.get_running_loop().time()
-    scheme = (recorder.value or "").partition(" ")[0].lower()
+    scheme = (sending.value or "").partition(" ")[0].lower()
     if tok is None or scheme != "bearer":
         how = "Basic credentials" if scheme == "basic" else "no authentication"
         raise CLIError(
@@ -562,6 +711,7 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     )
     claims = _jwt_claims(tok.value)
     granted = _granted_scope(claims) if claims is not None else None
+    problems = _token_problems(wanted, granted, tags_error)
     expires = tok.expires_at - now
     shown_token = tok.value if args.show_token else mask(tok.value)
     cached = "*" if tok.scope.is_unlimited() else str(tok.scope.canonical())
@@ -579,32 +729,37 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
                 "responses_401": stats.responses_401,
                 "tags_status": tags_status,
                 "token": shown_token,
+                "ok": not problems,
+                "problems": problems,
             },
             out,
         )
-        return EXIT_OK
-    if granted is None:
-        granted_text = "unknown (not a JWT with an access claim)"
     else:
-        granted_text = str(granted.canonical()) or "nothing"
-    _print_fields(
-        [
-            ("registry", ref.registry),
-            ("repository", ref.repository),
-            ("scope requested", str(wanted)),
-            ("scope cached", cached),
-            ("scope granted", granted_text),
-            ("expires in", f"{expires:.0f} s" if math.isfinite(expires) else "never"),
-            ("grant", grant),
-            (
-                "round trips",
-                f"{stats.responses_401} 401, {stats.total_token_requests} token request(s)",
-            ),
-            ("tags/list", str(tags_status)),
-            ("token", shown_token if args.show_token else "<set> (--show-token prints it)"),
-        ],
-        out,
-    )
+        if granted is None:
+            granted_text = "unknown (not a JWT with an access claim)"
+        else:
+            granted_text = str(granted.canonical()) or "nothing"
+        _print_fields(
+            [
+                ("registry", ref.registry),
+                ("repository", ref.repository),
+                ("scope requested", str(wanted)),
+                ("scope cached", cached),
+                ("scope granted", granted_text),
+                ("expires in", f"{expires:.0f} s" if math.isfinite(expires) else "never"),
+                ("grant", grant),
+                (
+                    "round trips",
+                    f"{stats.responses_401} 401, {stats.total_token_requests} token request(s)",
+                ),
+                ("tags/list", str(tags_status)),
+                ("token", shown_token if args.show_token else "<set> (--show-token prints it)"),
+            ],
+            out,
+        )
+    if problems:
+        out.flush()
+        raise CLIError("; ".join(problems), EXIT_FAILED)
     return EXIT_OK
 
 
@@ -625,21 +780,26 @@ async def cmd_fetch(args: argparse.Namespace, out: TextIO) -> int:
     url = _fetch_target(args.reference, args.insecure)
     config = _load_config()
     headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+    progress = _Progress()
     async with (
         _middleware(config) as mw,
-        aiohttp.ClientSession(middlewares=[mw]) as session,
-        session.get(url, headers=headers) as resp,
+        aiohttp.ClientSession(middlewares=[_Entering(progress), mw, _Sending(progress)]) as session,
     ):
-        if resp.status >= 400:
-            raise await _registry_error(resp, f"GET {redact_url(url)}")
-        body = await _read_capped(resp, MAX_BODY)
-        if args.headers:
-            version = resp.version or aiohttp.HttpVersion11
-            status = f"HTTP/{version.major}.{version.minor} {resp.status} {resp.reason or ''}"
-            print(status.rstrip(), file=out)
-            for key, value in redact_headers(list(resp.headers.items())):
-                print(f"{key}: {value}", file=out)
-            return EXIT_OK
+
+        async def get() -> tuple[ClientResponse, bytes]:
+            async with session.get(url, headers=headers) as resp:
+                if resp.status >= 400:
+                    raise await _registry_error(resp, f"GET {redact_url(url)}")
+                return resp, await _read_capped(resp, MAX_BODY)
+
+        resp, body = await _bounded(args.timeout, progress, get)
+    if args.headers:
+        version = resp.version or aiohttp.HttpVersion11
+        status = f"HTTP/{version.major}.{version.minor} {resp.status} {resp.reason or ''}"
+        print(status.rstrip(), file=out)
+        for key, value in redact_headers(list(resp.headers.items())):
+            print(f"{key}: {value}", file=out)
+        return EXIT_OK
     if args.raw:
         out.flush()
         sys.stdout.buffer.write(body)
@@ -649,6 +809,93 @@ async def cmd_fetch(args: argparse.Namespace, out: TextIO) -> int:
         _dump_json(json.loads(body), out)
     except (ValueError, UnicodeDecodeError):
         out.write(body.decode("utf-8", "replace"))
+    return EXIT_OK
+
+
+# -- login and logout ----------------------------------------------------------------
+
+#: Most bytes of a password read from standard input.
+_MAX_PASSWORD = 64 * 1024
+
+
+def _login_target(text: str) -> LoginTarget:
+    try:
+        return login_target(text)
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+
+
+def _ask_credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """The username and password: ``--password-stdin`` or prompts, never an argument."""
+    username = args.username or ""
+    if args.password_stdin:
+        if not username:
+            raise CLIError("--password-stdin needs --username", EXIT_USAGE)
+        raw = sys.stdin.buffer.read(_MAX_PASSWORD + 1)
+        if len(raw) > _MAX_PASSWORD:
+            raise CLIError(f"the password on stdin is longer than {_MAX_PASSWORD} bytes", 2)
+        # As docker login: one trailing newline (echo, a here-string) is not part of it.
+        password = raw.decode("utf-8", "surrogateescape").removesuffix("\n").removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise CLIError(
+                "no terminal to ask for the password on: give it with --password-stdin",
+                EXIT_USAGE,
+            )
+        if not username:
+            username = input("Username: ").strip()
+        password = getpass.getpass("Password: ")
+    if not username:
+        raise CLIError("a username is needed", EXIT_USAGE)
+    if not password:
+        raise CLIError("a password is needed", EXIT_USAGE)
+    return username, password
+
+
+def cmd_login(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth login [REGISTRY]``: check credentials with the registry, then store them."""
+    target = _login_target(args.registry)
+    store = credential_store(target)
+    username, password = _ask_credentials(args)
+    plain = args.insecure or is_loopback(target.host)
+    base = URL(f"{'http' if plain else 'https'}://{target.host}")
+
+    async def run() -> Verification:
+        progress = _Progress()
+
+        async def check() -> Verification:
+            return await verify_credentials(
+                base,
+                target,
+                username,
+                password,
+                before=[_Entering(progress)],
+                after=[_Sending(progress)],
+            )
+
+        verified = await _bounded(args.timeout, progress, check)
+        await save_credentials(store, username, password)
+        return verified
+
+    verified = asyncio.run(run())
+    if verified.scheme == "none":
+        print(
+            f"aociauth: {target.host} asked for no credentials, so they were not checked",
+            file=sys.stderr,
+        )
+    print(f"Login Succeeded: {username} at {target.key}, stored in {store}", file=out)
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth logout [REGISTRY]``: remove the stored credentials."""
+    target = _login_target(args.registry)
+    store = credential_store(target)
+    removed = asyncio.run(remove_credentials(store))
+    if removed:
+        print(f"Removed the credentials for {target.key} from {', '.join(removed)}", file=out)
+    else:
+        print(f"Not logged in to {target.key}", file=out)
     return EXIT_OK
 
 
@@ -681,6 +928,30 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # -- the parser ----------------------------------------------------------------------
 
 
+def _seconds(text: str) -> float:
+    """A ``--timeout`` value: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _add_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            f"give up after this many seconds in all, exit code 4 (default {DEFAULT_TIMEOUT:g}); "
+            f"what is awaited is said on stderr after {NOTICE_AFTER:g} s"
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aociauth`` and its subcommands."""
     from aociauth import __version__
@@ -696,8 +967,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aociauth",
         description="Docker/OCI registry authentication for aiohttp, from the command line.",
         epilog=(
-            "exit codes: 0 ok, 1 refused or failed by the registry or token server, 2 usage, "
-            "3 configuration or credential helper error, 4 unreachable, "
+            "exit codes: 0 ok, 1 refused or failed by the registry or token server (token: "
+            "repository missing or grant short of the request), 2 usage, "
+            "3 configuration or credential helper error, 4 unreachable or timed out, "
             "5 optional dependency missing, 70 internal error, 130 interrupted"
         ),
     )
@@ -736,7 +1008,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="also pull with the Go original's policy and show both columns",
+        help="also pull with aociauth run with the Go original's policy, and show both",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(run=cmd_demo, is_async=False)
@@ -794,6 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-token", action="store_true", help="print the token in clear")
     p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    _add_timeout(p)
     p.set_defaults(run=cmd_token, is_async=True)
 
     p = sub.add_parser(
@@ -816,7 +1089,56 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--headers", action="store_true", help="print the status and headers only")
     how.add_argument("--raw", action="store_true", help="print the body as received")
     p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
+    _add_timeout(p)
     p.set_defaults(run=cmd_fetch, is_async=True)
+
+    p = sub.add_parser(
+        "login",
+        parents=[common],
+        help="check credentials with a registry and store them, as docker login does",
+        description=(
+            "Ask for the password (a prompt, or --password-stdin; never an argument), check "
+            "the credentials with GET /v2/ on the registry, then store them through the "
+            "credential helper the Docker config names for it (credHelpers, credsStore) or "
+            "in DOCKER_CONFIG/config.json or ~/.docker/config.json, in docker's format. "
+            "REGISTRY defaults to Docker Hub."
+        ),
+    )
+    p.add_argument(
+        "registry",
+        metavar="REGISTRY",
+        nargs="?",
+        default=DOCKER_HUB,
+        help="host[:port] (default: Docker Hub)",
+    )
+    p.add_argument("-u", "--username", metavar="NAME", help="the user name (prompted if absent)")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (one trailing newline is dropped)",
+    )
+    p.add_argument("--insecure", action="store_true", help="use plain http (default for loopback)")
+    _add_timeout(p)
+    p.set_defaults(run=cmd_login, is_async=False)
+
+    p = sub.add_parser(
+        "logout",
+        parents=[common],
+        help="remove a registry's stored credentials",
+        description=(
+            "Remove the credentials stored for REGISTRY: from the credential helper the Docker "
+            "config names for it (erase), and from the config file's auths. "
+            "REGISTRY defaults to Docker Hub."
+        ),
+    )
+    p.add_argument(
+        "registry",
+        metavar="REGISTRY",
+        nargs="?",
+        default=DOCKER_HUB,
+        help="host[:port] (default: Docker Hub)",
+    )
+    p.set_defaults(run=cmd_logout, is_async=False)
     return parser
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "HelperError",
     "HelperNotFoundError",
     "HelperTimeoutError",
+    "LoginRefusedError",
     "NoAuthError",
     "OCIAuthError",
     "RealmPolicyError",
@@ -87,6 +88,13 @@ class HelperNotFoundError(HelperError):
 
 class HelperTimeoutError(HelperError):
     """A credential helper ran past its timeout; its whole process group was killed."""
+
+
+class LoginRefusedError(OCIAuthError):
+    """A registry or its token server refused the credentials ``aociauth login`` checked.
+
+    Nothing is stored when it is raised.
+    """
 
 
 class NoAuthError(OCIAuthError):

@@ -50,9 +50,11 @@ __all__ = [
     "TOKEN_USERNAME",
     "HelperLister",
     "HelperRunner",
+    "erase_credentials",
     "exec_helper",
     "exec_helper_with_env",
     "list_helper_with_env",
+    "store_credentials",
 ]
 
 HelperRunner = Callable[[str, str], Awaitable[ConfigEntry]]
@@ -373,3 +375,134 @@ def _tidy(stderr: bytes) -> str:
 def _show(name: str) -> str:
     """A helper name fit for a message, however odd the configuration's one is."""
     return name if _VALID_NAME.fullmatch(name) else repr(name[:64])
+
+
+# -- store and erase: what `aociauth login` and `logout` run -----------------------
+
+
+async def store_credentials(
+    helper_name: str,
+    server_url: str,
+    username: str,
+    secret: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    time_limit: float | None = DEFAULT_HELPER_TIMEOUT,
+) -> None:
+    """Store credentials with ``docker-credential-<helper_name> store``.
+
+    The helper protocol's ``store`` verb: ``{"ServerURL", "Username",
+    "Secret"}`` as JSON on standard input. ``env`` and ``time_limit`` (seconds,
+    or None) are as ``env`` and ``timeout`` of :func:`exec_helper_with_env`.
+    Raises :class:`~aociauth.HelperError` (or its not-found and timeout kinds)
+    when the helper fails; the message never holds the secret.
+    """
+    payload = json.dumps({"ServerURL": server_url, "Username": username, "Secret": secret})
+    code, _, stderr = await _run_verb(helper_name, "store", payload, server_url, env, time_limit)
+    if code != 0:
+        _verb_failed(helper_name, "store", server_url, code, stderr)
+
+
+async def erase_credentials(
+    helper_name: str,
+    server_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    time_limit: float | None = DEFAULT_HELPER_TIMEOUT,
+) -> bool:
+    """Erase credentials with ``docker-credential-<helper_name> erase`` (the URL on stdin).
+
+    Returns False when the helper had none for ``server_url`` (it answers
+    :data:`NOT_FOUND_MESSAGE`), True when it erased them. Raises
+    :class:`~aociauth.HelperError` when the helper fails.
+    """
+    code, stdout, stderr = await _run_verb(
+        helper_name, "erase", server_url, server_url, env, time_limit
+    )
+    if code == 0:
+        return True
+    if NOT_FOUND_MESSAGE in (stdout, stderr):
+        return False
+    _verb_failed(helper_name, "erase", server_url, code, stderr)
+
+
+def _verb_failed(name: str, verb: str, server_url: str, code: int | None, stderr: str) -> NoReturn:
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    raise HelperError(
+        f"credential helper {_PREFIX}{_show(name)} {verb} for {server_url}: failed ({how})"
+        + (f": {stderr}" if stderr else ""),
+        helper=name,
+        registry=server_url,
+        stderr=stderr,
+        exit_code=code,
+    )
+
+
+async def _run_verb(
+    name: str,
+    verb: str,
+    stdin_text: str,
+    server_url: str,
+    env: Mapping[str, str] | None,
+    time_limit: float | None,
+) -> tuple[int | None, str, str]:
+    """Run ``docker-credential-<name> <verb>`` bounded as ``get`` is.
+
+    Returns the exit code, standard output (for the not-found message only:
+    it is never put in an error) and the tidied standard error.
+    """
+
+    def fail(message: str, cls: type[HelperError] = HelperError, **extra: Any) -> NoReturn:
+        raise cls(
+            f"credential helper {_PREFIX}{_show(name)} {verb} for {server_url}: {message}",
+            helper=name,
+            registry=server_url,
+            **extra,
+        )
+
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError("timeout must be positive, or None")
+    if not _VALID_NAME.fullmatch(name):
+        fail("refused: a helper name may only hold letters, digits, '.', '_' and '-'")
+    frozen = None if env is None else dict(env)
+    search_path = (os.environ if frozen is None else frozen).get("PATH", os.defpath)
+    executable = _find(_PREFIX + name, search_path)
+    if executable is None:
+        fail("not found on PATH", HelperNotFoundError)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, proc = await loop.subprocess_exec(
+            _HelperProcess,
+            executable,
+            verb,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=frozen,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        fail(f"cannot run it: {exc.strerror or type(exc).__name__}")
+    try:
+        stdin = transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport):
+            stdin.write(stdin_text.encode("utf-8", "surrogateescape"))
+            stdin.close()
+        with anyio.move_on_after(time_limit) as deadline:
+            await proc.until(lambda: proc.exited or proc.stdout_overflow)
+        if not deadline.cancelled_caught:
+            with anyio.move_on_after(_PIPE_GRACE):
+                await proc.until(lambda: proc.pipes_closed or proc.stdout_overflow)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _dispose(transport, proc)
+    stderr = _tidy(bytes(proc.stderr))
+    if deadline.cancelled_caught:
+        fail(
+            f"no answer within {time_limit:g} s; its process group was killed",
+            HelperTimeoutError,
+            stderr=stderr,
+        )
+    if proc.stdout_overflow:
+        fail(f"more than {MAX_HELPER_OUTPUT} bytes on standard output", stderr=stderr)
+    return transport.get_returncode(), _text(proc.stdout), stderr

@@ -7,7 +7,9 @@ Installing aociauth registers a pytest plugin whose fixtures start servers in
 the test's event loop on 127.0.0.1 and stop them after the test:
 ``oci_token_server``, ``oci_registry`` (bearer tokens from that token
 server), ``oci_basic_registry``, ``oci_open_registry`` and
-``oci_registry_factory``. Their user is ``USER`` / ``PASSWORD``. The servers
+``oci_registry_factory``. Their user is ``USER`` / ``PASSWORD``, who may do
+anything; anonymous users may pull nothing, unless a test names public
+repositories by overriding the ``oci_public_repositories`` fixture. The servers
 count what they were asked, so a test proves how many round trips the code
 under test made, without a network and without timing.
 
@@ -100,6 +102,36 @@ async def test_uses_a_refresh_token_from_the_config(
 
     assert oci_token_server.counters.post_refresh == 1
     assert oci_token_server.counters.get_basic == 0
+
+
+@pytest.mark.asyncio
+async def test_forgotten_credentials_are_refused(
+    oci_registry: Registry, oci_token_server: TokenServer
+) -> None:
+    # The fixture registry is private: an anonymous token grants nothing.
+    oci_registry.seed_image("team/app")
+
+    with pytest.raises(aiohttp.ClientResponseError) as failed:
+        await latest_digests(oci_registry.url, ["team/app"], aociauth.ConfigFile.from_dict({}))
+
+    assert failed.value.status == 403
+    assert oci_token_server.counters.get_anonymous == 1
+
+
+# Parametrizing a fixture's name replaces it for this test: here, public repositories.
+@pytest.mark.parametrize("oci_public_repositories", [("library/*",)])
+@pytest.mark.asyncio
+async def test_anonymous_pull_of_a_public_repository(
+    oci_registry: Registry, oci_token_server: TokenServer
+) -> None:
+    seeded = oci_registry.seed_image("library/ubuntu").manifest_digest
+
+    digests, _ = await latest_digests(
+        oci_registry.url, ["library/ubuntu"], aociauth.ConfigFile.from_dict({})
+    )
+
+    assert digests == {"library/ubuntu": seeded}
+    assert oci_token_server.counters.get_anonymous == 1
 
 
 @pytest.mark.asyncio

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,26 @@ class Run:
     def json(self) -> Any:
         return json.loads(self.out)
 
+    @property
+    def errors(self) -> str:
+        """stderr without the progress lines a slow step prints ("aociauth: waiting for ...")."""
+        lines = self.err.splitlines(keepends=True)
+        return "".join(line for line in lines if not line.startswith("aociauth: waiting for "))
+
+    @property
+    def waits(self) -> list[str]:
+        """The progress lines on stderr."""
+        return [line for line in self.err.splitlines() if line.startswith("aociauth: waiting for ")]
+
+    def waited_for(self, what: str) -> bool:
+        """Whether it said, once, that it was waiting for ``what``; and each wait only once."""
+        said = [w for w in self.waits if w.startswith(f"aociauth: waiting for {what} (")]
+        return len(said) == 1 and len(set(self.waits)) == len(self.waits)
+
     def assert_one_line_error(self) -> None:
-        assert "Traceback" not in self.err
-        assert self.err.strip().count("\n") == 0, self.err
-        assert self.err.startswith("aociauth: error: "), self.err
+        assert "Traceback" not in self.errors
+        assert self.errors.strip().count("\n") == 0, self.err
+        assert self.errors.startswith("aociauth: error: "), self.err
 
 
 @dataclass
@@ -54,19 +71,24 @@ class Stack:
     env: dict[str, str]
 
     async def run(self, *args: str, env: Mapping[str, str] | None = None) -> Run:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "aociauth",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=dict(env if env is not None else self.env),
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        assert proc.returncode is not None
-        return Run(proc.returncode, out.decode(), err.decode())
+        return await run_cli(*args, env=env if env is not None else self.env)
+
+
+async def run_cli(*args: str, env: Mapping[str, str], stdin: bytes | None = None) -> Run:
+    """Run ``python -m aociauth ARGS`` in ``env``, with ``stdin`` (or nothing) on its input."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aociauth",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        env=dict(env),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
 
 
 def _write_config(directory: Path, data: Mapping[str, Any]) -> None:
@@ -115,12 +137,12 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 async def test_help_exits_0_and_documents_the_exit_codes(stack: Stack) -> None:
     top = await stack.run("--help")
     assert top.code == 0
-    for command in ("demo", "get", "token", "fetch"):
+    for command in ("demo", "get", "token", "fetch", "login", "logout"):
         assert command in top.out
     assert "exit codes" in top.out
 
 
-@pytest.mark.parametrize("command", ["demo", "get", "token", "fetch"])
+@pytest.mark.parametrize("command", ["demo", "get", "token", "fetch", "login", "logout"])
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
@@ -394,6 +416,42 @@ async def test_token_is_printed_only_with_show_token(stack: Stack) -> None:
     assert "--show-token" in hidden.out
 
 
+async def test_token_for_a_repository_that_does_not_exist_is_exit_1(stack: Stack) -> None:
+    run = await stack.run("token", f"{stack.registry.host}/team/nope", "--json")
+    assert run.code == 1, run.err
+    run.assert_one_line_error()
+    assert "tags/list: 404" in run.errors
+    assert "NAME_UNKNOWN" in run.errors
+    # The description still comes first, saying what failed.
+    data = run.json()
+    assert data["tags_status"] == 404
+    assert data["ok"] is False
+    assert len(data["problems"]) == 1
+    assert stack.ts.counters.requests == 1
+
+
+async def test_token_push_granted_only_pull_is_exit_1(stack: Stack) -> None:
+    stack.ts.grants = {"alice": {"repository:team/*": {"pull"}}}
+    run = await stack.run("token", f"{stack.registry.host}/team/app", "--push")
+    assert run.code == 1, run.err
+    run.assert_one_line_error()
+    assert (
+        "the token server granted repository:team/app:pull, not repository:team/app:push"
+        in run.errors
+    )
+    lines = dict(line.split(":", 1) for line in run.out.splitlines())
+    assert lines["scope granted"].strip() == "repository:team/app:pull"
+    assert lines["tags/list"].strip() == "200"
+    # The token server was asked for push, and answered with less.
+    assert stack.ts.requests[-1].scopes == ("repository:team/app:pull,push",)
+
+
+async def test_token_granting_all_it_was_asked_is_ok_in_json(stack: Stack) -> None:
+    run = await stack.run("token", f"{stack.registry.host}/team/app", "--push", "--json")
+    assert run.code == 0, run.err
+    assert (run.json()["ok"], run.json()["problems"]) == (True, [])
+
+
 async def test_token_from_the_configuration_needs_no_token_request(stack: Stack) -> None:
     access = [{"type": "repository", "name": "team/app", "actions": ["pull"]}]
     registry_token = stack.ts.issuer.issue(subject="ci", access=access, expires_in=600)
@@ -564,6 +622,164 @@ def test_the_plain_table_shows_each_policy_as_measured() -> None:
     render_plain(result, out)
     rows = {line.split("  ")[0].strip(): line.split() for line in out.getvalue().splitlines()}
     assert rows["401 responses"][-2:] == ["1", "7"]
-    assert rows["requests the registry got"][-2:] == ["15", "21"]
-    assert "aociauth met 1 401(s) where the original met 7" in out.getvalue()
-    assert "4.0x less time" in out.getvalue()
+    # Sent and resent apart: a bare 401 requests would read like a status code.
+    registry_row = " ".join(rows["requests the registry got"])
+    assert registry_row.endswith("14 + 1 resent 14 + 7 resent")
+    heads = out.getvalue().splitlines()[2]
+    assert heads.split("  ")[-2:] == ["aociauth", "aociauth with the Go original's policy"]
+    assert (
+        "The registry answered 401 once with aociauth's defaults and 7 times with the "
+        "original's policy; it got 6 fewer requests, and the pull was 4.0 times as fast "
+        "(0.50 s against 2.00 s)."
+    ) in " ".join(out.getvalue().split())
+
+
+def test_the_plain_summary_of_one_policy_counts_in_words() -> None:
+    import io
+
+    from aociauth.demo import DemoOptions, DemoResult, PullFigures, render_plain
+
+    one = PullFigures("aociauth", 5, 0, 10, 11, 1, 5, 5, 5, 0.5, 12.5, 40.0)
+    out = io.StringIO()
+    render_plain(DemoResult(DemoOptions(repos=5), "http://a", "http://b", (one,)), out)
+    text = " ".join(out.getvalue().split())
+    assert "The registry answered 401 once and the token server was asked 5 times" in text
+    assert "aociauth run with the Go original's policy" in text
+
+
+# -- timeouts: a frozen server ends the command, saying what it waited for ---------------
+
+
+@dataclass
+class Frozen:
+    """A loopback server that takes connections and requests and never answers."""
+
+    port: int = 0
+    connections: int = 0
+    request_lines: list[str] = field(default_factory=list)
+
+
+@pytest_asyncio.fixture
+async def frozen() -> AsyncIterator[Frozen]:
+    state = Frozen()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            head = await reader.readuntil(b"\r\n")
+            state.request_lines.append(head.decode().strip())
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+
+
+async def timed(run: Awaitable[Run]) -> tuple[Run, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await run
+    return result, loop.time() - started
+
+
+# The bound is loose: a Python start and a loaded machine take seconds too. Without
+# --timeout these commands waited 300 s (aiohttp) and 90 s (three token attempts).
+SLACK = 20.0
+
+
+async def test_fetch_from_a_frozen_registry_ends_at_the_timeout_naming_the_request(
+    frozen: Frozen, tmp_path: Path
+) -> None:
+    env = _clean_env(tmp_path, tmp_path / "docker")
+    run, took = await timed(
+        run_cli("fetch", f"127.0.0.1:{frozen.port}/team/app:v1", "--timeout", "5", env=env)
+    )
+    assert run.code == 4, run.err
+    run.assert_one_line_error()
+    what = f"registry 127.0.0.1:{frozen.port} to answer GET /v2/team/app/manifests/v1"
+    assert f"timed out after 5 s waiting for {what}" in run.errors
+    # After a couple of seconds it said what it was waiting for, once.
+    assert run.waited_for(what)
+    assert frozen.request_lines == ["GET /v2/team/app/manifests/v1 HTTP/1.1"]
+    assert took < 5 + SLACK
+
+
+async def test_token_with_a_frozen_token_server_ends_at_the_timeout_naming_it(
+    frozen: Frozen, tmp_path: Path
+) -> None:
+    realm = f"http://127.0.0.1:{frozen.port}/token"
+    async with (
+        TokenServer(users={"alice": PASSWORD}) as ts,
+        Registry(auth="bearer", token_server=ts, realm=realm) as registry,
+    ):
+        config_dir = tmp_path / "docker"
+        _write_config(config_dir, {"auths": {registry.host: {"auth": _auth("alice", PASSWORD)}}})
+        env = _clean_env(tmp_path, config_dir)
+        host = registry.host
+        run, took = await timed(run_cli("token", f"{host}/team/app", "--timeout", "5", env=env))
+    assert run.code == 4, run.err
+    run.assert_one_line_error()
+    what = f"token server {realm} for registry {host}"
+    assert f"timed out after 5 s waiting for {what}" in run.errors
+    assert run.waited_for(what)
+    # One token request reached it, and the registry met only the first contact.
+    assert frozen.connections == 1
+    assert frozen.request_lines[0].startswith("GET /token?")
+    assert registry.counters.unauthorized == 1
+    assert took < 5 + SLACK
+
+
+async def test_a_frozen_credential_helper_is_named_and_stopped_at_the_timeout(
+    stack: Stack, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "helper.pid"
+    helper = bin_dir / "docker-credential-frozen"
+    helper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    _write_config(stack.config_dir, {"credHelpers": {stack.registry.host: "frozen"}})
+    env = dict(stack.env, PATH=f"{bin_dir}{os.pathsep}{stack.env.get('PATH', '')}")
+    run, took = await timed(
+        stack.run("fetch", f"{stack.registry.host}/team/app:v1", "--timeout", "5", env=env)
+    )
+    assert run.code == 4, run.err
+    run.assert_one_line_error()
+    assert f"waiting for credentials for registry {stack.registry.host}" in run.errors
+    assert run.waited_for(f"credentials for registry {stack.registry.host}")
+    assert took < 5 + SLACK
+    # The helper's process did not outlive the command.
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_timeout_takes_positive_seconds(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["fetch", "127.0.0.1:5000/team/app:v1", "--timeout", value])
+    assert exited.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["token", "fetch", "login"])
+def test_commands_that_talk_to_a_registry_document_their_timeout(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--timeout SECONDS" in capsys.readouterr().out

@@ -630,10 +630,15 @@ async def test_cancelling_the_start_kills_the_process(sleeper: str) -> None:
     assert children() == before
 
 
-# A program that starts a registry, reports it, and waits to be interrupted.
+# A program that starts a registry, reports it, and waits to be interrupted. It
+# handles SIGINT as a program started from a terminal does: a child inherits an
+# ignored SIGINT (pytest run in the background by a non-interactive shell, under
+# nohup or setsid), and Python then installs no KeyboardInterrupt handler.
 HOLDER = """
-import asyncio, sys
+import asyncio, signal, sys
 from aociauth.testing.distribution import DistributionRegistry
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def main():
     registry = DistributionRegistry()

@@ -11,6 +11,13 @@ left over and the pool holds no connection. Then, under tracemalloc, after a
 warm-up run, two equal runs show memory flat from one run to the next.
 
 The figures are printed (``pytest -s tests/test_load.py``).
+
+Nothing here may depend on how fast the machine is. The faults follow the token
+traffic (a decision every :data:`CHAOS_EVERY` token requests), not the clock, and
+the bounds that involve time are stated in the run's own measured duration. Both
+used to be fixed: a drop queued every 50 ms and "fewer token requests than half
+the requests" made a slow run (Python 3.10, a loaded machine) a harsher run with
+a stricter bound, and the test failed there now and then.
 """
 
 from __future__ import annotations
@@ -38,9 +45,19 @@ REQUESTS = 10_000
 CONCURRENCY = 500
 POOL = 50
 MEMORY_RUN = 2_000
-#: Seconds any one request may take before it counts as hung.
-REQUEST_BOUND = 30.0
+#: Seconds any one request may take before it counts as hung. A hang, not a slow
+#: request: 500 requests in flight on one saturated event loop wait their turn
+#: (Little's law: 500 / throughput), tens of seconds on a loaded 2-core machine
+#: under tracemalloc.
+REQUEST_BOUND = 120.0
+#: How long a task left at the end may take to finish before it counts as leaked.
+SETTLE_BOUND = 30.0
 PASSWORD = "load-password"
+#: Tokens live this many seconds, and are refreshed ahead in the last half of it.
+EXPIRES_IN = 3
+REFRESH_FRACTION = 0.5
+#: Token requests between two chaos decisions.
+CHAOS_EVERY = 10
 
 
 @dataclass
@@ -50,6 +67,7 @@ class Figures:
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     hung: int = 0
     token_requests: int = 0
+    token_fetches: int = 0
     token_server_requests: int = 0
     injected: int = 0
     registry_401s: int = 0
@@ -81,7 +99,9 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     monkeypatch.setattr("aociauth.testing.registry._ACCESS_CACHE_LIMIT", 100)
     monkeypatch.setattr("aociauth.testing._jwt._VERIFIED_CACHE_LIMIT", 100)
     async with (
-        TokenServer(users={"alice": PASSWORD}, expires_in=3, failure_rate=0.05, seed=7) as ts,
+        TokenServer(
+            users={"alice": PASSWORD}, expires_in=EXPIRES_IN, failure_rate=0.05, seed=7
+        ) as ts,
         Registry(auth="bearer", token_server=ts, record_requests=False) as reg,
     ):
         urls = []
@@ -92,13 +112,20 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
 
 
 async def chaos(ts: TokenServer, stop: asyncio.Event, rnd: random.Random) -> None:
-    """Latency spikes and dropped connections at the token server, until ``stop``."""
+    """Latency spikes and dropped connections at the token server, until ``stop``.
+
+    Every :data:`CHAOS_EVERY` token requests: a new latency, and half the time a
+    dropped connection for the next request (5 % of token requests).
+    """
+    next_at = ts.counters.requests
     while not stop.is_set():
-        ts.latency = rnd.choice([0.0, 0.0, 0.0, 0.0, 0.02, 0.1, 0.3])
-        if rnd.random() < 0.3:
-            ts.respond_with("drop")
+        if ts.counters.requests >= next_at:
+            next_at = ts.counters.requests + CHAOS_EVERY
+            ts.latency = rnd.choice([0.0, 0.0, 0.0, 0.0, 0.02, 0.1, 0.3])
+            if rnd.random() < 0.5:
+                ts.respond_with("drop")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.05)
+            await asyncio.wait_for(stop.wait(), 0.01)
     ts.latency = 0.0
     ts.clear_failures()
 
@@ -144,6 +171,7 @@ async def run(
     figures.seconds = loop.time() - started
     after = mw.stats.as_dict()
     figures.token_requests = after["total_token_requests"] - before["total_token_requests"]
+    figures.token_fetches = after["token_fetches"] - before["token_fetches"]
     figures.middleware_401s = after["responses_401"] - before["responses_401"]
     figures.token_server_requests = rig.ts.counters.requests - ts_before[0]
     figures.injected = rig.ts.counters.failures_injected - ts_before[1]
@@ -152,14 +180,16 @@ async def run(
 
 
 async def settle(baseline: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
-    """Tasks other than ``baseline`` still alive after server-side handlers had a chance to end."""
-    for _ in range(200):
-        extra = {t for t in asyncio.all_tasks() if t not in baseline and not t.done()}
-        extra.discard(asyncio.current_task())  # type: ignore[arg-type]
-        if not extra:
-            return extra
-        await asyncio.sleep(0.01)
-    return extra
+    """Tasks other than ``baseline`` still alive :data:`SETTLE_BOUND` seconds from now.
+
+    Server-side handlers end once they see their connections close; a task that
+    is never going to end is what this finds, however slow the machine.
+    """
+    current = asyncio.current_task()
+    extra = {t for t in asyncio.all_tasks() if t not in baseline and t is not current}
+    if extra:
+        await asyncio.wait(extra, timeout=SETTLE_BOUND)
+    return {t for t in extra if not t.done()}
 
 
 async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig: Rig) -> None:
@@ -174,7 +204,7 @@ async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig:
         token_timeout=5.0,
         retry_backoff=0.05,
         retry_max_wait=0.5,
-        refresh_fraction=0.5,
+        refresh_fraction=REFRESH_FRACTION,
     )
     connector = aiohttp.TCPConnector(limit=POOL)
     async with (
@@ -221,11 +251,16 @@ async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig:
         assert figures.injected > 0
         assert figures.ok >= 0.99 * figures.requests
         assert figures.token_requests > 0
-    # Tokens expired and were fetched again during the long run: more token requests
-    # than repositories, yet far fewer than requests.
-    assert REPOSITORIES < main.token_requests < REQUESTS // 2
+    # Tokens expired and were fetched again during the long run: more fetches than
+    # repositories, yet per repository at most two in each refresh period (the
+    # refresh ahead, and a request's own when the refresh has not landed by the
+    # time the token stops being usable): fetches were shared and tokens reused.
+    # Tokens expire by the clock, so the bound is in the run's own duration.
+    period = EXPIRES_IN * REFRESH_FRACTION
+    assert REPOSITORIES < main.token_fetches <= REPOSITORIES * 2 * (main.seconds / period + 1)
     assert mw.stats.refreshes_ahead > 0
     assert leftover == set()
-    # Flat: the third run needs no more memory than the second (slack for noise).
-    assert peak3 <= peak2 * 1.15 + 500_000
+    # Flat: what the third run leaves behind is what the second left. (Their peaks are
+    # printed, not compared: how many requests and token fetches overlap, and so the
+    # peak, depends on the scheduling of the moment; retained memory does not.)
     assert current3 <= current2 + 1_000_000

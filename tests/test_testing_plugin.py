@@ -9,9 +9,10 @@ import textwrap
 import aiohttp
 import pytest
 
-from aociauth.testing.pytest_plugin import PASSWORD, USER, RegistryFactory
+from aociauth import ConfigFile, StdTransportParams, new_std_transport
+from aociauth.testing.pytest_plugin import PASSWORD, USER, RegistryFactory, fixture_grants
 from aociauth.testing.registry import Registry
-from aociauth.testing.tokenserver import TokenServer
+from aociauth.testing.tokenserver import Access, TokenServer
 
 pytest_plugins = ["pytester"]
 
@@ -50,6 +51,69 @@ async def test_factory_starts_registries_with_their_own_token_server(
     assert second.token_server is first.token_server
     assert basic.users == {USER: PASSWORD}
     assert len({first.port, second.port, basic.port}) == 3
+
+
+async def pull_status(registry: Registry, repository: str, config: ConfigFile | None) -> int:
+    """The status of a manifest GET through the middleware (``config`` None: anonymous)."""
+    mw = new_std_transport(StdTransportParams(config=config))
+    url = f"{registry.url}/v2/{repository}/manifests/v1"
+    # Like distribution, the registry answers 404 to a GET that does not accept OCI manifests.
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    async with (
+        mw,
+        aiohttp.ClientSession(middlewares=[mw]) as session,
+        session.get(url, headers=accept) as r,
+    ):
+        return r.status
+
+
+def as_user(registry: Registry) -> ConfigFile:
+    return ConfigFile.from_dict(
+        {"auths": {registry.host: {"username": USER, "password": PASSWORD}}}
+    )
+
+
+async def test_the_fixture_registry_is_private_by_default(
+    oci_registry: Registry, oci_token_server: TokenServer
+) -> None:
+    oci_registry.seed_image("team/app", "v1")
+    oci_registry.seed_image("library/ubuntu", "v1")
+    # Anonymous: a token is issued, granting nothing, so the registry refuses it.
+    assert await pull_status(oci_registry, "team/app", None) == 403
+    assert await pull_status(oci_registry, "library/ubuntu", None) == 403
+    assert oci_token_server.counters.get_anonymous == 2
+    assert all(r.subject is None for r in oci_token_server.requests)
+    assert await pull_status(oci_registry, "team/app", as_user(oci_registry)) == 200
+    assert oci_token_server.counters.get_basic == 1
+    assert oci_token_server.grants == fixture_grants()
+
+
+@pytest.mark.parametrize("oci_public_repositories", [("library/*",)])
+async def test_public_repositories_are_named_by_overriding_a_fixture(
+    oci_registry: Registry, oci_registry_factory: RegistryFactory
+) -> None:
+    other = await oci_registry_factory(auth="bearer")
+    for registry in (oci_registry, other):
+        registry.seed_image("team/app", "v1")
+        registry.seed_image("library/ubuntu", "v1")
+        assert await pull_status(registry, "library/ubuntu", None) == 200
+        assert await pull_status(registry, "team/app", None) == 403
+
+
+def test_the_fixture_user_may_do_anything_anonymous_only_pull_public() -> None:
+    grants = fixture_grants(["library/*"])
+    server = TokenServer(grants=grants)
+    for resource_type, name, action in [
+        ("repository", "team/app", "pull"),
+        ("repository", "team/app", "push"),
+        ("repository", "team/app", "delete"),
+        ("registry", "catalog", "*"),
+    ]:
+        assert server.allowed(USER, Access(resource_type, name, action))
+        assert not server.allowed(None, Access(resource_type, name, action))
+    assert server.allowed(None, Access("repository", "library/ubuntu", "pull"))
+    assert not server.allowed(None, Access("repository", "library/ubuntu", "push"))
+    assert not server.allowed("mallory", Access("repository", "team/app", "pull"))
 
 
 def test_fixtures_stop_their_servers(pytester: pytest.Pytester) -> None:

@@ -40,7 +40,9 @@ Tests should prove behaviour by these counters, not by timing: ``pause()``,
 With pytest and pytest-asyncio, the ``pytest11`` plugin
 (:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures:
 ``oci_token_server``, ``oci_registry`` (bearer), ``oci_basic_registry``,
-``oci_open_registry`` and ``oci_registry_factory``.
+``oci_open_registry`` and ``oci_registry_factory``. Their registries are
+private: only ``USER`` may pull, unless a test names public repositories by
+overriding ``oci_public_repositories``.
 
 Names are imported on first use, so that loading the pytest plugin (which
 pytest does in every project that has aociauth installed) needs neither

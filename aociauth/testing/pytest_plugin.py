@@ -4,7 +4,13 @@ Fixtures, each yielding a running server on 127.0.0.1 and stopping it after
 the test:
 
 * ``oci_token_server``: a :class:`~aociauth.testing.TokenServer` with the user
-  ``alice`` / ``secret-password`` (:data:`USER`, :data:`PASSWORD`).
+  ``alice`` / ``secret-password`` (:data:`USER`, :data:`PASSWORD`), who may do
+  anything; anonymous users may pull only the repositories
+  ``oci_public_repositories`` names (none unless a test overrides it), so
+  that code which forgets its credentials fails, as against a private registry.
+* ``oci_public_repositories``: the repository patterns anonymous users may
+  pull (:func:`fnmatch.fnmatchcase`, e.g. ``"library/*"``); ``()``. Override
+  it in a test module or conftest to make some public.
 * ``oci_registry``: a bearer-token :class:`~aociauth.testing.Registry` backed
   by ``oci_token_server``.
 * ``oci_basic_registry``: a Registry with Basic auth for the same user.
@@ -22,7 +28,7 @@ servers only inside the fixtures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
@@ -39,9 +45,12 @@ if TYPE_CHECKING:
 __all__ = [
     "PASSWORD",
     "USER",
+    "USER_ACTIONS",
     "RegistryFactory",
+    "fixture_grants",
     "oci_basic_registry",
     "oci_open_registry",
+    "oci_public_repositories",
     "oci_registry",
     "oci_registry_factory",
     "oci_token_server",
@@ -51,6 +60,10 @@ USER = "alice"
 """The user the fixtures' servers know."""
 PASSWORD = "secret-password"  # noqa: S105 (a test fixture's well-known password)
 """The password of :data:`USER`."""
+
+#: What :data:`USER` may do on any resource: every action distribution knows
+#: (``*`` is ``registry:catalog``'s).
+USER_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
 RegistryFactory = Callable[..., Awaitable["Registry"]]
 """``await factory(**registry_kwargs)`` -> a started :class:`~aociauth.testing.Registry`."""
@@ -81,11 +94,38 @@ def _import_servers() -> tuple[type[TokenServer], type[Registry]]:
     return TokenServer, Registry
 
 
+def fixture_grants(public: Iterable[str] = ()) -> dict[str | None, dict[str, set[str]]]:
+    """The fixtures' token-server grants: :data:`USER` may do anything, anonymous pull ``public``.
+
+    ``public`` holds repository patterns (:func:`fnmatch.fnmatchcase`). The
+    result is the mapping form of :data:`~aociauth.testing.tokenserver.Grants`,
+    so a test can read or change it (``oci_token_server.grants``).
+    """
+    grants: dict[str | None, dict[str, set[str]]] = {USER: {"*": set(USER_ACTIONS)}}
+    grants[None] = {f"repository:{pattern}": {"pull"} for pattern in public}
+    return grants
+
+
+@pytest.fixture
+def oci_public_repositories() -> tuple[str, ...]:
+    """Repository patterns anonymous users may pull from the fixtures' token servers: none.
+
+    Override it (a fixture of the same name in a test module or conftest) to
+    name public repositories, e.g. ``return ("library/*",)``.
+    """
+    return ()
+
+
 @_async_fixture
-async def oci_token_server() -> AsyncIterator[TokenServer]:
-    """A running TokenServer that knows ``alice`` / ``secret-password``."""
+async def oci_token_server(oci_public_repositories: tuple[str, ...]) -> AsyncIterator[TokenServer]:
+    """A running TokenServer: ``alice`` / ``secret-password`` may do anything.
+
+    Anonymous users may pull the repositories ``oci_public_repositories``
+    names and nothing else.
+    """
     token_server_class, _ = _import_servers()
-    async with token_server_class(users={USER: PASSWORD}) as server:
+    grants = fixture_grants(oci_public_repositories)
+    async with token_server_class(users={USER: PASSWORD}, grants=grants) as server:
         yield server
 
 
@@ -114,19 +154,23 @@ async def oci_open_registry() -> AsyncIterator[Registry]:
 
 
 @_async_fixture
-async def oci_registry_factory() -> AsyncIterator[RegistryFactory]:
+async def oci_registry_factory(
+    oci_public_repositories: tuple[str, ...],
+) -> AsyncIterator[RegistryFactory]:
     """An async factory of started Registries; all are stopped after the test.
 
     ``await oci_registry_factory(auth="bearer", shuffle_challenges=True)``
     gives a Registry with its own TokenServer (``registry.token_server``) for
-    ``alice``; pass ``token_server=`` to share one.
+    ``alice``, with the grants of ``oci_token_server``; pass ``token_server=``
+    to share one.
     """
     token_server_class, registry_class = _import_servers()
     started: list[TokenServer | Registry] = []
 
     async def factory(**kwargs: Any) -> Registry:
         if kwargs.get("auth") == "bearer" and kwargs.get("token_server") is None:
-            token_server = token_server_class(users={USER: PASSWORD})
+            grants = fixture_grants(oci_public_repositories)
+            token_server = token_server_class(users={USER: PASSWORD}, grants=grants)
             await token_server.start()
             started.append(token_server)
             kwargs["token_server"] = token_server
