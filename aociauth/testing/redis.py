@@ -46,6 +46,7 @@ _BINARY_NAME = "redis-server"
 _POLL_INTERVAL = 0.02
 _LOG_TAIL_LINES = 30
 _PORT_ATTEMPTS = 5
+_CLUSTER_BUS_OFFSET = 10_000
 
 
 class RedisStartError(OCIAuthError):
@@ -63,12 +64,33 @@ def find_redis_server() -> str | None:
     return shutil.which(_BINARY_NAME)
 
 
-def _free_port() -> int:
-    # redis-server has no "port 0, tell me which": ask the kernel for a free
-    # port and hand it over (a start that loses the race is retried).
+def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port(cluster: bool) -> int:
+    """A port the kernel calls free; for a cluster node, one whose bus port is free too.
+
+    redis-server has no "port 0, tell me which": the port is handed over, and a
+    start that loses the race for it is retried. A cluster node also listens on
+    its port + 10000, so its port must be at most 55535.
+    """
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not cluster:
+            return port
+        if port + _CLUSTER_BUS_OFFSET > 65535:
+            port -= _CLUSTER_BUS_OFFSET * 2  # from the ephemeral range down to a quieter one
+        if port > 1024 and _port_is_free(port) and _port_is_free(port + _CLUSTER_BUS_OFFSET):
+            return port
+    raise RedisStartError("found no free port pair for a cluster node")
 
 
 def _resp(*args: str) -> bytes:
@@ -182,7 +204,7 @@ class RedisServer:
         fixed = self._port is not None
         for _ in range(1 if fixed else _PORT_ATTEMPTS):
             if not fixed:
-                self._port = _free_port()
+                self._port = _free_port(self._cluster)
             try:
                 await self._start_once(binary)
                 return
