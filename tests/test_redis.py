@@ -622,3 +622,38 @@ async def test_works_on_a_redis_cluster() -> None:
         finally:
             for store in stores:
                 await store.aclose()
+
+
+# --- Redis ACLs ----------------------------------------------------------------------------
+
+#: The ACL of docs/fleet.md ("Redis access control"), for a single Redis.
+FLEET_ACL = (
+    "on >fleet-user-password resetkeys ~aociauth:* resetchannels -@all "
+    "+get +set +exists +hgetall +evalsha +script|load +ping +select "
+    "+hset +hkeys +hdel +pttl +pexpire +del"
+)
+
+
+async def test_documented_acl_is_enough(server: RedisServer) -> None:
+    reply = await server.command("ACL", "SETUSER", "fleet", *FLEET_ACL.split())
+    assert reply.startswith(b"+OK"), reply
+    url = f"redis://fleet:fleet-user-password@{server.host}/0"
+    store = RedisTokenStore.from_url(url, key=KEY)
+    try:
+        await store.put(ALICE, REALM, token("repository:a:pull"))
+        assert await store.get(ALICE, REALM, scope_of("a")) is not None
+        got, fetched = await shared_fetch(
+            store, ALICE, REALM, scope_of("b"), CountingFetch({})("b")
+        )
+        assert fetched
+        assert await store.get(ALICE, REALM, scope_of("b")) == got
+        assert store.stats.errors == 0
+        # And nothing outside the prefix.
+        other = RedisTokenStore.from_url(url, key=KEY, prefix="elsewhere")
+        try:
+            await other.put(ALICE, REALM, token("repository:a:pull"))
+            assert other.stats.errors == 1
+        finally:
+            await other.aclose()
+    finally:
+        await store.aclose()
