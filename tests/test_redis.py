@@ -657,3 +657,18 @@ async def test_documented_acl_is_enough(server: RedisServer) -> None:
             await other.aclose()
     finally:
         await store.aclose()
+
+
+async def test_shared_fetch_without_redis_just_fetches(
+    server: RedisServer, stores: StoreFactory
+) -> None:
+    store = stores()
+    await server.kill()
+    counts: dict[str, int] = {}
+    fetcher = CountingFetch(counts)
+    for _ in range(3):
+        got, fetched = await shared_fetch(store, ALICE, REALM, scope_of("a"), fetcher("a"))
+        assert fetched
+        assert got.value == "tok-a"
+    assert counts == {"a": 3}
+    assert store.stats.outages == 1
