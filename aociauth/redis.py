@@ -170,6 +170,9 @@ class RedisTokenStore:
     ``decode_responses=False``), which :meth:`aclose` then leaves open unless
     ``owns_client``. ``key`` is the fleet's 32-byte key (see :meth:`from_url`).
     ``clock`` gives wall-clock epoch seconds, for tests.
+
+    A store belongs to the event loop it is first used on (its client's
+    connections do), as a middleware does: one store per loop.
     """
 
     def __init__(
