@@ -308,12 +308,14 @@ class RedisTokenStore:
         ident, base = self._base(identity)
         return base + "b:" + self._fleet.name("any", ident, realm)
 
-    def _bucket_keys(self, identity: SharedIdentity, realm: str, scope: Scope) -> list[str]:
-        """The bucket of each resource ``scope`` names (the first ones), in scope order."""
+    def _bucket_keys(
+        self, identity: SharedIdentity, realm: str, scope: Scope, most: int
+    ) -> list[str]:
+        """The buckets of the first ``most`` resources ``scope`` names, in scope order."""
         ident, base = self._base(identity)
         keys: dict[str, None] = {}
         for rs in scope:
-            if len(keys) >= MAX_INDEXED_RESOURCES:
+            if len(keys) >= most:
                 break
             name = self._fleet.name("bucket", ident, realm, rs.resource_type, rs.resource)
             keys[base + "b:" + name] = None
@@ -391,7 +393,7 @@ class RedisTokenStore:
         if scope.is_empty():
             key = self._any_key(identity, realm)
         else:
-            key = self._bucket_keys(identity, realm, scope)[0]
+            (key,) = self._bucket_keys(identity, realm, scope, 1)
         client = self._client
         try:
             entries = cast(Mapping[bytes, bytes], await self._run(lambda: client.hgetall(key)))
@@ -431,7 +433,8 @@ class RedisTokenStore:
         life = token.expires_at - now
         if life <= self._margin or token.scope.is_unlimited():
             return
-        keys = [*self._bucket_keys(identity, realm, token.scope), self._any_key(identity, realm)]
+        buckets = self._bucket_keys(identity, realm, token.scope, MAX_INDEXED_RESOURCES)
+        keys = [*buckets, self._any_key(identity, realm)]
         field = f"{int(token.expires_at * 1000)}:{secrets.token_hex(8)}"
         blobs = [self._fleet.seal(token, FleetKeys.place(k, field.encode())) for k in keys]
         ttl_ms = max(1, int(life * 1000))

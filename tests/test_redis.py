@@ -28,7 +28,7 @@ redis = pytest.importorskip("redis", reason="the shared cache needs redis-py (ex
 from redis.asyncio import Redis  # noqa: E402
 
 from aociauth import parse_scope  # noqa: E402
-from aociauth.redis import MAX_FIELDS, RedisTokenStore  # noqa: E402
+from aociauth.redis import MAX_FIELDS, MAX_INDEXED_RESOURCES, RedisTokenStore  # noqa: E402
 from aociauth.scope import Scope  # noqa: E402
 from aociauth.shared_cache import (  # noqa: E402
     SharedCacheError,
@@ -228,6 +228,17 @@ async def test_longest_lived_token_wins_and_buckets_stay_small(
     for value in (await dump(raw)).values():
         assert isinstance(value, dict)
         assert len(value) == MAX_FIELDS
+
+
+async def test_a_token_of_many_repositories_is_indexed_by_its_first_ones(
+    stores: StoreFactory, raw: Redis
+) -> None:
+    store = stores()
+    many = " ".join(f"repository:r{i:02d}:pull" for i in range(MAX_INDEXED_RESOURCES + 8))
+    await store.put(ALICE, REALM, token(many))
+    assert len(await dump(raw)) == MAX_INDEXED_RESOURCES + 1  # and the realm's "any" bucket
+    assert await store.get(ALICE, REALM, scope_of(f"r{MAX_INDEXED_RESOURCES - 1:02d}"))
+    assert await store.get(ALICE, REALM, scope_of(f"r{MAX_INDEXED_RESOURCES:02d}")) is None
 
 
 # --- nothing readable, nothing forgeable ---------------------------------------------------
