@@ -164,6 +164,7 @@ async def shared_fetch(
     scope: Scope,
     fetch: Callable[[], Awaitable[SharedToken]],
     *,
+    fresher_than: float | None = None,
     rounds: int = 2,
 ) -> tuple[SharedToken, bool]:
     """Find ``scope``'s token in ``store``, or fetch it once for the whole fleet.
@@ -174,20 +175,32 @@ async def shared_fetch(
     holder dies, its lock expires and the next round elects another; after
     ``rounds`` rounds without a token the caller fetches on its own. An
     exception from ``fetch`` propagates, and the lock is released.
+
+    ``fresher_than`` (wall-clock epoch seconds) ignores stored tokens expiring
+    no later than it: a refresh ahead passes its current token's expiry, and a
+    retry after the registry refused a token passes that token's, so neither
+    is handed back the token it is replacing.
     """
-    found = await store.get(identity, realm, scope)
+
+    async def look() -> SharedToken | None:
+        found = await store.get(identity, realm, scope)
+        if found is None or (fresher_than is not None and found.expires_at <= fresher_than):
+            return None
+        return found
+
+    found = await look()
     if found is not None:
         return found, False
     for _ in range(rounds):
         async with store.fetch_lock(identity, realm, scope) as mine:
             if mine:
-                found = await store.get(identity, realm, scope)
+                found = await look()
                 if found is not None:
                     return found, False
                 token = await fetch()
                 await store.put(identity, realm, token)
                 return token, True
-        found = await store.get(identity, realm, scope)
+        found = await look()
         if found is not None:
             return found, False
     token = await fetch()

@@ -484,6 +484,24 @@ async def test_concurrent_callers_fetch_each_scope_once(stores: StoreFactory) ->
     assert sum(s.stats.lock_timeouts for s in processes) == 0
 
 
+async def test_a_refresh_is_not_handed_the_token_it_replaces(stores: StoreFactory) -> None:
+    one, other = stores(), stores()
+    current = token("repository:a:pull", life=100, value="current")
+    await one.put(ALICE, REALM, current)
+    counts: dict[str, int] = {}
+    fetcher = CountingFetch(counts)
+    for store in (one, other):  # the second refresher takes the first one's new token
+        got, _ = await shared_fetch(
+            store, ALICE, REALM, scope_of("a"), fetcher("a"), fresher_than=current.expires_at
+        )
+        assert got.value == "tok-a"
+    assert counts == {"a": 1}
+    # Without fresher_than, the longest-lived token is found.
+    got, fetched = await shared_fetch(other, ALICE, REALM, scope_of("a"), fetcher("a"))
+    assert got.value == "tok-a"
+    assert not fetched
+
+
 async def test_failed_fetch_releases_the_lock(stores: StoreFactory) -> None:
     store, other = stores(), stores()
 
