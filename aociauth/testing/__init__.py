@@ -18,6 +18,9 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
 * :class:`RecordingServer`: records every request, headers and body, and
   serves blobs: the CDN a registry redirects blob downloads to, or the
   attacker a credential must never reach (:meth:`RecordingServer.credentials_seen`).
+* :class:`RedisServer` (and :class:`RedisClusterServers`): Debian's real
+  ``redis-server`` on a free loopback port, persistence off, that a test can
+  kill, restart and pause: the backend of :mod:`aociauth.redis`.
 * :class:`TokenIssuer`: the keys behind the token server. It signs JWTs
   that the reference registry (distribution 2.8) accepts, so the same tokens
   work against the in-process fakes and a real ``docker-registry``.
@@ -40,9 +43,9 @@ Tests should prove behaviour by these counters, not by timing: ``pause()``,
 With pytest and pytest-asyncio, the ``pytest11`` plugin
 (:mod:`aociauth.testing.pytest_plugin`) provides ready-made fixtures:
 ``oci_token_server``, ``oci_registry`` (bearer), ``oci_basic_registry``,
-``oci_open_registry`` and ``oci_registry_factory``. Their registries are
-private: only ``USER`` may pull, unless a test names public repositories by
-overriding ``oci_public_repositories``.
+``oci_open_registry``, ``oci_registry_factory`` and ``oci_redis_server``.
+Their registries are private: only ``USER`` may pull, unless a test names
+public repositories by overriding ``oci_public_repositories``.
 
 Names are imported on first use, so that loading the pytest plugin (which
 pytest does in every project that has aociauth installed) needs neither
@@ -56,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aociauth.testing._jwt import TokenIssuer
+    from aociauth.testing.redis import RedisClusterServers, RedisServer
     from aociauth.testing.registry import (
         RecordedRequest,
         RecordingServer,
@@ -77,6 +81,8 @@ __all__ = [
     "Grants",
     "RecordedRequest",
     "RecordingServer",
+    "RedisClusterServers",
+    "RedisServer",
     "Registry",
     "RegistryCounters",
     "RegistryRequest",
@@ -91,6 +97,8 @@ _HOMES = {
     "TokenIssuer": "aociauth.testing._jwt",
     "RecordedRequest": "aociauth.testing.registry",
     "RecordingServer": "aociauth.testing.registry",
+    "RedisClusterServers": "aociauth.testing.redis",
+    "RedisServer": "aociauth.testing.redis",
     "Registry": "aociauth.testing.registry",
     "RegistryCounters": "aociauth.testing.registry",
     "RegistryRequest": "aociauth.testing.registry",

@@ -19,6 +19,8 @@ the test:
   arguments and returning a started Registry; with ``auth="bearer"`` and no
   ``token_server`` it starts a TokenServer of its own for it. Everything it
   started is stopped after the test.
+* ``oci_redis_server``: a :class:`~aociauth.testing.redis.RedisServer`, Debian's
+  real ``redis-server`` with persistence off (skipped where it is not installed).
 
 The fixtures need pytest-asyncio and the ``testing`` extra (cryptography);
 without them a test using one is skipped, saying why. pytest loads this module
@@ -39,6 +41,7 @@ except ImportError:  # pragma: no cover - exercised in environments without it
     pytest_asyncio = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    from aociauth.testing.redis import RedisServer
     from aociauth.testing.registry import Registry
     from aociauth.testing.tokenserver import TokenServer
 
@@ -51,6 +54,7 @@ __all__ = [
     "oci_basic_registry",
     "oci_open_registry",
     "oci_public_repositories",
+    "oci_redis_server",
     "oci_registry",
     "oci_registry_factory",
     "oci_token_server",
@@ -186,3 +190,17 @@ async def oci_registry_factory(
     finally:
         for server in reversed(started):
             await server.stop()
+
+
+@_async_fixture
+async def oci_redis_server() -> AsyncIterator[RedisServer]:
+    """A running, empty ``redis-server`` on 127.0.0.1 (no password, persistence off).
+
+    Skips the test where Debian's ``redis-server`` is not installed.
+    """
+    from aociauth.testing.redis import RedisServer, find_redis_server
+
+    if find_redis_server() is None:
+        pytest.skip("redis-server is not on PATH: apt-get install redis-server")
+    async with RedisServer() as server:
+        yield server
