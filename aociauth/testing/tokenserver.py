@@ -216,6 +216,9 @@ class TokenServer(LoopbackServer):
       (goharbor/harbor#2411) and Portus (SUSE/Portus#735) did.
     * ``opaque_tokens``: random tokens instead of JWTs (GHCR's are not JWTs),
       so a client cannot read what a token grants; :meth:`verify` knows them.
+    * ``remember_tokens``: keep every token issued in :attr:`issued`, so an
+      audit can tell whose a token is even after :meth:`revoke_opaque_tokens`
+      or a new :attr:`issuer` made the registry refuse it.
     * ``ssl_context`` and ``tap``: see :class:`~aociauth.testing._http.LoopbackServer`.
     """
 
@@ -241,6 +244,7 @@ class TokenServer(LoopbackServer):
         path: str = "/token",
         scope_reading: ScopeReading = "all",
         opaque_tokens: bool = False,
+        remember_tokens: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         tap: list[Exchange] | None = None,
     ) -> None:
@@ -251,6 +255,9 @@ class TokenServer(LoopbackServer):
         self.scope_reading: ScopeReading = scope_reading
         self.opaque_tokens = opaque_tokens
         self._opaque: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.remember_tokens = remember_tokens
+        self.issued: set[str] = set()
+        """Every token issued, when ``remember_tokens`` is on."""
         self.issuer = (
             issuer if issuer is not None else TokenIssuer(service=service, algorithm=algorithm)
         )
@@ -302,6 +309,10 @@ class TokenServer(LoopbackServer):
         if found is None or found[0] + leeway < time.time():
             raise ValueError("unknown or expired opaque token")
         return found[1]
+
+    def revoke_opaque_tokens(self) -> None:
+        """Forget every opaque token issued so far: the registry refuses them from now on."""
+        self._opaque.clear()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer a token request that arrived elsewhere: a registry serving the token
@@ -645,6 +656,8 @@ class TokenServer(LoopbackServer):
             self._opaque[token] = (time.time() + lifetime, claims)
         else:
             token = self.issuer.issue(subject=subject or "", access=claim, expires_in=lifetime)
+        if self.remember_tokens:
+            self.issued.add(token)
         self.counters.tokens_issued += 1
         body: dict[str, object] = {}
         if self.token_field in ("both", "token"):

@@ -295,6 +295,7 @@ class Zoo:
                 post_unsupported_status=profile.post if profile.post != "oauth2" else 404,
                 scope_reading=profile.scope_reading,
                 opaque_tokens=profile.opaque_tokens,
+                remember_tokens=True,
                 ssl_context=tls.server,
                 tap=self.exchanges,
             )
