@@ -17,7 +17,7 @@ import aociauth
 from ._common import RESULTS_DIR, Report
 
 #: Scenario modules, in the order they run.
-MODULES = ("overhead", "cold_burst", "fanout", "sequence", "cache", "reference")
+MODULES = ("overhead", "cold_burst", "fanout", "sequence", "cache", "reference", "zoo")
 
 
 def _scenarios() -> dict[str, ModuleType]:

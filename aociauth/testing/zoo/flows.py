@@ -94,7 +94,7 @@ _ISSUE_ONE_SCOPE_MOUNT = (
 )
 
 _FINDING_HARBOR_BASIC = (
-    "zoo finding (no issue yet): Harbor answers a refused bearer token with a Basic "
+    "zoo finding, no issue yet: Harbor answers a refused bearer token with a Basic "
     "challenge (google/go-containerregistry#1744), and the middleware passes that 401 back "
     "instead of sending the Basic credentials it holds"
 )
