@@ -10,8 +10,8 @@ nothing leaves the machine. Fake credential helpers
 real ones print.
 
 :data:`FLOWS` are what users do (public and private pulls with the CDN hop,
-a burst, a mount, a wrong password, expiring helper credentials, a
-``with_scope`` batch, Docker Hub's rate limit); :func:`run_flow` runs one
+revoked tokens, a burst, a mount, a wrong password, expiring helper
+credentials, a ``with_scope`` batch, Docker Hub's rate limit); :func:`run_flow` runs one
 and :func:`audit` checks every request it made: credentials and tokens
 reach only their own registry's hosts, never a CDN. ``python -m
 aociauth.testing.zoo`` runs them all and prints, per registry, the flows

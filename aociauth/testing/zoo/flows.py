@@ -8,6 +8,8 @@ its own, as a fresh process would have:
 * ``public_pull``: an anonymous pull of a public image, blobs through the CDN hop;
 * ``private_pull``: a pull with the registry's real config form (per-namespace
   robots on Quay, the identity token on ACR, a helper on ECR, GCR, AR);
+* ``token_revoked``: the registry stops taking the tokens it issued (a key
+  rotation, a token expired early) between two pulls of one middleware;
 * ``burst``: 50 concurrent pulls over 10 repositories;
 * ``mount``: a cross-repository blob mount;
 * ``wrong_password``: a clear error, with the token requests bounded (no loop);
