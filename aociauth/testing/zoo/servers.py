@@ -116,6 +116,14 @@ sys.stdout.write(json.dumps({{"ServerURL": server, "Username": answer[0], "Secre
 """
 
 
+#: The principal behind ACR's identity tokens (an Entra ID service principal, in life).
+SERVICE_PRINCIPAL = "acme-sp"
+
+# The user names that stand for "the secret is an identity token": a helper's
+# "<token>" (docker/cli) and az acr login's all-zero GUID.
+_TOKEN_PLACEHOLDERS = frozenset({"<token>", "00000000-0000-0000-0000-000000000000"})
+
+
 def _secret(label: str) -> str:
     # Long and distinctive, so that finding one in a request is never a coincidence.
     return f"zoo-{label}-{secrets.token_urlsafe(18)}"
@@ -198,7 +206,7 @@ class ZooRegistry:
         """The subject a refresh token of ``user`` stands for."""
         # A refresh token's identity is the principal behind it, not the
         # placeholder user name the config shows.
-        return "acme-sp" if user in ("<token>", "00000000-0000-0000-0000-000000000000") else user
+        return SERVICE_PRINCIPAL if user in _TOKEN_PLACEHOLDERS else user
 
 
 class Zoo:
@@ -422,7 +430,7 @@ class Zoo:
             password = zr.new_secret("wrong") if wrong else zr.users[form.user]
             return {"auths": {form.key: {"auth": _basic(form.user, password)}}}
         if form.kind == "identitytoken":
-            token = zr.new_secret("wrong") if wrong else zr.issue_refresh_token("acme-sp")
+            token = zr.new_secret("wrong") if wrong else zr.issue_refresh_token(SERVICE_PRINCIPAL)
             # az acr login: the all-zero GUID as the user, with no password, beside the token.
             entry = {"auth": _basic(form.user, ""), "identitytoken": token}
             return {"auths": {form.key: entry}}
@@ -434,7 +442,7 @@ class Zoo:
         if wrong:
             return zr.new_secret("wrong")
         if form.user == "<token>":
-            return zr.issue_refresh_token("acme-sp")
+            return zr.issue_refresh_token(SERVICE_PRINCIPAL)
         return zr.users[form.user]
 
     def load_config(self, document: Mapping[str, Any]) -> ConfigFile:
