@@ -17,7 +17,16 @@ import aociauth
 from ._common import RESULTS_DIR, Report
 
 #: Scenario modules, in the order they run.
-MODULES = ("overhead", "cold_burst", "fanout", "sequence", "cache", "reference", "shared_cache")
+MODULES = (
+    "overhead",
+    "cold_burst",
+    "fanout",
+    "sequence",
+    "cache",
+    "reference",
+    "shared_cache",
+    "zoo",
+)
 
 
 def _scenarios() -> dict[str, ModuleType]:

@@ -25,6 +25,12 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
   that the reference registry (distribution 2.8) accepts, so the same tokens
   work against the in-process fakes and a real ``docker-registry``.
 
+Two modules build on them: :mod:`aociauth.testing.tls` makes a throwaway CA
+and the contexts to serve and trust https on loopback under any name, and
+:mod:`aociauth.testing.zoo` emulates nine public registries (Docker Hub,
+GHCR, GCR, Artifact Registry, ECR, ACR, Quay, Harbor, GitLab) under their
+real host names, with the flows and the audit of the registry zoo.
+
 Each server is an async context manager, and each knob is an attribute a
 test may change between requests::
 

@@ -6,12 +6,16 @@ import abc
 import asyncio
 import json
 import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-__all__ = ["LoopbackServer", "json_response"]
+__all__ = ["Exchange", "LoopbackServer", "json_response"]
 
 _S = TypeVar("_S", bound="LoopbackServer")
 
@@ -34,6 +38,35 @@ def json_response(
     return response
 
 
+@dataclass
+class Exchange:
+    """One request a server received and the status it answered, everything included.
+
+    Recorded in a server's :attr:`~LoopbackServer.tap` list, when it has one:
+    the raw headers and body, so that an audit can look for credentials where
+    they must not be. ``host`` is the request's Host header without its port:
+    the name the client thought it was talking to. Headers and body are left
+    out of the repr, so that a failing test does not print them.
+    """
+
+    host: str
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str] = field(repr=False)
+    body: bytes = field(repr=False)
+    status: int = 0
+
+
+_TAPPED_BODY_LIMIT = 1 << 20
+
+
+def _host_name(host: str) -> str:
+    """A Host header without its port (``[::1]:80`` -> ``[::1]``)."""
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and not name.endswith(":") else host
+
+
 class LoopbackServer(abc.ABC):
     """Base of the in-process servers: starts on ``127.0.0.1`` on a free port.
 
@@ -42,9 +75,17 @@ class LoopbackServer(abc.ABC):
     Use it as an async context manager, or call :meth:`start` and
     :meth:`stop`. While it stops, :attr:`_closing` is set, so a handler that
     stalls on purpose can wait on it and end with the server.
+
+    ``ssl_context`` (a server context, e.g. from :func:`aociauth.testing.tls.make_tls`)
+    serves https instead of http. ``tap``, a list shared by several servers if
+    wished, receives an :class:`Exchange` for every request, in arrival order.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, tap: list[Exchange] | None = None
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.tap = tap
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = asyncio.Event()
@@ -101,8 +142,9 @@ class LoopbackServer(abc.ABC):
 
     @property
     def url(self) -> str:
-        """The base URL, ``http://127.0.0.1:PORT``, without a trailing slash."""
-        return f"http://{self.host}"
+        """The base URL, ``http://127.0.0.1:PORT`` (https with TLS), without a trailing slash."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}"
 
     @property
     def running(self) -> bool:
@@ -114,21 +156,44 @@ class LoopbackServer(abc.ABC):
         if self._runner is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self._closing = asyncio.Event()
-        runner = web.AppRunner(
-            self._make_app(), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
-        )
+        app = self._make_app()
+        if self.tap is not None:
+            app.middlewares.append(self._record_exchange)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind(("127.0.0.1", 0))
             self._port = sock.getsockname()[1]
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
         except BaseException:
             sock.close()
             self._port = None
             await runner.cleanup()
             raise
         self._runner = runner
+
+    @web.middleware
+    async def _record_exchange(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        # read() caches the body, so the handler's own read() or post() still sees it.
+        body = await request.read() if request.can_read_body else b""
+        exchange = Exchange(
+            host=_host_name(request.host),
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
+            headers=CIMultiDict(request.headers),
+            body=body[:_TAPPED_BODY_LIMIT],
+        )
+        if self.tap is not None:
+            self.tap.append(exchange)
+        response = await handler(request)
+        exchange.status = response.status
+        return response
 
     async def stop(self) -> None:
         """Stop serving and close every connection; calling it again does nothing."""

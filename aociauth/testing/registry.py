@@ -23,6 +23,8 @@ import json
 import random
 import re
 import secrets
+import ssl
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,13 +34,14 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
-from aociauth.testing._http import LoopbackServer, json_response
+from aociauth.testing._http import Exchange, LoopbackServer, json_response
 from aociauth.testing.tokenserver import TokenServer
 
 __all__ = [
     "OCI_INDEX",
     "OCI_MANIFEST",
     "AuthMode",
+    "BlobRedirectStyle",
     "RecordedRequest",
     "RecordingServer",
     "Registry",
@@ -53,6 +56,20 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 AuthMode = Literal["none", "basic", "bearer"]
+
+BlobRedirectStyle = Literal["s3", "gcs", "azure", "cloudfront", "cloudflare"]
+"""The shape of a blob redirect's signed URL: which storage service signed it."""
+
+#: Docker Hub's answer once the pull rate limit is spent
+#: (https://docs.docker.com/docker-hub/usage/pulls/).
+DOCKER_HUB_RATE_LIMIT_MESSAGE = (
+    "You have reached your pull rate limit. You may increase the limit by authenticating "
+    "and upgrading: https://www.docker.com/increase-rate-limit"
+)
+
+#: ECR's answer to an authorization token past its 12 hours
+#: (flipt-io/flipt#3043, kcl-lang/kpm PR #698): 403, and no challenge.
+ECR_EXPIRED_MESSAGE = "Your authorization token has expired. Reauthenticate and try again."
 
 # A resource and an action, as distribution's access records: (type, name, action).
 _Record = tuple[str, str, str]
@@ -259,6 +276,22 @@ class Registry(LoopbackServer):
     referrers API (2.8 does not have it); ``latency`` seconds per request;
     ``failure_rate`` with ``failure_status``; ``record_requests``.
 
+    Knobs for registries that are not distribution (the registry zoo,
+    :mod:`aociauth.testing.zoo`, sets them per registry):
+    ``token_path`` serves ``token_server``'s endpoint at this path on the
+    registry's own host, as GHCR, GCR, ACR, Quay and Harbor do;
+    ``blob_redirect_style`` picks the signed URL's shape (:data:`BlobRedirectStyle`);
+    ``basic_service`` adds a ``service`` parameter to the Basic challenge
+    (ECR); ``expired_passwords`` are Basic passwords answered 403 DENIED
+    "Your authorization token has expired" (ECR); ``challenge_scope=False``
+    leaves ``scope`` out of Bearer challenges (Quay); ``accept_basic`` takes
+    ``users``' Basic credentials in bearer mode too, and
+    ``basic_challenge_after_refusal`` answers a request whose Authorization
+    was refused with a Basic challenge (both Harbor); ``pull_limit`` manifest
+    GETs per subject and ``pull_window`` seconds make Docker Hub's
+    ``RateLimit-*`` headers and its 429 ``TOOMANYREQUESTS``.
+    ``ssl_context`` and ``tap``: see :class:`~aociauth.testing._http.LoopbackServer`.
+
     ``counters`` and ``requests`` tell what happened; ``blobs`` maps every
     stored digest to its content.
     """
@@ -283,8 +316,18 @@ class Registry(LoopbackServer):
         failure_rate: float = 0.0,
         failure_status: int = 503,
         record_requests: bool = True,
+        token_path: str | None = None,
+        blob_redirect_style: BlobRedirectStyle = "s3",
+        basic_service: str | None = None,
+        challenge_scope: bool = True,
+        accept_basic: bool = False,
+        basic_challenge_after_refusal: bool = False,
+        pull_limit: int | None = None,
+        pull_window: int = 21600,
+        ssl_context: ssl.SSLContext | None = None,
+        tap: list[Exchange] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(ssl_context=ssl_context, tap=tap)
         if auth not in ("none", "basic", "bearer"):
             raise ValueError(f"unknown auth mode {auth!r}")
         if auth == "bearer" and token_server is None:
@@ -305,6 +348,18 @@ class Registry(LoopbackServer):
         self.failure_rate = failure_rate
         self.failure_status = failure_status
         self.record_requests = record_requests
+        self.token_path = token_path
+        self.blob_redirect_style: BlobRedirectStyle = blob_redirect_style
+        self.basic_service = basic_service
+        self.challenge_scope = challenge_scope
+        self.accept_basic = accept_basic
+        self.basic_challenge_after_refusal = basic_challenge_after_refusal
+        self.pull_limit = pull_limit
+        self.pull_window = pull_window
+        self.expired_passwords: set[str] = set()
+        """Basic passwords answered 403 "authorization token has expired" (ECR)."""
+        self.pulls: collections.Counter[str | None] = collections.Counter()
+        """Manifest GETs per subject (None: anonymous), counted against ``pull_limit``."""
         self.blobs: dict[str, bytes] = {}
         """Every stored blob: digest -> content (shared by all repositories)."""
         self.counters = RegistryCounters()
@@ -489,6 +544,10 @@ class Registry(LoopbackServer):
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.token_path is not None and request.path == self.token_path:
+            if self.token_server is None:
+                raise RuntimeError("token_path needs a token_server")
+            return await self.token_server.handle(request)
         counters = self.counters
         counters.requests += 1
         counters.in_flight += 1
@@ -557,7 +616,32 @@ class Registry(LoopbackServer):
         denied = self._authorize(request, self._access_records(kind, params, request), record)
         if denied is not None:
             return denied
+        if self.pull_limit is not None and kind == "manifest" and request.method == "GET":
+            return await self._rate_limited(kind, params, request, record)
         return await self._dispatch(kind, params, request)
+
+    async def _rate_limited(
+        self, kind: str, params: dict[str, str], request: web.Request, record: RegistryRequest
+    ) -> web.Response:
+        # Docker Hub counts manifest GETs (not HEADs) per user, or per address when
+        # anonymous, and says how many are left (https://docs.docker.com/docker-hub/usage/pulls/).
+        assert self.pull_limit is not None
+        window = f";w={self.pull_window}"
+        used = self.pulls[record.subject]
+        headers = {
+            "RateLimit-Limit": f"{self.pull_limit}{window}",
+            "Docker-RateLimit-Source": record.subject or "127.0.0.1",
+        }
+        if used >= self.pull_limit:
+            headers["RateLimit-Remaining"] = f"0{window}"
+            error = {"code": "TOOMANYREQUESTS", "message": DOCKER_HUB_RATE_LIMIT_MESSAGE}
+            body = {"errors": [error]}
+            return json_response(body, status=429, headers=headers)
+        self.pulls[record.subject] = used + 1
+        response = await self._dispatch(kind, params, request)
+        headers["RateLimit-Remaining"] = f"{self.pull_limit - used - 1}{window}"
+        response.headers.update(headers)
+        return response
 
     async def _dispatch(
         self, kind: str, params: dict[str, str], request: web.Request
@@ -628,29 +712,66 @@ class Registry(LoopbackServer):
             if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
                 record.subject = user
                 return None
+            if sep and password in self.expired_passwords:
+                return _error(403, "DENIED", ECR_EXPIRED_MESSAGE)
+        return self._unauthorized(records, self._basic_challenge())
+
+    def _basic_challenge(self) -> str:
         challenge = f'Basic realm="{self.basic_realm}"'
-        return self._unauthorized(records, challenge)
+        if self.basic_service is not None:
+            challenge += f',service="{self.basic_service}"'
+        return challenge
+
+    def _basic_user(self, request: web.Request) -> str | None:
+        """The user whose Basic credentials, among :attr:`users`, the request carries."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = decoded.partition(":")
+        expected = self.users.get(user) if sep else None
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return None
+        return user
 
     def _authorize_bearer(
         self, request: web.Request, records: list[_Record], record: RegistryRequest
     ) -> web.Response | None:
         assert self.token_server is not None
+        if self.accept_basic:
+            user = self._basic_user(request)
+            if user is not None:
+                record.subject = user
+                return None
+        carried = "Authorization" in request.headers
         # distribution splits on every space: "Bearer  x" is not a token.
         parts = request.headers.get("Authorization", "").split(" ")
         if len(parts) != 2 or parts[0].lower() != "bearer":
-            return self._bearer_challenge(records, None)
+            return self._refuse_bearer(records, None, carried)
         token = parts[1]
         try:
-            claims = self.token_server.issuer.verify(token, leeway=self.leeway)
+            claims = self.token_server.verify(token, leeway=self.leeway)
         except ValueError:
             self.counters.invalid_token += 1
-            return self._bearer_challenge(records, "invalid_token")
+            return self._refuse_bearer(records, "invalid_token", carried)
         granted, record.scope = self._granted(token, claims)
         record.subject = str(claims.get("sub", ""))
         if any(needed not in granted for needed in records):
             self.counters.insufficient_scope += 1
-            return self._bearer_challenge(records, "insufficient_scope")
+            return self._refuse_bearer(records, "insufficient_scope", carried)
         return None
+
+    def _refuse_bearer(
+        self, records: list[_Record], error: str | None, carried: bool
+    ) -> web.Response:
+        if carried and self.basic_challenge_after_refusal:
+            # Harbor challenges with Basic a request that carried credentials it
+            # refused (google/go-containerregistry#1744).
+            return self._unauthorized(records, self._basic_challenge())
+        return self._bearer_challenge(records, error)
 
     def _granted(self, token: str, claims: Mapping[str, Any]) -> tuple[frozenset[_Record], str]:
         """The accesses ``token`` grants, and them as a scope string; memoised per token."""
@@ -665,7 +786,7 @@ class Registry(LoopbackServer):
 
     def _bearer_challenge(self, records: list[_Record], error: str | None) -> web.Response:
         challenge = f'Bearer realm="{self.realm}",service="{self.service}"'
-        if records:
+        if records and self.challenge_scope:
             challenge += f',scope="{self._scope_param(records)}"'
         if error is not None:
             challenge += f',error="{error}"'
@@ -851,8 +972,27 @@ class Registry(LoopbackServer):
     def _presigned(self, digest: str) -> str:
         assert self.blob_redirect is not None
         signature = hashlib.sha256(f"{digest}{secrets.token_hex(8)}".encode()).hexdigest()
+        base = self.blob_redirect.rstrip("/")
+        expires = int(time.time()) + 1200
+        style = self.blob_redirect_style
+        if style == "cloudflare":
+            # distribution's storage layout, signed by Cloudflare's "verify" token.
+            algorithm, _, hex_digest = digest.partition(":")
+            path = f"/registry-v2/docker/registry/v2/blobs/{algorithm}/{hex_digest[:2]}"
+            path += f"/{hex_digest}"
+            return f"{base}{path}/data?verify={expires}-{signature[:32]}"
+        if style == "gcs":
+            return (
+                f"{base}/{digest}?GoogleAccessId=registry%40example.iam.gserviceaccount.com"
+                f"&Expires={expires}&Signature={signature}"
+            )
+        if style == "azure":
+            return f"{base}/{digest}?se={expires}&sig={signature}&sp=r&spr=https&sr=b&sv=2019-12-12"
+        if style == "cloudfront":
+            signed = f"Expires={expires}&Signature={signature}&Key-Pair-Id=APKAEXAMPLE"
+            return f"{base}/{digest}?{signed}"
         return (
-            f"{self.blob_redirect.rstrip('/')}/{digest}"
+            f"{base}/{digest}"
             "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
             "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
             "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=1200&X-Amz-SignedHeaders=host"
@@ -1046,8 +1186,15 @@ class RecordingServer(LoopbackServer):
     of) its body; :meth:`credentials_seen` picks those carrying a credential.
     """
 
-    def __init__(self, *, blobs: Mapping[str, bytes] | None = None, default_status: int = 404):
-        super().__init__()
+    def __init__(
+        self,
+        *,
+        blobs: Mapping[str, bytes] | None = None,
+        default_status: int = 404,
+        ssl_context: ssl.SSLContext | None = None,
+        tap: list[Exchange] | None = None,
+    ):
+        super().__init__(ssl_context=ssl_context, tap=tap)
         self.blobs: Mapping[str, bytes] = blobs if blobs is not None else {}
         self.default_status = default_status
         self.requests: list[RecordedRequest] = []
@@ -1100,13 +1247,22 @@ class RecordingServer(LoopbackServer):
         if configured is not None:
             status, raw, headers = configured
             return web.Response(status=status, body=raw, headers=headers)
-        digest = request.path.rsplit("/", 1)[-1]
+        digest = _digest_in_path(request.path)
         if request.method in ("GET", "HEAD") and digest in self.blobs:
             return web.Response(
                 body=self.blobs[digest],
                 headers={"Content-Type": "application/octet-stream", "Etag": f'"{digest}"'},
             )
         return web.Response(status=self.default_status)
+
+
+def _digest_in_path(path: str) -> str:
+    """The digest a blob URL names: its last segment, or distribution's storage layout
+    ``.../blobs/<algorithm>/<2 hex>/<hex>/data`` that Docker Hub's CDN URLs keep."""
+    segments = path.rstrip("/").split("/")
+    if len(segments) >= 4 and segments[-1] == "data":
+        return f"{segments[-4]}:{segments[-2]}"
+    return segments[-1]
 
 
 def _carries_credential(request: RecordedRequest) -> bool:

@@ -19,21 +19,24 @@ import datetime
 import hmac
 import random
 import secrets
+import ssl
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from aiohttp import web
 from multidict import MultiDict
 
-from aociauth.testing._http import LoopbackServer, json_response
+from aociauth.testing._http import Exchange, LoopbackServer, json_response
 from aociauth.testing._jwt import Algorithm, TokenIssuer
 
 __all__ = [
     "GARBAGE_KINDS",
     "Access",
     "Grants",
+    "ScopeReading",
     "TokenField",
     "TokenRequest",
     "TokenServer",
@@ -65,6 +68,9 @@ match literally: ``registry:catalog`` needs ``{"*"}``, as in distribution.
 TokenField = Literal["both", "token", "access_token"]
 """Which field(s) of a token response carry the token."""
 
+ScopeReading = Literal["all", "first", "last"]
+"""Which ``scope`` parameters of a token request a server reads: all, or only one of them."""
+
 GarbageKind = Literal[
     "html",
     "empty",
@@ -84,6 +90,7 @@ GARBAGE_KINDS: tuple[str, ...] = get_args(GarbageKind)
 _REDACTED = "<redacted>"
 _POST_KINDS = {"password": "post_password", "refresh_token": "post_refresh"}
 _HUGE_CHUNK = b"a" * 65536
+_OPAQUE_LIMIT = 10_000
 
 
 @dataclass
@@ -202,6 +209,17 @@ class TokenServer(LoopbackServer):
     * ``latency``: seconds each token request waits before it is answered.
     * ``failure_rate``: fraction of requests answered ``failure_status``,
       drawn from a ``random.Random(seed)``.
+    * ``path``: where the token endpoint is (``/token``; ``/oauth2/token`` on
+      ACR, ``/jwt/auth`` on GitLab, ...).
+    * ``scope_reading``: ``"last"`` or ``"first"`` reads only one of several
+      ``scope`` parameters, as older GitLab (estesp/manifest-tool#53), Harbor
+      (goharbor/harbor#2411) and Portus (SUSE/Portus#735) did.
+    * ``opaque_tokens``: random tokens instead of JWTs (GHCR's are not JWTs),
+      so a client cannot read what a token grants; :meth:`verify` knows them.
+    * ``remember_tokens``: keep every token issued in :attr:`issued`, so an
+      audit can tell whose a token is even after :meth:`revoke_opaque_tokens`
+      or a new :attr:`issuer` made the registry refuse it.
+    * ``ssl_context`` and ``tap``: see :class:`~aociauth.testing._http.LoopbackServer`.
     """
 
     def __init__(
@@ -223,8 +241,23 @@ class TokenServer(LoopbackServer):
         failure_rate: float = 0.0,
         failure_status: int = 503,
         seed: int = 0,
+        path: str = "/token",
+        scope_reading: ScopeReading = "all",
+        opaque_tokens: bool = False,
+        remember_tokens: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        tap: list[Exchange] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(ssl_context=ssl_context, tap=tap)
+        if not path.startswith("/"):
+            raise ValueError(f"token path {path!r} must start with /")
+        self.path = path
+        self.scope_reading: ScopeReading = scope_reading
+        self.opaque_tokens = opaque_tokens
+        self._opaque: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.remember_tokens = remember_tokens
+        self.issued: set[str] = set()
+        """Every token issued, when ``remember_tokens`` is on."""
         self.issuer = (
             issuer if issuer is not None else TokenIssuer(service=service, algorithm=algorithm)
         )
@@ -263,7 +296,28 @@ class TokenServer(LoopbackServer):
     @property
     def realm(self) -> str:
         """The token endpoint URL, for a registry's ``realm``."""
-        return f"{self.url}/token"
+        return f"{self.url}{self.path}"
+
+    def verify(self, token: str, *, leeway: float = 60.0) -> dict[str, Any]:
+        """The claims of a token this server issued and that is still valid; else ValueError.
+
+        JWTs are checked with :attr:`issuer`; opaque tokens are looked up.
+        """
+        if not self.opaque_tokens:
+            return self.issuer.verify(token, leeway=leeway)
+        found = self._opaque.get(token)
+        if found is None or found[0] + leeway < time.time():
+            raise ValueError("unknown or expired opaque token")
+        return found[1]
+
+    def revoke_opaque_tokens(self) -> None:
+        """Forget every opaque token issued so far: the registry refuses them from now on."""
+        self._opaque.clear()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer a token request that arrived elsewhere: a registry serving the token
+        endpoint on its own host (GHCR, ACR, Quay, ...) hands its requests here."""
+        return await self._handle(request, follow_garbage=True)
 
     def reset_counters(self) -> None:
         """Zero :attr:`counters` and forget :attr:`requests`."""
@@ -335,7 +389,7 @@ class TokenServer(LoopbackServer):
 
     def _make_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_route("*", "/token", self._handle_token)
+        app.router.add_route("*", self.path, self._handle_token)
         app.router.add_route("*", "/token-redirected", self._handle_redirected)
         return app
 
@@ -382,11 +436,11 @@ class TokenServer(LoopbackServer):
         scopes: tuple[str, ...] = ()
         if request.method == "GET":
             kind = "get_basic" if basic is not None else "get_anonymous"
-            scopes = _split_scopes(request.query.getall("scope", []))
+            scopes = _split_scopes(self._read_scopes(request.query.getall("scope", [])))
             username = basic[0] if basic is not None else None
         elif request.method == "POST":
             kind = _POST_KINDS.get(form.get("grant_type", ""), "post_other")
-            scopes = _split_scopes(form.getall("scope", []))
+            scopes = _split_scopes(self._read_scopes(form.getall("scope", [])))
             username = form.get("username") if kind == "post_password" else None
         else:
             kind = "other"
@@ -401,6 +455,14 @@ class TokenServer(LoopbackServer):
         )
         self.requests.append(record)
         return record, password
+
+    def _read_scopes(self, values: list[str]) -> list[str]:
+        # Rails keeps the last of repeated query parameters (older GitLab's /jwt/auth).
+        if self.scope_reading == "last":
+            return values[-1:]
+        if self.scope_reading == "first":
+            return values[:1]
+        return values
 
     def _count_kind(self, kind: str) -> None:
         counters = self.counters
@@ -585,7 +647,17 @@ class TokenServer(LoopbackServer):
         record.subject = subject
         lifetime = self.expires_in if self.expires_in else 60
         claim = [{"type": t, "name": n, "actions": actions} for t, n, actions in access]
-        token = self.issuer.issue(subject=subject or "", access=claim, expires_in=lifetime)
+        if self.opaque_tokens:
+            token = secrets.token_urlsafe(32)
+            claims = {"sub": subject or "", "access": claim}
+            if len(self._opaque) >= _OPAQUE_LIMIT:
+                now = time.time()
+                self._opaque = {k: v for k, v in self._opaque.items() if v[0] > now}
+            self._opaque[token] = (time.time() + lifetime, claims)
+        else:
+            token = self.issuer.issue(subject=subject or "", access=claim, expires_in=lifetime)
+        if self.remember_tokens:
+            self.issued.add(token)
         self.counters.tokens_issued += 1
         body: dict[str, object] = {}
         if self.token_field in ("both", "token"):
