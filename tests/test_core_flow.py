@@ -52,6 +52,7 @@ from aociauth.errors import (
 )
 from aociauth.realm import RealmPolicy
 from aociauth.scope import Scope, parse_scope, unlimited_scope
+from aociauth.stats import AuthStats
 from aociauth.tokens import AccessToken
 
 REG = URL("https://reg.example")
@@ -193,23 +194,26 @@ def drive(
 
 
 def bearer_core(
-    policy: FlowPolicy | None = None, challenge: Challenge | None = None, base: URL = REG
+    policy: FlowPolicy | None = None,
+    challenge: Challenge | None = None,
+    base: URL = REG,
+    stats: AuthStats | None = None,
 ) -> AuthCore:
     """A core that has met ``base`` and was challenged Bearer there."""
-    core = AuthCore(policy)
+    core = AuthCore(policy, stats)
     st = core.origin_of(base)
     core.origins.apply(st, Answered(challenge or bearer_challenge()))
     return core
 
 
-def basic_core() -> AuthCore:
-    core = AuthCore()
+def basic_core(stats: AuthStats | None = None) -> AuthCore:
+    core = AuthCore(None, stats)
     core.origins.apply(core.origin_of(REG), Answered(BASIC_CHALLENGE))
     return core
 
 
-def open_core(policy: FlowPolicy | None = None) -> AuthCore:
-    core = AuthCore(policy)
+def open_core(policy: FlowPolicy | None = None, stats: AuthStats | None = None) -> AuthCore:
+    core = AuthCore(policy, stats)
     core.origins.apply(core.origin_of(REG), Answered())
     return core
 
@@ -1040,6 +1044,7 @@ def test_a_fetch_with_basic_credentials_is_a_get_with_basic() -> None:
     assert core.cache.get(0, PULL_A, 8.0) is got
     assert core.stats.token_fetches == 1
     assert core.stats.token_fetch_failures == 0
+    assert core.stats.anonymous_realm_downgrades == 0  # a trusted realm is no downgrade
 
 
 def test_a_fetch_without_credentials_is_anonymous() -> None:
@@ -1167,6 +1172,7 @@ def test_a_challenge_without_a_realm_fails_before_any_request() -> None:
     assert isinstance(got, ChallengeError)
     assert got.registry == HOST
     assert got.step == "challenge"
+    assert str(got) == "malformed Www-Authenticate header from reg.example (missing realm)"
     assert core.stats.token_fetches == 1
     assert core.stats.token_fetch_failures == 1
 
@@ -1187,6 +1193,8 @@ def test_a_realm_the_policy_refuses_fails_before_any_request(
     assert calls == []
     assert isinstance(got, RealmPolicyError)
     assert got.step == "realm"
+    assert got.registry == HOST
+    assert str(got).startswith("refusing token request for reg.example: realm ")
     assert core.stats.token_fetch_failures == 1
 
 
@@ -1206,6 +1214,7 @@ def test_a_wide_scope_refused_is_narrowed_to_the_required_scope(status: int) -> 
         ["repository:a:pull", "repository:b:pull"],
         ["repository:a:pull"],
     ]
+    assert [(c.kind, c.authorization) for c in calls] == [("get_basic", BASIC)] * 2
     assert isinstance(got, AccessToken)
     assert got.scope == PULL_A
     st = core.origins.get(REG)
@@ -1355,6 +1364,7 @@ def test_adopt_caches_the_configs_access_token_once() -> None:
     assert tok.value == "REG"
     assert tok.scope.is_unlimited()
     assert tok.expires_at == math.inf
+    assert tok.issued_at == -math.inf  # older than any request: never "newer than" one
     core.adopt(st, "", ConfigEntry(access_token="REG"))
     assert len(core.cache) == 1
 
@@ -1380,6 +1390,7 @@ def test_the_refresh_token_is_the_configs_until_one_is_adopted() -> None:
 
 def test_resume_sets_the_cores_clock() -> None:
     core = AuthCore()
+    assert core.now == 0.0
     flow = core.request_flow(get())
     core.resume(flow, None, 42.0)
     assert core.now == 42.0
@@ -1421,3 +1432,319 @@ def test_origin_state_of_a_url() -> None:
     core = AuthCore()
     st = core.origin_of(URL("http://[::1]:5000/v2/a/manifests/x"))
     assert st == OriginState(url=URL("http://[::1]:5000"), host="[::1]:5000")
+
+
+# -- counters ---------------------------------------------------------------------
+
+
+def sc_cache_hit(stats: AuthStats) -> None:
+    core = bearer_core(stats=stats)
+    cache(core, PULL_A)
+    drive(core, get())
+
+
+def sc_basic_refused_twice(stats: AuthStats) -> None:
+    core = open_core(stats=stats)
+    drive(core, get(), replies=[Reply(401, (BASIC_LINE,)), Reply(401, (BASIC_LINE,))])
+
+
+def sc_bearer_denied(stats: AuthStats) -> None:
+    core = open_core(stats=stats)
+    drive(core, get(), replies=[Reply(401, (bearer_line(),))] * 2, tokens=[ok()])
+
+
+def sc_fetch_ahead_refused(stats: AuthStats) -> None:
+    core = bearer_core(stats=stats)
+    error = TokenServerError("refused", registry=HOST, step="token", status=403)
+    drive(core, get(), fetch=lambda _: error)
+
+
+def sc_refused_by_claims(stats: AuthStats) -> None:
+    core = bearer_core(challenge=bearer_challenge("repository:a:pull,push"), stats=stats)
+    drive(
+        core,
+        put("a"),
+        replies=[Reply(401, (bearer_line("repository:a:pull,push"),))],
+        tokens=[ok(jwt(("repository", "a", ["pull"])))],
+    )
+
+
+def sc_rate_limited(stats: AuthStats) -> None:
+    drive(open_core(stats=stats), get(), replies=[Reply(429)])
+
+
+def sc_burst_waits(stats: AuthStats) -> None:
+    core = AuthCore(None, stats)
+    core.origins.apply(core.origin_of(REG), ProbeSent())
+    drive(core, get(), on_await=lambda _: core.probe_ended(REG))
+
+
+def sc_refresh_ahead(stats: AuthStats) -> None:
+    core = bearer_core(stats=stats)
+    cache(core, PULL_A, issued=0.0, life=100.0)
+    drive(core, get(), now=90.0)
+
+
+def sc_fetch_without_realm(stats: AuthStats) -> None:
+    core = AuthCore(None, stats)
+    run_fetch(core, job(core, realm=""), [])
+
+
+def sc_anonymous_realm(stats: AuthStats) -> None:
+    core = AuthCore(None, stats)
+    run_fetch(core, job(core, realm=FOREIGN_REALM), [ok()])
+
+
+SCENARIOS: dict[str, tuple[Callable[[AuthStats], None], dict[str, int]]] = {
+    "cache hit": (sc_cache_hit, {"requests": 1, "cache_hits": 1}),
+    "basic refused twice": (
+        sc_basic_refused_twice,
+        {"requests": 1, "cache_misses": 1, "responses_401": 2, "retries_after_401": 1},
+    ),
+    "bearer denied": (
+        sc_bearer_denied,
+        {
+            "requests": 1,
+            "cache_misses": 1,
+            "responses_401": 2,
+            "retries_after_401": 1,
+            "rewritten_403": 1,
+            "token_fetches": 1,
+        },
+    ),
+    "fetch ahead refused": (
+        sc_fetch_ahead_refused,
+        {"requests": 1, "cache_misses": 1, "fetches_ahead": 1, "fetches_ahead_failed": 1},
+    ),
+    "refused by its claims": (
+        sc_refused_by_claims,
+        {
+            "requests": 1,
+            "cache_misses": 1,
+            "fetches_ahead": 1,
+            "token_fetches": 1,
+            "responses_401": 1,
+            "refused_ahead": 1,
+            "rewritten_403": 1,
+        },
+    ),
+    "429": (sc_rate_limited, {"requests": 1, "cache_misses": 1, "registry_429s": 1}),
+    "burst waits": (sc_burst_waits, {"requests": 1, "cache_misses": 1, "first_contact_waits": 1}),
+    "refresh ahead": (sc_refresh_ahead, {"requests": 1, "cache_hits": 1, "refreshes_ahead": 1}),
+    "fetch without realm": (
+        sc_fetch_without_realm,
+        {"token_fetches": 1, "token_fetch_failures": 1},
+    ),
+    "anonymous realm": (
+        sc_anonymous_realm,
+        {"token_fetches": 1, "anonymous_realm_downgrades": 1},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_each_path_counts_and_counts_add_up(name: str) -> None:
+    scenario, expected = SCENARIOS[name]
+    stats = AuthStats()
+    scenario(stats)
+    counted = {k: v for k, v in stats.as_dict().items() if v and k != "token_requests"}
+    counted.pop("total_token_requests", None)
+    assert counted == expected
+    scenario(stats)  # a second time, on a fresh core sharing the counters: they add up
+    twice = {k: v for k, v in stats.as_dict().items() if v and k != "token_requests"}
+    twice.pop("total_token_requests", None)
+    assert twice == {k: 2 * v for k, v in expected.items()}
+
+
+# -- the story in the log -----------------------------------------------------------
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "aociauth"]
+
+
+def test_the_log_tells_a_fetch_ahead_refused(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    core = bearer_core()
+    error = TokenServerError("denied by policy", registry=HOST, step="token", status=403)
+    drive(core, get(), fetch=lambda _: error)
+    assert messages(caplog) == [
+        (
+            "DEBUG",
+            "early token fetch for reg.example refused (denied by policy); the challenge decides",
+        )
+    ]
+
+
+def test_the_log_tells_a_token_and_a_subset_grant(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    core = AuthCore()
+    run_fetch(core, job(core, required=PUSH_A), [ok(jwt(("repository", "a", ["pull"])), 120)])
+    assert messages(caplog) == [
+        (
+            "DEBUG",
+            "token for reg.example grants only 'repository:a:pull' of 'repository:a:pull,push'",
+        ),
+        ("DEBUG", "token for reg.example scope='repository:a:pull' expires_in=120s"),
+    ]
+
+
+def test_the_log_warns_of_an_anonymous_realm(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    core = AuthCore()
+    run_fetch(core, job(core, realm=FOREIGN_REALM), [ok("T1", 60)])
+    assert messages(caplog)[0] == (
+        "WARNING",
+        "realm for reg.example is not trusted with credentials (realm https://auth.other.test "
+        "is not trusted with credentials for reg.example); asking anonymously",
+    )
+
+
+def test_the_log_tells_a_wanted_scope_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    drive(open_core(), replace(get(), wanted=unlimited_scope()))
+    assert messages(caplog) == [
+        ("DEBUG", "wanted scope too large; leaving it out of token requests")
+    ]
+    caplog.clear()
+    drive(open_core(), replace(get(), wanted=PULL_B))
+    assert messages(caplog) == []
+
+
+# -- edges ----------------------------------------------------------------------------
+
+
+def test_fetch_ended_for_a_fetch_not_in_flight_is_harmless() -> None:
+    core = AuthCore()
+    key = FetchKey(0, REALM, "reg", PULL_A)
+    core.fetch_ended(key)
+    core.fetch_ended(key)
+    assert core.in_flight() == frozenset()
+
+
+def test_known_namespaces_keep_the_latest_origins() -> None:
+    core = AuthCore(FlowPolicy(max_origins=2))
+    asked: list[str] = []
+    core.set_namespaces(lambda host: (asked.append(host), ("a",))[1])
+    for n in (1, 2, 3, 3, 2):
+        drive(core, get("a", base=URL(f"https://r{n}.example")))
+    assert asked == ["r1.example", "r2.example", "r3.example"]
+
+
+def test_a_narrowed_token_is_no_longer_found_for_what_was_taken_out() -> None:
+    core = bearer_core()
+    cache(core, PULL_A.union(PULL_B))
+    run = drive(
+        core,
+        get("b"),
+        replies=[
+            Reply(401, (bearer_line("repository:b:pull", error="insufficient_scope"),)),
+            Reply(200),
+        ],
+        tokens=[ok("TB")],
+        now=5.0,
+    )
+    part = identity(core).partition
+    tb = core.cache.get(part, PULL_B, 5.0)
+    assert tb is not None
+    assert tb.value == "TB"
+    assert core.cache.get(part, PULL_B, 5.0, exclude=tb) is None
+    assert run.effects[-1] == Resend("Bearer TB")
+
+
+def test_a_pull_token_is_not_sent_for_a_push() -> None:
+    core = bearer_core()
+    cache(core, PULL_A)
+    run = drive(core, put("a"), tokens=[ok("PUSH")], now=1.0)
+    (fetch,) = run.of(FetchToken)
+    assert fetch.key.scope == PUSH_A
+    assert run.sent == Send("Bearer PUSH")
+
+
+def test_a_challenge_without_realm_or_service_is_keyed_by_empty_strings() -> None:
+    bare = Challenge("bearer", {"scope": "repository:a:pull"})
+    core = bearer_core(challenge=bare)
+    run = drive(core, get())
+    (fetch,) = run.of(FetchToken)
+    assert (fetch.key.realm, fetch.key.service) == ("", "")
+    assert isinstance(run.outcome, Fail)
+    assert isinstance(run.outcome.error, ChallengeError)
+    core = bearer_core(challenge=bare)
+    cache(core, PULL_A, issued=0.0, life=100.0)
+    (refresh,) = drive(core, get(), now=90.0).of(RefreshInBackground)
+    assert (refresh.key.realm, refresh.key.service) == ("", "")
+
+
+def test_a_challenge_without_service_asks_without_one() -> None:
+    core = AuthCore()
+    _, calls = run_fetch(core, job(core, service=""), [ok()])
+    assert "service" not in calls[0].url.query
+    core = AuthCore()
+    _, calls = run_fetch(core, job(core, service="", entry=ConfigEntry(refresh_token="R")), [ok()])
+    assert calls[0].form is not None
+    assert "service" not in calls[0].form
+
+
+def test_a_refresh_grant_to_a_registry_on_this_machine() -> None:
+    core = AuthCore()
+    base = URL("http://127.0.0.1:5000")
+    j = job(
+        core, base=base, realm="http://127.0.0.1:5000/token", entry=ConfigEntry(refresh_token="R")
+    )
+    _, calls = run_fetch(core, j, [ok()])
+    assert (calls[0].kind, calls[0].loopback_ok, calls[0].registry) == (
+        "post_refresh",
+        True,
+        "127.0.0.1:5000",
+    )
+
+
+def test_a_mount_asks_for_the_source_repository_too() -> None:
+    core = bearer_core()
+    url = REG.with_path("/v2/b/blobs/uploads/").with_query({"mount": "sha256:ab", "from": "a"})
+    run = drive(core, RequestFacts("POST", url), tokens=[ok()])
+    (fetch,) = run.of(FetchToken)
+    assert fetch.key.scope == parse_scope("repository:b:pull,push repository:a:pull")
+
+
+def test_a_fetch_failing_with_any_error_fails_the_request() -> None:
+    core = bearer_core()
+    error = OCIAuthError("the adapter's own", registry=HOST)
+    run = drive(core, get(), fetch=lambda _: error)
+    assert run.outcome == Fail(error)
+
+
+def test_insufficient_scope_from_a_cdn_origin_narrows_nothing_of_ours() -> None:
+    core = AuthCore()
+    cdn = URL("https://cdn.example/blob")
+    line = bearer_line(realm="https://cdn.example/token", error="insufficient_scope")
+    run = drive(
+        core, RequestFacts("GET", cdn), replies=[Reply(401, (line,)), Reply(200)], tokens=[ok()]
+    )
+    assert run.effects[-1] == Resend("Bearer T1")
+    assert isinstance(run.outcome, Pass)
+
+
+@pytest.mark.parametrize(
+    ("evict_at", "coalesce"),
+    [(LookupCredentials, True), (LookupCredentials, False), (Send, True)],
+)
+def test_an_origin_evicted_while_a_request_waits_is_met_again(
+    evict_at: type, coalesce: bool
+) -> None:
+    core = AuthCore(FlowPolicy(max_origins=1, coalesce_first_contact=coalesce))
+    r1 = URL("https://r1.example")
+    flow = core.request_flow(get(base=r1))
+    value: object = None
+    effect = core.resume(flow, value, 0.0)
+    while not isinstance(effect, FetchToken):
+        if isinstance(effect, evict_at):
+            core.origin_of(URL("https://r2.example/v2/"))  # evicts r1
+            assert core.origins.get(r1) is None
+        value = {
+            LookupCredentials: CREDS,
+            Send: Reply(401, (bearer_line(realm="https://r1.example/token"),)),
+        }.get(type(effect))
+        effect = core.resume(flow, value, 0.0)
+    assert effect.job.origin.url == r1
+    assert effect.job.origin.host == "r1.example"

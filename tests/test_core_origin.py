@@ -177,7 +177,7 @@ def test_origins_bound_of_one() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1])
 def test_origins_need_room_for_one(bad: int) -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=r"^max_origins must be at least 1$"):
         Origins(bad)
 
 
