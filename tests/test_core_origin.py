@@ -63,10 +63,27 @@ PHASE_AFTER: dict[Phase, dict[str, Phase]] = {
 CHALLENGE_AFTER = {"answered-basic": BASIC, "answered-bearer": BEARER2}
 
 
+class Host(str):
+    """A registry name that is also the function naming an origin's registry, so
+    :meth:`Origins.state` takes it whether it wants the name or the function."""
+
+    def __call__(self, url: URL) -> str:
+        return str(self)
+
+
+def meet(origins: Origins, url: URL, host: str) -> OriginState:
+    """The state of ``url``'s origin, met now."""
+    return origins.state(url, Host(host))
+
+
+def fresh() -> OriginState:
+    """The state of an origin never met."""
+    return meet(Origins(), ORIGIN, "reg.example")
+
+
 def state(phase: Phase, *, registry: bool = False, narrow_only: bool = False) -> OriginState:
-    return OriginState(
-        url=ORIGIN,
-        host="reg.example",
+    return replace(
+        fresh(),
         phase=phase,
         challenge=HELD[phase],
         registry=registry,
@@ -130,7 +147,8 @@ def test_bearer_is_only_read_in_the_bearer_phase() -> None:
 
 
 def test_a_new_state_knows_nothing() -> None:
-    st_ = OriginState(url=ORIGIN, host="reg.example")
+    st_ = fresh()
+    assert (st_.url, st_.host) == (ORIGIN, "reg.example")
     assert st_.phase is Phase.NEW
     assert st_.challenge is None
     assert not st_.registry
@@ -147,9 +165,9 @@ def url(n: int, scheme: str = "https") -> URL:
 def test_origins_state_is_created_once_and_kept() -> None:
     origins = Origins(4)
     assert origins.get(ORIGIN) is None
-    first = origins.state(ORIGIN, "reg.example")
-    assert first == OriginState(url=ORIGIN, host="reg.example")
-    assert origins.state(ORIGIN, "reg.example") is first
+    first = meet(origins, ORIGIN, "reg.example")
+    assert first == fresh()
+    assert meet(origins, ORIGIN, "reg.example") is first
     assert origins.get(ORIGIN) is first
     assert len(origins) == 1
     assert list(origins) == [first]
@@ -157,10 +175,10 @@ def test_origins_state_is_created_once_and_kept() -> None:
 
 def test_origins_are_bounded_least_recently_used_out() -> None:
     origins = Origins(2)
-    origins.state(url(1), "r1.example")
-    origins.state(url(2), "r2.example")
-    origins.state(url(1), "r1.example")  # used again: r2 is now the oldest
-    origins.state(url(3), "r3.example")
+    meet(origins, url(1), "r1.example")
+    meet(origins, url(2), "r2.example")
+    meet(origins, url(1), "r1.example")  # used again: r2 is now the oldest
+    meet(origins, url(3), "r3.example")
     assert len(origins) == 2
     assert origins.get(url(1)) is not None
     assert origins.get(url(2)) is None
@@ -170,8 +188,8 @@ def test_origins_are_bounded_least_recently_used_out() -> None:
 
 def test_origins_bound_of_one() -> None:
     origins = Origins(1)
-    origins.state(url(1), "r1.example")
-    origins.state(url(2), "r2.example")
+    meet(origins, url(1), "r1.example")
+    meet(origins, url(2), "r2.example")
     assert [s.url for s in origins] == [url(2)]
 
 
@@ -187,7 +205,7 @@ def test_origins_default_bound() -> None:
 
 def test_apply_keeps_the_new_state() -> None:
     origins = Origins(4)
-    st_ = origins.state(ORIGIN, "reg.example")
+    st_ = meet(origins, ORIGIN, "reg.example")
     probing = origins.apply(st_, ProbeSent())
     assert probing.phase is Phase.PROBING
     assert origins.get(ORIGIN) is probing
@@ -200,8 +218,8 @@ def test_apply_keeps_the_new_state() -> None:
 
 def test_apply_to_an_evicted_origin_starts_again_from_the_state_given() -> None:
     origins = Origins(1)
-    st_ = origins.apply(origins.state(url(1), "r1.example"), WideScopeRefused())
-    origins.state(url(2), "r2.example")  # evicts r1
+    st_ = origins.apply(meet(origins, url(1), "r1.example"), WideScopeRefused())
+    meet(origins, url(2), "r2.example")  # evicts r1
     assert origins.get(url(1)) is None
     again = origins.apply(st_, Answered(BEARER))
     assert again.phase is Phase.BEARER
@@ -213,15 +231,15 @@ def test_apply_to_an_evicted_origin_starts_again_from_the_state_given() -> None:
 
 def test_apply_that_changes_nothing_keeps_the_state() -> None:
     origins = Origins(4)
-    st_ = origins.apply(origins.state(ORIGIN, "reg.example"), RegistryCallSeen())
+    st_ = origins.apply(meet(origins, ORIGIN, "reg.example"), RegistryCallSeen())
     assert origins.apply(st_, RegistryCallSeen()) is st_
     assert origins.get(ORIGIN) is st_
 
 
 def test_spoke_https_to() -> None:
     origins = Origins(4)
-    origins.state(URL("http://plain.example"), "plain.example")
-    origins.state(URL("https://secure.example:8443"), "secure.example:8443")
+    meet(origins, URL("http://plain.example"), "plain.example")
+    meet(origins, URL("https://secure.example:8443"), "secure.example:8443")
     assert origins.spoke_https_to("secure.example")  # any port of the host
     assert not origins.spoke_https_to("plain.example")
     assert not origins.spoke_https_to("other.example")
@@ -230,7 +248,7 @@ def test_spoke_https_to() -> None:
 def test_https_hosts_are_bounded_too() -> None:
     origins = Origins(2)
     for n in range(1, 4):
-        origins.state(url(n), f"r{n}.example")
+        meet(origins, url(n), f"r{n}.example")
     assert not origins.spoke_https_to("r1.example")
     assert origins.spoke_https_to("r2.example")
     assert origins.spoke_https_to("r3.example")
@@ -238,10 +256,10 @@ def test_https_hosts_are_bounded_too() -> None:
 
 def test_https_host_is_noted_once_per_new_origin() -> None:
     origins = Origins(2)
-    origins.state(url(1), "r1.example")
-    origins.state(url(2), "r2.example")
-    origins.state(url(1), "r1.example")  # known: not noted again, so r1 stays the oldest host
-    origins.state(url(3), "r3.example")
+    meet(origins, url(1), "r1.example")
+    meet(origins, url(2), "r2.example")
+    meet(origins, url(1), "r1.example")  # known: not noted again, so r1 stays the oldest host
+    meet(origins, url(3), "r3.example")
     assert not origins.spoke_https_to("r1.example")
     assert origins.spoke_https_to("r2.example")
 
@@ -254,7 +272,7 @@ events = st.sampled_from(list(EVENTS.values()))
 @settings(max_examples=150, deadline=None)
 @given(st.lists(events, max_size=30))
 def test_random_event_sequences_keep_the_invariants(seq: list[Event]) -> None:
-    current = OriginState(url=ORIGIN, host="reg.example")
+    current = fresh()
     left_first_contact = False
     for event in seq:
         before, current = current, transition(current, event)
@@ -288,7 +306,7 @@ def test_random_event_sequences_keep_the_invariants(seq: list[Event]) -> None:
 def test_origins_stay_bounded_and_consistent(seq: list[tuple[int, Event]], bound: int) -> None:
     origins = Origins(bound)
     for n, event in seq:
-        new = origins.apply(origins.state(url(n), f"r{n}.example"), event)
+        new = origins.apply(meet(origins, url(n), f"r{n}.example"), event)
         assert origins.get(url(n)) is new
         assert len(origins) <= bound
         assert len(list(origins)) == len(origins)
