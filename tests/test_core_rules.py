@@ -17,6 +17,8 @@ from aociauth.core.rules import (
     REFUSALS,
     backoff,
     basic_authorization,
+    bounded_want,
+    is_retryable,
     primary_repository,
     refresh_grant_form,
     refused_by_its_own_claims,
@@ -36,6 +38,7 @@ from aociauth.tokens import AccessToken
         ("https://reg.example:443/v2/", "reg.example:443"),
         ("http://[::1]:5000/v2/", "[::1]:5000"),
         ("https://user:pw@reg.example/v2/", "reg.example"),
+        ("/v2/", ""),  # no host at all
     ],
 )
 def test_registry_host_is_what_the_config_is_asked_about(url: str, key: str) -> None:
@@ -153,3 +156,56 @@ def test_refused_by_its_own_claims() -> None:
 )
 def test_is_presigned(url: str, presigned: bool) -> None:
     assert is_presigned(URL(url)) is presigned
+
+
+@pytest.mark.parametrize(
+    ("status", "retry", "ask_again"),
+    [
+        (None, True, False),  # no answer at all
+        (200, False, False),
+        (399, False, False),
+        (400, False, True),
+        (401, False, True),
+        (428, False, True),
+        (429, True, False),  # a rate limit: wait and retry, never a refusal
+        (430, False, True),
+        (499, False, True),
+        (500, True, False),
+        (503, True, False),
+        (599, True, False),
+    ],
+)
+def test_retry_and_ask_again_at_their_boundaries(
+    status: int | None, retry: bool, ask_again: bool
+) -> None:
+    assert is_retryable(status) is retry
+    assert worth_asking_again(status) is ask_again
+
+
+def test_a_ten_digit_retry_after_is_still_seconds() -> None:
+    assert retry_after("9999999999", cap=1e12, now=0.0) == 9999999999.0
+    assert retry_after("99999999999", cap=1e12, now=0.0) == 1e12  # eleven: the cap
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base", "cap", "jitter", "wait"),
+    [
+        (0, 1.0, 100.0, 0.5, 1.0),
+        (3, 1.0, 100.0, 0.0, 4.0),
+        (3, 1.0, 100.0, 0.75, 10.0),
+        (10, 1.0, 100.0, 0.5, 100.0),
+        (100, 1.0, math.inf, 0.5, 2.0**64),  # the exponent stops at 64
+    ],
+)
+def test_backoff_values(attempt: int, base: float, cap: float, jitter: float, wait: float) -> None:
+    assert backoff(attempt, base, cap, jitter) == wait
+
+
+def test_bounded_want_keeps_a_scope_at_its_bounds() -> None:
+    two = parse_scope("repository:a:pull repository:b:pull")
+    size = len(str(two))
+    assert bounded_want(two, 2, size) == two
+    assert bounded_want(two, 1, size) == parse_scope("")
+    assert bounded_want(two, 2, size - 1) == parse_scope("")
+    assert bounded_want(unlimited_scope(), 10, 100) == parse_scope("")
+    assert bounded_want(parse_scope(""), 0, 0) == parse_scope("")
