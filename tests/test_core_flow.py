@@ -1773,12 +1773,6 @@ def test_an_origin_evicted_while_a_request_waits_is_met_again(
     assert effect.job.origin.host == "r1.example"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core defect reported to the lead: fetch_flow adopts a refresh token from an "
-    "answer to an anonymous request when the realm is trusted (use_creds) but the identity "
-    "has no credentials; the rule is that only an answer to our own credentials may",
-)
 def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> None:
     core = AuthCore()
     j = job(core, entry=NO_CREDS)

@@ -500,8 +500,6 @@ class AuthCore:
         want = facts.wanted
         if want:
             want = bounded_want(want, p.max_scope_items, p.max_scope_bytes)
-            if not want:
-                log.debug("wanted scope too large; leaving it out of token requests")
         return required, known, api, want
 
     def ready(self, facts: RequestFacts) -> Prepared | None:
@@ -541,6 +539,10 @@ class AuthCore:
         stats.requests += 1
         st = self.origins.state(facts.url, registry_host)
         required, known, api, want = self._scopes(facts)
+        if facts.wanted and not want:
+            # Told here, not in _scopes: the hot path runs that too, and only this path
+            # makes token requests.
+            log.debug("wanted scope too large; leaving it out of token requests")
         if api and not st.registry:
             st = self.origins.apply(st, RegistryCallSeen())
         if not st.registry:
@@ -753,21 +755,22 @@ class AuthCore:
             return plan
         realm_url, use_creds = plan
         scope = job.required if st.narrow_only else job.wanted
-        got = yield from self._ask(st, job, realm_url, use_creds, scope)
+        got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
         if isinstance(got, TokenServerError) and got.status in REFUSALS and scope != job.required:
             # The spec says a subset grant is not an error, but some token servers
             # reject a request for more than they grant (401, as the original expects;
             # others answer 400 or 403, or 414 for a long query): ask for what is required.
             st = self.origins.apply(st, WideScopeRefused())
             scope = job.required
-            got = yield from self._ask(st, job, realm_url, use_creds, scope)
+            got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
         if isinstance(got, OCIAuthError):
             self.stats.token_fetch_failures += 1
             return got
         answer, now = got, self.now
-        if answer.refresh_token and use_creds:
+        if answer.refresh_token and ours:
             # Only an answer to this identity's own credentials may change who it is: a
-            # realm asked anonymously is a stranger, and its refresh token is not ours.
+            # realm asked anonymously (by policy, or for want of credentials) hands out
+            # a refresh token to anyone, and it is not ours to keep.
             self._refresh[job.identity.partition] = answer.refresh_token
         granted = granted_scope(answer.token)
         if granted is not None and not granted.contains(scope):
@@ -814,9 +817,10 @@ class AuthCore:
 
     def _ask(
         self, st: OriginState, job: FetchJob, realm: URL, use_creds: bool, scope: Scope
-    ) -> Generator[TokenCall, TokenReply, TokenResponse | OCIAuthError]:
+    ) -> Generator[TokenCall, TokenReply, tuple[TokenResponse | OCIAuthError, bool]]:
         """One token request for ``scope``: the refresh grant (POST) when there is a refresh
-        token, falling back to GET where the server has no OAuth2 endpoint."""
+        token, falling back to GET where the server has no OAuth2 endpoint. Also says
+        whether the answer came to the identity's own credentials."""
         service = job.challenge.params.get("service", "")
         local = on_this_machine(st.url.host or "")
         refresh_token = self.refresh_token(job.identity) if use_creds else ""
@@ -825,12 +829,12 @@ class AuthCore:
             reply = yield TokenCall("post_refresh", "POST", realm, form, None, local, st.host)
             # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
             if reply.status not in (404, 405) or reply.error is not None:
-                return self._answer(st, realm, reply)
+                return self._answer(st, realm, reply), True
         auth = job.identity.basic if use_creds and job.identity.basic else None
         kind = "get_basic" if auth is not None else "get_anonymous"
         url = token_get_url(realm, scope, service)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
-        return self._answer(st, realm, reply)
+        return self._answer(st, realm, reply), auth is not None
 
     @staticmethod
     def _answer(st: OriginState, realm: URL, reply: TokenReply) -> TokenResponse | OCIAuthError:
