@@ -11,12 +11,15 @@ from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
+from aociauth._urls import parse_url
+
 __all__ = [
     "SAFE_QUERY_KEYS",
     "SECRET_HEADERS",
     "mask",
     "redact_headers",
     "redact_query",
+    "redact_query_values",
     "redact_text",
     "redact_url",
 ]
@@ -27,14 +30,28 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "s
 #: other value is hidden by :func:`redact_query` (go-containerregistry's list).
 SAFE_QUERY_KEYS = frozenset({"scope", "service", "mount", "from", "digest", "n", "last"})
 
-# "Bearer xyz", "Basic xyz", JWT-looking runs and key=value pairs whose key says secret.
-_SCHEME_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
-_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_KV_RE = re.compile(
-    r"(?i)\b(password|passwd|secret|token|access_token|refresh_token|identitytoken"
-    r"|registrytoken|auth|x-amz-signature|x-amz-credential|x-amz-security-token|signature|sig)"
-    r"(\"?\s*[:=]\s*\"?)([^\s\"&,;]+)"
+# "Authorization: <anything to the end of the line or quote>", in headers and dict reprs.
+_HEADER_RE = re.compile(
+    r"(?i)(?<![\w-])(authorization|proxy-authorization|cookie|set-cookie|x-registry-auth)"
+    r"(['\"]?[ \t]*[:=][ \t]*['\"]?)([^\r\n'\"]+)"
 )
+# "Bearer xyz", "Basic xyz", but not the "Basic realm=..." of a challenge.
+_SCHEME_RE = re.compile(
+    r"(?i)\b(bearer|basic)([ \t]+)(?!(?:realm|scope|service|error)[ \t]*=)([^\s\"'<>]+)"
+)
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# key=value and key: value pairs. The key starts only where a word starts, so the
+# regex does linear work; whether the key says secret is decided in Python.
+_KEY_RE = re.compile(r"(?<![\w.\-])([\w.\-]+)(['\"]?[ \t]*[:=][ \t]*)")
+_VALUE_RE = re.compile(r"\"[^\"\n]{0,4096}\"|'[^'\n]{0,4096}'|[\"']?[^\s\"'&<>#]+")
+# Key names that mean the value is a credential: passwords, tokens, signatures
+# of pre-signed URLs (X-Amz-Signature, X-Goog-Signature, Azure SAS sig, OSS
+# Signature), their credentials and security tokens, API keys.
+_SECRET_KEY_RE = re.compile(r"(?i)sig|token|secret|pass|pwd|auth|credential|key|cookie|jwt")
+# Runs of text a URL can sit in: no whitespace, no quote or bracket that ends one.
+_RUN_RE = re.compile(r"[^\s\"<>`]+")
+# What follows "@" in an image reference ("host:5000/app@sha256:..."), not a host.
+_DIGEST_RE = re.compile(r"@sha(?:256|384|512):")
 
 
 def mask(secret: str) -> str:
@@ -80,11 +97,93 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> li
     return [(k, "<redacted>" if k.lower() in SECRET_HEADERS else v) for k, v in items]
 
 
+def _scrub_userinfo(run: str) -> str:
+    """Hide the userinfo of the URL (or ``user:pass@host``) in one run of text.
+
+    Whatever comes before the last ``@`` is userinfo: after ``//`` in a URL of
+    any scheme (yarl need not be able to read it), or the whole head when it
+    holds a ``:`` (``robot:pw@vault``, ``vault:robot:pw@host``). A head
+    without either (``alice@example.com``) is an address, not a password.
+    Over-hiding a path that holds an ``@`` is the price of never guessing.
+    """
+    at = run.rfind("@")
+    if at <= 0 or _DIGEST_RE.match(run, at):
+        return run
+    head = run[:at]
+    slashes = head.find("//")
+    if slashes >= 0:
+        start = slashes + 2
+    elif ":" in head:
+        start = len(head) - len(head.lstrip("([{'=,;"))
+    else:
+        return run
+    if start >= at:
+        return run
+    return f"{run[:start]}<redacted>{run[at:]}"
+
+
+def _scrub_pairs(text: str) -> str:
+    """Hide the value of every ``key=value`` / ``key: value`` whose key names a credential.
+
+    Only the key and separator of other pairs are consumed, so the search goes
+    on inside their values (``https://s3/x?X-Amz-Signature=...``).
+    """
+    out: list[str] = []
+    done = pos = 0
+    while (m := _KEY_RE.search(text, pos)) is not None:
+        pos = m.end()
+        value = _VALUE_RE.match(text, pos) if _SECRET_KEY_RE.search(m.group(1)) else None
+        if value is None:
+            continue
+        v = value.group(0)
+        quote = v[0] if v[0] in "'\"" else ""
+        close = quote if quote and len(v) > 1 and v.endswith(quote) else ""
+        out.append(text[done:pos])
+        out.append(f"{quote}<redacted>{close}")
+        done = pos = value.end()
+    out.append(text[done:])
+    return "".join(out)
+
+
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secrets and anything shaped like a credential from free text."""
+    """Remove known secrets and anything shaped like a credential from free text.
+
+    For text from anywhere (a custom Config's exception, a server's error):
+
+    * ``secrets``: each known secret of 4 characters or more;
+    * ``Authorization``/``Cookie``-style header values, to the end of the line;
+    * the userinfo of every URL-looking run, of any scheme, and of
+      ``user:pass@host`` (see :func:`_scrub_userinfo`);
+    * ``Bearer``/``Basic`` credentials and JWT-shaped strings;
+    * the value of every ``key=value`` or ``key: value`` whose key names a
+      credential (``password``, ``access_token``, ``X-Amz-Signature``,
+      ``sig``, ``api_key``, ...), quoted or not, in a query string or not.
+    """
     for s in secrets:
         if s and len(s) >= 4:
             text = text.replace(s, "<redacted>")
-    text = _SCHEME_RE.sub(lambda m: f"{m.group(1)} <redacted>", text)
+    text = _HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
+    text = _RUN_RE.sub(lambda m: _scrub_userinfo(m.group(0)), text)
+    text = _SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
     text = _JWT_RE.sub("<redacted-jwt>", text)
-    return _KV_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
+    return _scrub_pairs(text)
+
+
+def redact_query_values(url: str | URL) -> str:
+    """A URL fit for a message with every query value hidden and every key kept.
+
+    For URLs reached by a redirect from a registry to another origin: whatever
+    signs them (``X-Amz-Signature``, GCS ``access_token``, Azure ``sig``, a
+    CDN's own ``token`` or ``hdnts``) is a credential, named or not, so no
+    value is shown, not even those of :data:`SAFE_QUERY_KEYS`. Userinfo and
+    fragment are dropped. Text yarl cannot read gives ``<unparseable URL>``.
+    """
+    u = parse_url(url)
+    if u is None:
+        return "<unparseable URL>"
+    query = [(k, "REDACTED") for k in u.query]
+    u = u.with_user(None).with_password(None).with_fragment(None)
+    try:
+        return str(u.with_query(query) if query else u.with_query(None))
+    except Exception:
+        return "<unparseable URL>"
