@@ -111,7 +111,6 @@ _NAT64_WKP = _N6("64:ff9b::/96")  # RFC 6052 §2.1
 _NAT64_LOCAL = _N6("64:ff9b:1::/48")  # RFC 8215
 _SIXTOFOUR = _N6("2002::/16")  # RFC 3056
 _TEREDO = _N6("2001::/32")  # RFC 4380
-_THIS_NETWORK = _N4("0.0.0.0/8")
 _WRAPPERS = (_MAPPED, _TRANSLATED, _COMPATIBLE, _NAT64_WKP, _NAT64_LOCAL, _SIXTOFOUR, _TEREDO)
 
 
@@ -137,11 +136,10 @@ def embedded_ipv4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
     if ip in _MAPPED or ip in _TRANSLATED or compatible or ip in _NAT64_WKP:
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip in _NAT64_LOCAL:
-        # Translators may ignore the suffix bits, so every reading counts: worst
-        # wins. A reading in 0.0.0.0/8 is what the zeros of a longer prefix give,
-        # not a destination, and is left out so that 64:ff9b:1::/96 stays usable.
-        readings = [_rfc6052_extract(ip, n) for n in (48, 56, 64, 96)]
-        found.extend([r for r in readings if r not in _THIS_NETWORK] or readings[-1:])
+        # Translators may ignore the suffix bits, so every reading counts and the
+        # worst wins. The price: an address of a local-use prefix that reads as
+        # 0.0.0.0/8 at some length is refused (allow_private_realms lifts that).
+        found.extend(_rfc6052_extract(ip, n) for n in (48, 56, 64, 96))
     if ip.sixtofour is not None:
         found.append(ip.sixtofour)
     if ip.teredo is not None:
