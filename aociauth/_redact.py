@@ -7,7 +7,7 @@ token or pre-signed URL signature never reaches any of them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from yarl import URL
 
@@ -59,18 +59,32 @@ def mask(secret: str) -> str:
     return "<set>" if secret else "<empty>"
 
 
+def _rebuilt(url: str | URL, query: Callable[[URL], list[tuple[str, str]]]) -> str:
+    """``url`` without userinfo and fragment, with the query ``query`` makes of it.
+
+    Never raises: text yarl cannot read (it raises IndexError and UnicodeError
+    too) gives ``<unparseable URL>``.
+    """
+    u = parse_url(url)
+    if u is None:
+        return "<unparseable URL>"
+    try:
+        if u.raw_user is not None or u.raw_password is not None:
+            u = u.with_user(None)  # drops the password too
+        u = u.with_fragment(None)
+        pairs = query(u)
+        return str(u.with_query(pairs) if pairs else u.with_query(None))
+    except Exception:
+        return "<unparseable URL>"
+
+
 def redact_url(url: str | URL) -> str:
     """A URL fit for a message: no userinfo, no query string, no fragment.
 
     Query strings of blob redirects hold pre-signed signatures, and realm URLs
     may carry userinfo; neither is needed to say which host and path failed.
     """
-    try:
-        u = url if isinstance(url, URL) else URL(str(url))
-        u = u.with_user(None).with_password(None).with_query(None).with_fragment(None)
-        return str(u)
-    except (ValueError, TypeError):
-        return "<unparseable URL>"
+    return _rebuilt(url, lambda u: [])
 
 
 def redact_query(url: str | URL) -> str:
@@ -82,13 +96,9 @@ def redact_query(url: str | URL) -> str:
     (google/go-containerregistry#1408: a GCS ``access_token`` printed by a
     connection error).
     """
-    try:
-        u = url if isinstance(url, URL) else URL(str(url))
-        query = [(k, v if k in SAFE_QUERY_KEYS else "REDACTED") for k, v in u.query.items()]
-        u = u.with_user(None).with_password(None).with_fragment(None)
-        return str(u.with_query(query) if query else u.with_query(None))
-    except (ValueError, TypeError):
-        return "<unparseable URL>"
+    return _rebuilt(
+        url, lambda u: [(k, v if k in SAFE_QUERY_KEYS else "REDACTED") for k, v in u.query.items()]
+    )
 
 
 def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -178,12 +188,4 @@ def redact_query_values(url: str | URL) -> str:
     value is shown, not even those of :data:`SAFE_QUERY_KEYS`. Userinfo and
     fragment are dropped. Text yarl cannot read gives ``<unparseable URL>``.
     """
-    u = parse_url(url)
-    if u is None:
-        return "<unparseable URL>"
-    query = [(k, "REDACTED") for k in u.query]
-    u = u.with_user(None).with_password(None).with_fragment(None)
-    try:
-        return str(u.with_query(query) if query else u.with_query(None))
-    except Exception:
-        return "<unparseable URL>"
+    return _rebuilt(url, lambda u: [(k, "REDACTED") for k in u.query])
