@@ -6,8 +6,9 @@ token or pre-signed URL signature never reaches any of them.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from yarl import URL
 
@@ -47,9 +48,13 @@ _VALUE_RE = re.compile(r"\"[^\"\n]{0,4096}\"|'[^'\n]{0,4096}'|[\"']?[^\s\"'&<>#]
 # Key names that mean the value is a credential: passwords, tokens, signatures
 # of pre-signed URLs (X-Amz-Signature, X-Goog-Signature, Azure SAS sig, OSS
 # Signature), their credentials and security tokens, API keys.
-_SECRET_KEY_RE = re.compile(r"(?i)sig|token|secret|pass|pwd|auth|credential|key|cookie|jwt")
-# Runs of text a URL can sit in: no whitespace, no quote or bracket that ends one.
-_RUN_RE = re.compile(r"[^\s\"<>`]+")
+_SECRET_KEY_RE = re.compile(
+    r"(?i)sig|token|secret|pass|pwd|auth|credential|key|cookie|jwt|hmac|hdnts"
+)
+# Runs of text a URL can sit in: no whitespace, no double quote or backtick. "<"
+# and ">" do not end a run, so that a value hidden already ("<redacted>") does
+# not cut a userinfo in two.
+_RUN_RE = re.compile(r"[^\s\"`]+")
 # What follows "@" in an image reference ("host:5000/app@sha256:..."), not a host.
 _DIGEST_RE = re.compile(r"@sha(?:256|384|512):")
 
@@ -107,76 +112,125 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> li
     return [(k, "<redacted>" if k.lower() in SECRET_HEADERS else v) for k, v in items]
 
 
-def _scrub_userinfo(run: str) -> str:
-    """Hide the userinfo of the URL (or ``user:pass@host``) in one run of text.
+Span = tuple[int, int]
 
-    Whatever comes before the last ``@`` is userinfo: after ``//`` in a URL of
-    any scheme (yarl need not be able to read it), or the whole head when it
-    holds a ``:`` (``robot:pw@vault``, ``vault:robot:pw@host``). A head
-    without either (``alice@example.com``) is an address, not a password.
-    Over-hiding a path that holds an ``@`` is the price of never guessing.
+
+def _userinfo_spans(text: str) -> Iterator[Span]:
+    """The userinfo of every URL (or ``user:pass@host``) in ``text``.
+
+    In each run of text, whatever comes before the last ``@`` is userinfo:
+    after ``//`` in a URL of any scheme (yarl need not be able to read it), or
+    the whole head when it holds a ``:`` (``robot:pw@vault``,
+    ``vault:robot:pw@host``). A head with neither (``alice@example.com``) is
+    an address, not a password. Over-hiding a path that holds an ``@`` is the
+    price of never guessing.
     """
-    at = run.rfind("@")
-    if at <= 0 or _DIGEST_RE.match(run, at):
-        return run
-    head = run[:at]
-    slashes = head.find("//")
-    if slashes >= 0:
-        start = slashes + 2
-    elif ":" in head:
-        start = len(head) - len(head.lstrip("([{'=,;"))
-    else:
-        return run
-    if start >= at:
-        return run
-    return f"{run[:start]}<redacted>{run[at:]}"
+    for m in _RUN_RE.finditer(text):
+        run = m.group(0)
+        at = run.rfind("@")
+        if at <= 0 or _DIGEST_RE.match(run, at):
+            continue
+        head = run[:at]
+        slashes = head.find("//")
+        if slashes >= 0:
+            start = slashes + 2
+        elif ":" in head:
+            start = len(head) - len(head.lstrip("([{'=,;<"))
+        else:
+            continue
+        if start < at:
+            yield m.start() + start, m.start() + at
 
 
-def _scrub_pairs(text: str) -> str:
-    """Hide the value of every ``key=value`` / ``key: value`` whose key names a credential.
+def _is_host_port(text: str, m: re.Match[str]) -> bool:
+    """Whether a ``key: value`` match is a URL's ``host:port`` (``//auth.example:443``)."""
+    if m.group(2).strip(" \t") != ":":
+        return False
+    start = m.start()
+    return (
+        "." in m.group(1)
+        or text[max(0, start - 2) : start] == "//"
+        or text[start - 1 : start] == "@"
+    )
 
-    Only the key and separator of other pairs are consumed, so the search goes
-    on inside their values (``https://s3/x?X-Amz-Signature=...``).
+
+def _pair_spans(text: str) -> Iterator[Span]:
+    """The value of every ``key=value`` / ``key: value`` whose key names a credential.
+
+    Only the key and separator of other pairs are passed over, so the search
+    goes on inside their values (``https://s3/x?X-Amz-Signature=...``).
     """
-    out: list[str] = []
-    done = pos = 0
+    pos = 0
     while (m := _KEY_RE.search(text, pos)) is not None:
         pos = m.end()
-        value = _VALUE_RE.match(text, pos) if _SECRET_KEY_RE.search(m.group(1)) else None
+        if not _SECRET_KEY_RE.search(m.group(1)) or _is_host_port(text, m):
+            continue
+        value = _VALUE_RE.match(text, pos)
         if value is None:
             continue
+        start, end = value.span()
         v = value.group(0)
-        quote = v[0] if v[0] in "'\"" else ""
-        close = quote if quote and len(v) > 1 and v.endswith(quote) else ""
-        out.append(text[done:pos])
-        out.append(f"{quote}<redacted>{close}")
-        done = pos = value.end()
-    out.append(text[done:])
-    return "".join(out)
+        if v[0] in "'\"":
+            start += 1
+            if len(v) > 1 and v.endswith(v[0]):
+                end -= 1
+        if start < end:
+            yield start, end
+        pos = value.end()
+
+
+def _secret_spans(text: str, secrets: Iterable[str]) -> Iterator[Span]:
+    for secret in secrets:
+        if not secret or len(secret) < 4:
+            continue
+        at = text.find(secret)
+        while at >= 0:
+            yield at, at + len(secret)
+            at = text.find(secret, at + 1)
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Remove known secrets and anything shaped like a credential from free text.
 
-    For text from anywhere (a custom Config's exception, a server's error):
+    For text from anywhere (a custom Config's exception, a server's error),
+    each of these is replaced by ``<redacted>``:
 
     * ``secrets``: each known secret of 4 characters or more;
     * ``Authorization``/``Cookie``-style header values, to the end of the line;
     * the userinfo of every URL-looking run, of any scheme, and of
-      ``user:pass@host`` (see :func:`_scrub_userinfo`);
+      ``user:pass@host`` (see :func:`_userinfo_spans`);
     * ``Bearer``/``Basic`` credentials and JWT-shaped strings;
     * the value of every ``key=value`` or ``key: value`` whose key names a
       credential (``password``, ``access_token``, ``X-Amz-Signature``,
       ``sig``, ``api_key``, ...), quoted or not, in a query string or not.
+
+    Every rule reads the original text and the spans they find are merged
+    before anything is replaced, so no rule's output can hide a secret from
+    another (a signature holding an ``@``, a password holding ``sig:``).
     """
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "<redacted>")
-    text = _HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
-    text = _RUN_RE.sub(lambda m: _scrub_userinfo(m.group(0)), text)
-    text = _SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
-    text = _JWT_RE.sub("<redacted-jwt>", text)
-    return _scrub_pairs(text)
+    spans = sorted(
+        itertools.chain(
+            _secret_spans(text, secrets),
+            (m.span(3) for m in _HEADER_RE.finditer(text)),
+            _pair_spans(text),
+            _userinfo_spans(text),
+            (m.span(3) for m in _SCHEME_RE.finditer(text)),
+            (m.span() for m in _JWT_RE.finditer(text)),
+        )
+    )
+    out: list[str] = []
+    done = 0
+    for start, end in spans:
+        if end <= done:
+            continue
+        if start > done:
+            out.append(text[done:start])
+            out.append("<redacted>")
+        elif not out or out[-1] != "<redacted>":
+            out.append("<redacted>")
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def redact_query_values(url: str | URL) -> str:
