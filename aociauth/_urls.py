@@ -16,9 +16,18 @@ import email.utils
 import math
 import re
 
+import aiohttp
 from yarl import URL
 
-__all__ = ["MAX_RETRY_AFTER_LENGTH", "MAX_URL_LENGTH", "join_url", "parse_retry_after", "parse_url"]
+__all__ = [
+    "MAX_RETRY_AFTER_LENGTH",
+    "MAX_URL_LENGTH",
+    "crosses_origin",
+    "join_url",
+    "parse_retry_after",
+    "parse_url",
+    "redirect_target",
+]
 
 #: Longest URL text read, in characters: twice aiohttp's default header field
 #: limit (8190 bytes), as for ``WWW-Authenticate`` lines.
@@ -74,6 +83,41 @@ def join_url(base: URL, reference: str | URL) -> URL | None:
         return _checked(base.join(ref))
     except Exception:
         return None
+
+
+def redirect_target(base: URL, status: int, location: str | None) -> URL | None:
+    """Where a response to a request for ``base`` redirects, or None if it does not.
+
+    A 3xx with a ``Location`` yarl cannot read raises
+    :class:`aiohttp.InvalidUrlRedirectClientError`, the error aiohttp itself
+    raises for most such values. aiohttp 3.14 lets ``IndexError`` out for
+    others (``http://[]@``); a middleware that calls this on every response
+    turns those into the same ClientError before aiohttp sees them.
+    """
+    if not 300 <= status < 400 or location is None:
+        return None
+    target = join_url(base, location)
+    if target is None:
+        # The Location itself is not shown: it can be anything, a signature included.
+        raise aiohttp.InvalidUrlRedirectClientError(
+            "<unreadable Location>",
+            f"{status} from {base.host} redirects to a location that does not look like a URL",
+        )
+    return target
+
+
+def crosses_origin(source: URL, target: URL) -> bool:
+    """Whether ``target`` is on another origin (scheme, host, port) than ``source``.
+
+    Never raises; a URL without scheme or host is another origin than any.
+    """
+    try:
+        a = (source.scheme.lower(), source.host, source.port)
+        b = (target.scheme.lower(), target.host, target.port)
+    except Exception:
+        return True
+    # origin() keeps an explicit default port, so it calls :443 another origin.
+    return not (a[0] and a[1]) or a != b
 
 
 def parse_retry_after(value: str | None, cap: float, now: float) -> float | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 
+import aiohttp
 import pytest
 import yarl
 from hypothesis import example, given
@@ -20,9 +21,11 @@ from aociauth._redact import redact_query, redact_query_values, redact_url
 from aociauth._urls import (
     MAX_RETRY_AFTER_LENGTH,
     MAX_URL_LENGTH,
+    crosses_origin,
     join_url,
     parse_retry_after,
     parse_url,
+    redirect_target,
 )
 from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.errors import OCIAuthError
@@ -219,3 +222,49 @@ def test_retry_after_is_none_or_within_zero_and_cap(value: str, cap: float, now:
     assert wait is None or 0.0 <= wait <= cap
     if wait is not None and not any(c in value for c in ",:"):
         assert value.strip(" \t").isascii()
+
+
+# -- redirects ------------------------------------------------------------------
+
+BLOB = yarl.URL("https://registry.example/v2/a/blobs/sha256:00")
+
+
+@pytest.mark.parametrize("location", sorted(HOSTILE))
+def test_an_unreadable_location_is_a_client_error_that_does_not_show_it(location: str) -> None:
+    with pytest.raises(aiohttp.InvalidUrlRedirectClientError) as ei:
+        redirect_target(BLOB, 307, location)
+    assert location not in str(ei.value)
+    assert "registry.example" in str(ei.value)
+
+
+def test_redirect_target_reads_only_redirects() -> None:
+    assert redirect_target(BLOB, 200, "http://[]@") is None
+    assert redirect_target(BLOB, 302, None) is None
+    assert redirect_target(BLOB, 307, "/cdn/x?sig=1") == yarl.URL(
+        "https://registry.example/cdn/x?sig=1"
+    )
+
+
+@given(url_ish)
+def test_redirect_target_raises_only_a_client_error(location: str) -> None:
+    try:
+        target = redirect_target(BLOB, 302, location)
+    except aiohttp.ClientError:
+        return
+    assert isinstance(target, yarl.URL)
+
+
+@pytest.mark.parametrize(
+    ("target", "crosses"),
+    [
+        ("https://registry.example/other", False),
+        ("https://REGISTRY.example:443/other", False),
+        ("http://registry.example/other", True),
+        ("https://registry.example:8443/other", True),
+        ("https://s3.example/bucket", True),
+        ("/relative", True),
+        ("//registry.example/x", True),
+    ],
+)
+def test_crosses_origin(target: str, crosses: bool) -> None:
+    assert crosses_origin(BLOB, yarl.URL(target)) is crosses
