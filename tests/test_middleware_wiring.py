@@ -83,9 +83,7 @@ def _registry(realm: str) -> object:
         if request.headers.get("Authorization") != "Bearer tok":
             return web.Response(
                 status=401,
-                headers={
-                    "Www-Authenticate": f'Bearer realm="{realm}",scope="repository:a:pull"'
-                },
+                headers={"Www-Authenticate": f'Bearer realm="{realm}",scope="repository:a:pull"'},
             )
         return web.Response(text="ok")
 
