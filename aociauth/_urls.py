@@ -127,11 +127,11 @@ def parse_retry_after(value: str | None, cap: float, now: float) -> float | None
     measured from ``now`` (Unix time, the caller's clock: this function reads
     none). Returns None for anything else, or for a value longer than
     :data:`MAX_RETRY_AFTER_LENGTH`: an unreadable hint is no hint. A date
-    without a time zone (``-0000``) is read as UTC. ``cap`` must be a finite
-    number of seconds, at least 0.
+    without a time zone (``-0000``) is read as UTC. A ``cap`` below 0 or NaN
+    counts as 0, an infinite one as no cap: a setting never makes this raise.
     """
-    if not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap >= 0):
-        raise ValueError("cap must be a finite number of seconds, at least 0")
+    if not cap >= 0:  # also NaN
+        cap = 0.0
     if not isinstance(value, str) or len(value) > MAX_RETRY_AFTER_LENGTH:
         return None
     value = value.strip(" \t")

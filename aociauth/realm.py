@@ -143,7 +143,9 @@ class RealmPolicy:
     the public suffix list bundled with ``publicsuffixlist``. ``strict``
     refuses a realm that would otherwise be asked anonymously.
     ``allow_private_realms`` lets token requests go to loopback, private and
-    link-local addresses other than the registry's own host.
+    link-local addresses other than the registry's own host; cloud metadata
+    addresses (169.254.169.254, ``fd00:ec2::254``, 100.100.100.200, ...) stay
+    refused, as literals and as DNS answers (:mod:`aociauth._addresses`).
 
     Host names are compared in lower case without a trailing dot, international
     names in their IDNA (``xn--``) form; ports never matter.
