@@ -39,11 +39,15 @@ from typing import TypeAlias
 import yarl
 from publicsuffixlist import PublicSuffixList
 
+from aociauth._addresses import TrustDecision, forbidden_address, parse_inet_aton
+from aociauth._urls import join_url, parse_url
+
 __all__ = [
     "DEFAULT_TRUSTED_REALMS",
     "RealmDecision",
     "RealmPolicy",
     "RealmVerdict",
+    "absolute_realm",
     "check_realm",
     "on_this_machine",
 ]
@@ -62,11 +66,8 @@ DEFAULT_TRUSTED_REALMS: Mapping[str, frozenset[str]] = types.MappingProxyType(
 
 # RFC 1035 §2.3.1 labels, plus "_", which private networks use in host names.
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,15}")
 _MAX_HOST_LENGTH = 253
-# RFC 6052 §2.1: the NAT64 well-known prefix embeds an IPv4 address.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class RealmDecision(enum.Enum):
@@ -108,7 +109,8 @@ def _normalise_host_name(name: str) -> str:
         raise ValueError("a trusted host must be a non-empty host name")
     try:
         raw = yarl.URL.build(scheme="https", host=name).raw_host
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:
+        # yarl raises IndexError too for some text ("[]@"); all of it is "not a host name".
         raise ValueError(f"{name!r} is not a host name (no scheme, port or path)") from exc
     if not raw:
         raise ValueError(f"{name!r} is not a host name")
@@ -141,7 +143,9 @@ class RealmPolicy:
     the public suffix list bundled with ``publicsuffixlist``. ``strict``
     refuses a realm that would otherwise be asked anonymously.
     ``allow_private_realms`` lets token requests go to loopback, private and
-    link-local addresses other than the registry's own host.
+    link-local addresses other than the registry's own host; cloud metadata
+    addresses (169.254.169.254, ``fd00:ec2::254``, 100.100.100.200, ...) stay
+    refused, as literals and as DNS answers (:mod:`aociauth._addresses`).
 
     Host names are compared in lower case without a trailing dot, international
     names in their IDNA (``xn--``) form; ports never matter.
@@ -208,36 +212,6 @@ def _registrable_domain(host: str) -> str | None:
     return _psl().privatesuffix(host)
 
 
-def _parse_ipv4_loose(host: str) -> ipaddress.IPv4Address | None:
-    """Read the IPv4 forms ``inet_aton`` accepts, which yarl leaves alone.
-
-    ``2130706433``, ``0x7f.1`` and ``0177.0.0.1`` all reach 127.0.0.1 through
-    the system resolver. Returns None when ``host`` is a host name; raises
-    ValueError when its last label is numeric but the whole is no address
-    (the WHATWG URL standard's "ends in a number" rule).
-    """
-    labels = host.split(".")
-    if not _NUMERIC_LABEL.fullmatch(labels[-1]):
-        return None
-    if len(labels) > 4 or not all(_NUMERIC_LABEL.fullmatch(label) for label in labels):
-        raise ValueError("numeric host is not an IPv4 address")
-    numbers = []
-    for label in labels:
-        if label[:2] in ("0x", "0X"):
-            numbers.append(int(label[2:] or "0", 16))
-        elif len(label) > 1 and label[0] == "0":
-            numbers.append(int(label, 8))  # raises ValueError for 8 and 9
-        else:
-            numbers.append(int(label))
-    *head, last = numbers
-    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
-        raise ValueError("numeric host is out of range")
-    value = last
-    for i, n in enumerate(head):
-        value += n << (8 * (3 - i))
-    return ipaddress.IPv4Address(value)
-
-
 def _parse_host(raw_host: str) -> _IPAddress | str:
     """Classify a URL's host as an IP address or a valid DNS name.
 
@@ -247,7 +221,7 @@ def _parse_host(raw_host: str) -> _IPAddress | str:
     host = _host_key(raw_host)
     if ":" in host:
         return ipaddress.IPv6Address(host)
-    ipv4 = _parse_ipv4_loose(host)
+    ipv4 = parse_inet_aton(host)
     if ipv4 is not None:
         return ipv4
     if not host or len(host) > _MAX_HOST_LENGTH:
@@ -265,30 +239,21 @@ def _canonical(raw_host: str) -> str:
         return _host_key(raw_host)
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
-    if ip in _NAT64:
-        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return [e for e in embedded if e is not None]
+#: What a realm written as an address may be, unless it is the registry's own
+#: host: public only. A private literal from a public registry is how SSRF is
+#: aimed; a name is judged again where it resolves (:mod:`aociauth._resolver`).
+_LITERAL_TRUST = TrustDecision(loopback=False, private=False)
+_LITERAL_TRUST_UNRESTRICTED = TrustDecision(unrestricted=True)
 
 
-def _is_internal(ip: _IPAddress) -> bool:
-    """Whether ``ip`` is anything but a public unicast address.
+def _is_internal(ip: _IPAddress, policy: RealmPolicy) -> bool:
+    """Whether a realm may not be the literal address ``ip`` (the registry's own aside).
 
-    An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64)
-    is judged by that too, so ``::ffff:127.0.0.1`` is loopback.
+    An IPv6 address that carries an IPv4 one (mapped, compatible, 6to4,
+    Teredo, NAT64) is judged by that too, so ``::ffff:127.0.0.1`` is loopback.
     """
-    if isinstance(ip, ipaddress.IPv6Address) and any(_is_internal(v4) for v4 in _embedded_ipv4(ip)):
-        return True
-    return (
-        not ip.is_global
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or ip.is_unspecified
-        or ip.is_multicast
-    )
+    trust = _LITERAL_TRUST_UNRESTRICTED if policy.allow_private_realms else _LITERAL_TRUST
+    return bool(forbidden_address(ip, trust))
 
 
 def _is_local_name(name: str) -> bool:
@@ -325,14 +290,12 @@ def _parse_realm(realm: str) -> RealmVerdict | tuple[yarl.URL, _IPAddress | str]
     """The realm URL and its host, or a REFUSE verdict saying why not."""
     if not isinstance(realm, str) or not realm.strip():
         return _refuse("realm is empty")
-    try:
-        url = yarl.URL(realm)
-        raw_host = url.raw_host
-        has_userinfo = url.raw_user is not None or url.raw_password is not None
-    except Exception:
-        # Whatever yarl raises on hostile text (it has raised IndexError for
-        # "http://[]@"), the answer is the same: not a URL we can ask.
+    parsed = parse_url(realm)
+    if parsed is None:
         return _refuse("realm is not a valid URL")
+    url = parsed
+    raw_host = url.raw_host
+    has_userinfo = url.raw_user is not None or url.raw_password is not None
     scheme = url.scheme.lower()
     if scheme not in ("http", "https"):
         if not scheme:
@@ -388,10 +351,11 @@ def check_realm(
     registry_name = str(registry_host)
     same_host = str(realm_host) == registry_name
 
-    internal = (
-        _is_internal(realm_host) if not isinstance(realm_host, str) else _is_local_name(realm_host)
-    )
-    if internal and not same_host and not policy.allow_private_realms:
+    if isinstance(realm_host, str):
+        internal = _is_local_name(realm_host) and not policy.allow_private_realms
+    else:
+        internal = _is_internal(realm_host, policy)
+    if internal and not same_host:
         return _refuse(
             f"realm {shown} is a local or private address and not the registry's host "
             f"{registry_name}",
@@ -419,3 +383,17 @@ def check_realm(
             RealmDecision.CREDENTIALS, f"realm {shown} is on the registry's site {site}", url
         )
     return downgrade(f"realm {shown} is not trusted with credentials for {registry_name}")
+
+
+def absolute_realm(registry: yarl.URL, realm: str) -> str:
+    """``realm`` resolved against the registry's URL when it is relative (seen in
+    the wild; RFC 3986 §5), else as it is.
+
+    Never raises: text that does not parse is returned unchanged, for
+    :func:`check_realm` to refuse.
+    """
+    parsed = parse_url(realm)
+    if parsed is None or parsed.is_absolute() or not realm.strip():
+        return realm
+    joined = join_url(registry, parsed)
+    return realm if joined is None else str(joined)
