@@ -28,8 +28,8 @@ from aociauth._urls import (
     redirect_target,
 )
 from aociauth.challenge import parse_challenges, select_challenge
+from aociauth.core.rules import token_get_url
 from aociauth.errors import OCIAuthError
-from aociauth.flow import token_get_url
 from aociauth.realm import RealmDecision, RealmPolicy, absolute_realm, check_realm
 from aociauth.scope import parse_scope
 
