@@ -146,7 +146,8 @@ def config_for(reg: Registry, **entry: str) -> ConfigFile:
 
 
 def alice(reg: Registry, **extra: str) -> StdTransportParams:
-    return StdTransportParams(config=config_for(reg, username="alice", password=USERS["alice"], **extra))
+    entry = {"username": "alice", "password": USERS["alice"], **extra}
+    return StdTransportParams(config=config_for(reg, **entry))
 
 
 async def bearer_pair(env: Env, **token_server: Any) -> tuple[TokenServer, Registry]:
@@ -287,14 +288,17 @@ async def redirect_to_another_origin(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
+#: A refresh token alone: the POST the server has no endpoint for, then an anonymous GET.
+POST_THEN_GET = {"post_refresh": 1, "get_anonymous": 1}
+
 #: name -> (scenario, registry 401s, token requests by kind), the same for every adapter.
 SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Tally]], int, dict[str, int]]] = {
     "basic": (basic, 1, {}),
     "bearer": (bearer, 1, {"get_basic": 1}),
     "anonymous": (anonymous, 1, {"get_anonymous": 1}),
     "refresh_token_post": (refresh_token, 1, {"post_refresh": 1}),
-    "refresh_post_404_then_get": (refresh_falling_back(404), 1, {"post_refresh": 1, "get_anonymous": 1}),
-    "refresh_post_405_then_get": (refresh_falling_back(405), 1, {"post_refresh": 1, "get_anonymous": 1}),
+    "refresh_post_404_then_get": (refresh_falling_back(404), 1, POST_THEN_GET),
+    "refresh_post_405_then_get": (refresh_falling_back(405), 1, POST_THEN_GET),
     "wide_scope_refused_then_required": (wide_to_required, 1, {"get_basic": 2}),
     "denied_rewritten_403": (denied, 2, {"get_basic": 1}),
     "token_server_503_twice": (token_server_503_twice, 1, {"get_basic": 3}),
