@@ -45,7 +45,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncGenerator, Generator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Any
 
@@ -326,9 +325,7 @@ class RegistryAuth(httpx.Auth):
                 transport = _RealmGuardTransport(transport)
             # No proxies from the environment: a proxy would resolve the realm itself,
             # past the address check (aiohttp's sessions do not read them either).
-            self._owned = httpx.AsyncClient(
-                transport=transport, cookies=_refusing_jar(), trust_env=False
-            )
+            self._owned = httpx.AsyncClient(transport=transport, trust_env=False)
         return self._owned
 
     async def _exchange(
@@ -473,13 +470,9 @@ async def _read_capped(resp: httpx.Response, cap: int, where: str, call: TokenCa
     return b"".join(chunks)
 
 
-def _refusing_jar() -> CookieJar:
-    """A cookie jar that keeps nothing: token requests carry no cookie from another."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-
-
 def _forget_cookies(client: httpx.AsyncClient, resp: httpx.Response) -> None:
-    """Take the cookies a token server set out of the client's jar again."""
+    """Take the cookies a token server set out of the client's jar again (token requests
+    are built bare, so no jar's cookie goes with one; this keeps none for anyone else)."""
     if "set-cookie" not in resp.headers:
         return
     got = httpx.Cookies()
@@ -496,22 +489,42 @@ class _RealmGuardTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` to an address of its host judged fit, or raise RealmAddressError."""
         host = request.url.host
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         loopback_ok = loopback_allowed.get()
+        addresses: list[str] = []
         for info in infos:
-            ip = ipaddress.ip_address(str(info[4][0]))
-            why = refused_address(ip, loopback_ok=loopback_ok)
+            address = str(info[4][0])
+            why = refused_address(ipaddress.ip_address(address), loopback_ok=loopback_ok)
             if why:
                 raise RealmAddressError(host, why)
-        pinned = str(infos[0][4][0])
-        if pinned != host:
-            if request.url.scheme == "https":
-                # TLS still checks the certificate against the name.
-                request.extensions = {**request.extensions, "sni_hostname": host}
-            request.url = request.url.copy_with(host=pinned)
-        return await self._inner.handle_async_request(request)
+            if address not in addresses:
+                addresses.append(address)
+        if request.url.scheme == "https":
+            # TLS still checks the certificate against the name.
+            request.extensions = {**request.extensions, "sni_hostname": host}
+        failure: httpx.ConnectError | None = None
+        for address in addresses:  # in the resolver's order, as a connect would try them
+            try:
+                return await self._inner.handle_async_request(
+                    _to_address(request, address) if address != host else request
+                )
+            except httpx.ConnectError as exc:
+                failure = exc
+        raise failure or httpx.ConnectError(f"{host} has no address", request=request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _to_address(request: httpx.Request, address: str) -> httpx.Request:
+    """``request`` sent to ``address``; its Host header still names the host."""
+    return httpx.Request(
+        request.method,
+        request.url.copy_with(host=address),
+        headers=request.headers,
+        stream=request.stream,
+        extensions=request.extensions,
+    )
