@@ -46,7 +46,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, Generator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -90,6 +90,9 @@ from aociauth.scope import Scope
 from aociauth.stats import AuthStats
 from aociauth.tokens import AccessToken
 
+if TYPE_CHECKING:
+    from aociauth._aiotasks import TaskSet
+
 __all__ = ["RegistryAuth"]
 
 log = logging.getLogger("aociauth")
@@ -131,7 +134,7 @@ class RegistryAuth(httpx.Auth):
         self._owned: httpx.AsyncClient | None = None
         #: Set on first use: the async library, and the background tasks (asyncio only).
         self._library: str | None = None
-        self._tasks: Any = None
+        self._tasks: TaskSet | None = None
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] | None = None
         self._credentials: Credentials | None = None
         self._probes: dict[URL, anyio.Event] = {}
