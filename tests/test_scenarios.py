@@ -5,7 +5,10 @@ through the aiohttp middleware and once through the httpx ``RegistryAuth``,
 and must meet the same number of 401s and make the same token requests (by
 kind, as the token server saw them and as the adapter counted them). Some
 run again through httpx on trio: the servers (aiohttp) then run on an
-asyncio loop in a thread of their own.
+asyncio loop in a thread of their own. Those tests call ``anyio.run(...,
+backend="trio")`` themselves: with pytest-asyncio in auto mode, a test
+marked ``anyio`` is run by pytest-asyncio, on asyncio, whatever its
+``anyio_backend`` says (measured with pytest-asyncio 1.5 and anyio 4.16).
 """
 
 from __future__ import annotations
