@@ -128,18 +128,22 @@ class Credentials:
 
 
 async def run_fetch(
-    core: AuthCore, job: FetchJob, token_call: Callable[[TokenCall], Awaitable[TokenReply]]
+    core: AuthCore,
+    job: FetchJob,
+    token_call: Callable[[TokenCall], Awaitable[TokenReply]],
+    clock: Callable[[], float] = anyio.current_time,
 ) -> AccessToken | OCIAuthError:
     """Run the core's fetch flow for ``job``, performing its token calls with ``token_call``.
 
-    The core's clock is anyio's (on asyncio, the loop's own ``time()``).
+    ``clock`` is the adapter's monotonic clock (anyio's by default; on asyncio,
+    the loop's own ``time()``, which an asyncio-only adapter may pass directly).
     """
     flow = core.fetch_flow(job)
     value: TokenReply | None = None
     try:
         while True:
             try:
-                call = core.resume(flow, value, anyio.current_time())
+                call = core.resume(flow, value, clock())
             except StopIteration as stop:
                 result: AccessToken | OCIAuthError = stop.value
                 return result

@@ -311,8 +311,9 @@ class AuthMiddleware:
         lock: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
         if self._p.serialize_token_fetches:
             lock = self._locks.setdefault(job.origin.url, asyncio.Lock())
+        clock = asyncio.get_running_loop().time
         async with lock:
-            return await run_fetch(self._core, job, self._token_call)
+            return await run_fetch(self._core, job, self._token_call, clock)
 
     async def _refresh(self, key: FetchKey, job: FetchJob) -> None:
         try:
