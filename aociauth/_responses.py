@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from aociauth._redact import redact_query
+from aociauth._urls import join_url
 from aociauth.errors import TokenServerError
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "is_presigned",
     "note_presigned_redirect",
     "read_capped",
+    "redirect_target",
     "rewrite_403",
 ]
 
@@ -195,3 +197,24 @@ async def rewrite_403(resp: ClientResponse) -> ClientResponse:
     resp.content = content
     resp._body = DENIED_BODY
     return resp
+
+
+def redirect_target(base: URL, status: int, location: str | None) -> URL | None:
+    """Where a response to a request for ``base`` redirects, or None if it does not.
+
+    A 3xx with a ``Location`` yarl cannot read raises
+    :class:`aiohttp.InvalidUrlRedirectClientError`, the error aiohttp itself
+    raises for most such values. aiohttp 3.14 lets ``IndexError`` out for
+    others (``http://[]@``); a middleware that calls this on every response
+    turns those into the same ClientError before aiohttp sees them.
+    """
+    if not 300 <= status < 400 or location is None:
+        return None
+    target = join_url(base, location)
+    if target is None:
+        # The Location itself is not shown: it can be anything, a signature included.
+        raise aiohttp.InvalidUrlRedirectClientError(
+            "<unreadable Location>",
+            f"{status} from {base.host} redirects to a location that does not look like a URL",
+        )
+    return target

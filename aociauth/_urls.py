@@ -16,7 +16,6 @@ import email.utils
 import math
 import re
 
-import aiohttp
 from yarl import URL
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "join_url",
     "parse_retry_after",
     "parse_url",
-    "redirect_target",
 ]
 
 #: Longest URL text read, in characters: twice aiohttp's default header field
@@ -83,27 +81,6 @@ def join_url(base: URL, reference: str | URL) -> URL | None:
         return _checked(base.join(ref))
     except Exception:
         return None
-
-
-def redirect_target(base: URL, status: int, location: str | None) -> URL | None:
-    """Where a response to a request for ``base`` redirects, or None if it does not.
-
-    A 3xx with a ``Location`` yarl cannot read raises
-    :class:`aiohttp.InvalidUrlRedirectClientError`, the error aiohttp itself
-    raises for most such values. aiohttp 3.14 lets ``IndexError`` out for
-    others (``http://[]@``); a middleware that calls this on every response
-    turns those into the same ClientError before aiohttp sees them.
-    """
-    if not 300 <= status < 400 or location is None:
-        return None
-    target = join_url(base, location)
-    if target is None:
-        # The Location itself is not shown: it can be anything, a signature included.
-        raise aiohttp.InvalidUrlRedirectClientError(
-            "<unreadable Location>",
-            f"{status} from {base.host} redirects to a location that does not look like a URL",
-        )
-    return target
 
 
 def crosses_origin(source: URL, target: URL) -> bool:

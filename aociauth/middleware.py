@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any
@@ -26,7 +24,8 @@ import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
-from aociauth._redact import redact_text, redact_url
+from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
+from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth._responses import (
     hide_followed_redirect,
@@ -58,11 +57,10 @@ from aociauth.core import (
     TokenCall,
     TokenReply,
 )
-from aociauth.core.rules import backoff, is_retryable, retry_after
+from aociauth.core.rules import retry_after
 from aociauth.errors import (
     AuthRequestError,
     BodyNotReplayableError,
-    CredentialLookupError,
     OCIAuthError,
     RealmPolicyError,
     TokenServerError,
@@ -76,7 +74,6 @@ __all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transpo
 log = logging.getLogger("aociauth")
 
 Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
-_EntryKey = tuple[URL, str]
 
 
 class AuthMiddleware:
@@ -101,11 +98,12 @@ class AuthMiddleware:
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error, on_end=self._core.fetch_ended
         )
-        self._lookups: SingleFlight[_EntryKey, ConfigEntry] = SingleFlight(
+        lookups: SingleFlight[EntryKey, ConfigEntry] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error
         )
-        #: What the config answered per (origin, namespace): kept, failures too (as the original).
-        self._entries: OrderedDict[_EntryKey, ConfigEntry | OCIAuthError] = OrderedDict()
+        self._credentials = Credentials(
+            self._config, self.stats, lookups, self._core.policy.max_origins
+        )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -292,7 +290,7 @@ class AuthMiddleware:
 
     async def _perform(self, effect: object) -> Any:
         if isinstance(effect, LookupCredentials):
-            return await self._entry(effect)
+            return await self._credentials.entry(effect)
         if isinstance(effect, AwaitProbe):
             ev = self._probes.setdefault(effect.origin, asyncio.Event())
             await ev.wait()
@@ -321,69 +319,6 @@ class AuthMiddleware:
                 status=401,
             )
 
-    # -- credentials -------------------------------------------------------
-
-    async def _entry(self, effect: LookupCredentials) -> ConfigEntry:
-        """The config's entry for (origin, namespace), looked up once and remembered."""
-        key = (effect.origin, effect.namespace)
-        known = self._entries.get(key)
-        if known is None:
-            return await self._lookups.run(key, lambda: self._lookup(effect))
-        self._entries.move_to_end(key)
-        if isinstance(known, OCIAuthError):
-            raise known
-        return known
-
-    async def _lookup(self, effect: LookupCredentials) -> ConfigEntry:
-        key = (effect.origin, effect.namespace)
-        try:
-            entry = ConfigEntry() if effect.downgraded else await self._ask_config(effect)
-        except Exception as exc:
-            # A user's Config may raise anything; the caller gets one clear error type.
-            # Our own errors carry no secret; a foreign message is scrubbed first.
-            why = str(exc) if isinstance(exc, OCIAuthError) else redact_text(str(exc))
-            failure = CredentialLookupError(
-                f"cannot acquire auth info for registry {effect.host!r}: {why}",
-                registry=effect.host,
-                step="config",
-            )
-            failure.__cause__ = exc
-            self._remember(key, failure)
-            raise failure from exc
-        self._remember(key, entry)
-        return entry
-
-    def _remember(self, key: _EntryKey, value: ConfigEntry | OCIAuthError) -> None:
-        self._entries[key] = value
-        while len(self._entries) > self._core.policy.max_origins:
-            self._entries.popitem(last=False)
-
-    async def _ask_config(self, effect: LookupCredentials) -> ConfigEntry:
-        host, namespace = effect.host, effect.namespace
-        if self._config is None:
-            return ConfigEntry()
-        self.stats.config_lookups += 1
-        if isinstance(self._config, ConfigFile):
-            # A ConfigFile says where the answer came from: tell the story, count helper runs.
-            res = await self._config.resolve(host, namespace)
-            self.stats.helper_runs += len(res.helpers_asked)
-            log.debug(
-                "credentials for %s%s: %s (key %r, %s, from %s)",
-                host,
-                f"/{namespace}" if namespace else "",
-                res.entry,
-                res.key,
-                res.kind,
-                res.helper or res.source,
-            )
-            return res.entry
-        if namespace:
-            by_repo = getattr(self._config, "entry_for_repository", None)
-            if by_repo is not None:
-                entry: ConfigEntry = await by_repo(host, namespace)
-                return entry
-        return await self._config.entry_for_registry(host)
-
     # -- token fetches -----------------------------------------------------
 
     async def _fetch(self, job: FetchJob) -> AccessToken | OCIAuthError:
@@ -391,20 +326,9 @@ class AuthMiddleware:
         lock: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
         if self._p.serialize_token_fetches:
             lock = self._locks.setdefault(job.origin.url, asyncio.Lock())
-        loop = asyncio.get_running_loop()
+        clock = asyncio.get_running_loop().time
         async with lock:
-            flow = self._core.fetch_flow(job)
-            value: TokenReply | None = None
-            try:
-                while True:
-                    try:
-                        call = self._core.resume(flow, value, loop.time())
-                    except StopIteration as stop:
-                        result: AccessToken | OCIAuthError = stop.value
-                        return result
-                    value = await self._token_call(call)
-            finally:
-                flow.close()
+            return await run_fetch(self._core, job, self._token_call, clock)
 
     async def _refresh(self, key: FetchKey, job: FetchJob) -> None:
         try:
@@ -416,36 +340,7 @@ class AuthMiddleware:
 
     async def _token_call(self, call: TokenCall) -> TokenReply:
         """One token-server exchange with bounded time, size and retries; no redirects."""
-        attempts = max(1, self._p.token_attempts)
-        where = f"token server {call.url.host} for {call.registry}"
-        headers: dict[str, str] = {hdrs.ACCEPT: "application/json"}
-        if call.authorization is not None:
-            headers[hdrs.AUTHORIZATION] = call.authorization
-        reply = TokenReply(None)
-        for attempt in range(attempts):
-            self.stats.token_requests[call.kind] = self.stats.token_requests.get(call.kind, 0) + 1
-            log.debug(
-                "token request %d/%d for %s: %s %s (%s)",
-                attempt + 1,
-                attempts,
-                call.registry,
-                call.method,
-                redact_url(call.url),
-                call.kind,
-            )
-            reply, wait = await self._exchange(call, headers, where)
-            unreachable = type(reply.error) is TokenServerError
-            if reply.error is not None and not unreachable:
-                return reply  # refused by policy, too big, or the middleware closed
-            if not is_retryable(reply.status) or attempt + 1 >= attempts:
-                return reply
-            self.stats.token_server_retries += 1
-            if wait is None:
-                jitter = random.random()  # noqa: S311 (jitter, not a secret)
-                wait = backoff(attempt, self._p.retry_backoff, self._p.retry_max_wait, jitter)
-            log.debug("%s failed (%s); retry in %.2fs", where, reply.error or reply.status, wait)
-            await asyncio.sleep(wait)
-        return reply
+        return await retrying_token_call(call, self._p, self.stats, self._exchange)
 
     async def _exchange(
         self, call: TokenCall, headers: dict[str, str], where: str

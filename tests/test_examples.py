@@ -46,6 +46,7 @@ def test_every_example_is_checked_here() -> None:
         "batch_scope.py",
         "custom_config.py",
         "test_with_toolkit.py",
+        "pull_with_httpx.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == checked
 
@@ -57,6 +58,15 @@ def test_pull_many_meets_one_401_and_fetches_a_token_per_repository() -> None:
     assert "401 responses: 1" in lines
     assert "token requests: 50" in lines
     assert "token server saw: 50 requests" in lines
+
+
+def test_pull_with_httpx_counts_what_the_middleware_counts() -> None:
+    lines = run_example("pull_with_httpx.py")
+    assert "pulled 20 images with httpx" in lines
+    assert "requests sent: 40" in lines
+    assert "401 responses: 1" in lines
+    assert "token requests: 20" in lines
+    assert "token server saw: 20 requests" in lines
 
 
 def test_push_with_mount_mounts_instead_of_uploading() -> None:

@@ -171,7 +171,7 @@ async def test_a_token_servers_cookie_never_reaches_another_realm(
     strict=True,
     raises=IndexError,
     reason="issue 10 item 5: _responses.note_presigned_redirect and aiohttp 3.14 let "
-    "yarl's IndexError out; call _urls.redirect_target on every response",
+    "yarl's IndexError out; call _responses.redirect_target on every response",
 )
 async def test_an_unreadable_location_ends_in_a_client_error() -> None:
     async def redirect(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aociauth._redact import redact_query, redact_query_values, redact_url
+from aociauth._responses import redirect_target
 from aociauth._urls import (
     MAX_RETRY_AFTER_LENGTH,
     MAX_URL_LENGTH,
@@ -25,7 +26,6 @@ from aociauth._urls import (
     join_url,
     parse_retry_after,
     parse_url,
-    redirect_target,
 )
 from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.core.rules import token_get_url
