@@ -7,12 +7,11 @@ table-driven test in ``tests/test_core_rules.py``.
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
-import math
 
 from yarl import URL
 
+from aociauth._urls import parse_retry_after as retry_after
 from aociauth.scope import ACTION_PUSH, TYPE_REPOSITORY, Scope
 from aociauth.tokens import AccessToken
 
@@ -39,9 +38,6 @@ OAUTH_CLIENT_ID = "aociauth"
 #: Token-server answers to a wide scope after which the required scope alone is asked for.
 #: The original expects 401; others answer 400 or 403, or 413/414/431 for a long query.
 REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
-
-#: A Retry-After longer than this many digits is not a number of seconds anyone means.
-_MAX_RETRY_AFTER_DIGITS = 10
 
 
 def registry_host(url: URL) -> str:
@@ -93,35 +89,6 @@ def bounded_want(want: Scope, max_items: int, max_bytes: int) -> Scope:
     if want.is_unlimited() or len(want) > max_items or len(str(want)) > max_bytes:
         return Scope()
     return want
-
-
-def retry_after(value: str | None, cap: float, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None if unusable.
-
-    ``now`` is the wall-clock time (for an HTTP-date). Only ASCII digits are
-    delta-seconds (``str.isdigit`` also accepts ``²`` and other scripts' digits,
-    which ``float`` then refuses).
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        if len(value) > _MAX_RETRY_AFTER_DIGITS:
-            return cap
-        return min(float(value), cap)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        delta = when.timestamp() - now
-    except (OverflowError, OSError, ValueError):
-        return None
-    if not math.isfinite(delta):
-        return None
-    return max(0.0, min(delta, cap))
 
 
 def backoff(attempt: int, base: float, cap: float, jitter: float) -> float:
