@@ -662,6 +662,27 @@ def test_a_mixed_basic_challenge_on_a_bearer_origin_is_answered_for_its_request_
     assert run.sent == Send(None)
 
 
+def test_a_refused_token_answered_with_a_basic_challenge_is_dropped_for_basic() -> None:
+    # Harbor, once its tokens are revoked (google/go-containerregistry#1744).
+    core = bearer_core()
+    cache(core, PULL_A)
+    run = drive(core, get(), replies=[Reply(401, (BASIC_LINE,)), Reply(200)], now=5.0)
+    assert run.sent == Send("Bearer cached")
+    assert run.effects[-2:] == [PrepareResend(), Resend(BASIC)]
+    assert core.cache.get(identity(core).partition, PULL_A, 5.0) is None
+    assert phase(core) is Phase.BEARER
+    assert core.stats.retries_after_401 == 1
+
+
+def test_refused_basic_on_a_bearer_origin_is_not_sent_again() -> None:
+    core = bearer_core(FlowPolicy(authorize_ahead=False))
+    replies = [Reply(401, (BASIC_LINE,)), Reply(401, (BASIC_LINE,))]
+    run = drive(core, get(), replies=replies)
+    assert run.of(Resend) == [Resend(BASIC)]
+    assert isinstance(run.outcome, Pass)
+    assert core.stats.responses_401 == 2
+
+
 def test_a_bearer_challenge_is_answered_with_a_token() -> None:
     core = open_core()
     challenge = bearer_line("repository:a:pull repository:c:pull")

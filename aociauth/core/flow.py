@@ -608,8 +608,13 @@ class AuthCore:
             ident = yield from self._identity(st, required)
             sent_at = -math.inf  # nothing of ours went with it: any cached token will do
         if ch.scheme == "basic":
-            if not ident.basic or prep.callers_authorization or authorization is not None:
+            if not ident.basic or prep.callers_authorization or authorization == ident.basic:
                 return Pass()
+            if sent is not None:
+                # A refused token answered with a Basic challenge (Harbor does, once its
+                # tokens are revoked: google/go-containerregistry#1744): the token is no
+                # good, and the registry takes the credentials it names.
+                self.cache.discard(ident.partition, sent)
             yield PrepareResend()
             reply = yield Resend(ident.basic)
             self.stats.retries_after_401 += 1
