@@ -41,6 +41,7 @@ from aociauth.core import (
     TokenCall,
     TokenReply,
 )
+from aociauth.core.flow import HOT_ENTRIES
 from aociauth.core.origin import Answered, Phase, ProbeSent, WideScopeRefused
 from aociauth.core.rules import OAUTH_CLIENT_ID, REFUSALS, basic_authorization
 from aociauth.errors import (
@@ -1800,3 +1801,109 @@ def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> No
     _, calls = run_fetch(core, j, [ok("T1", refresh_token="GIVEN-TO-ANYONE")])
     assert calls[0].kind == "get_anonymous"
     assert core.refresh_token(j.identity) == ""
+
+
+# -- the hot path's memory ------------------------------------------------------
+
+
+def hot_core(policy: FlowPolicy | None = None) -> tuple[AuthCore, AccessToken]:
+    """A Bearer core whose hot path has remembered GET a (token ``cached``)."""
+    core = bearer_core(policy)
+    tok = cache(core, PULL_A)
+    assert drive(core, get()).sent == Send("Bearer cached")
+    assert core.ready(get()) is not None
+    return core, tok
+
+
+def test_the_same_request_again_takes_the_remembered_token() -> None:
+    core, tok = hot_core()
+    prep = core.ready(get())
+    assert prep is not None
+    assert prep.sent is tok
+    assert prep.authorization == "Bearer cached"
+    assert prep.required == PULL_A
+    assert core.stats.requests == core.stats.cache_hits == 3
+
+
+def test_a_discarded_token_is_not_remembered() -> None:
+    core, tok = hot_core()
+    core.cache.discard(identity(core).partition, tok)
+    assert core.ready(get()) is None
+
+
+def test_a_narrowed_token_is_not_remembered_for_what_it_lost() -> None:
+    core = bearer_core()
+    both = PULL_A.union(PULL_B)
+    tok = cache(core, both)
+    assert drive(core, get("b")).sent == Send("Bearer cached")
+    core.cache.replace(identity(core).partition, tok, tok.narrowed(PULL_B))
+    assert core.ready(get("b")) is None
+    prep = core.ready(get("a"))
+    assert prep is not None
+    assert prep.sent is not tok
+
+
+def test_a_new_challenge_ends_what_was_remembered() -> None:
+    core, _ = hot_core()
+    st = core.origin_of(REG)
+    core.origins.apply(st, Answered(bearer_challenge(realm="https://reg.example/other")))
+    prep = core.ready(get())
+    assert prep is not None  # still cached, and decided afresh
+    assert prep.st.challenge == bearer_challenge(realm="https://reg.example/other")
+
+
+def test_another_identity_ends_what_was_remembered() -> None:
+    core, _ = hot_core()
+    core.adopt(core.origin_of(REG), "", ConfigEntry(username="bob", password="other"))
+    assert core.ready(get()) is None  # bob has no token yet
+
+
+@pytest.mark.parametrize(
+    ("policy", "fresh_until"),
+    [
+        (FlowPolicy(refresh_ahead=False), 999.0),  # usable: 1 s before expiry
+        (FlowPolicy(refresh_ahead=True, refresh_fraction=0.25), 750.0),  # refresh due
+    ],
+)
+def test_what_is_remembered_lasts_while_the_token_is_fresh(
+    policy: FlowPolicy, fresh_until: float
+) -> None:
+    core, _ = hot_core(policy)
+    core.now = fresh_until - 0.01
+    assert core.ready(get()) is not None
+    core.now = fresh_until
+    assert core.ready(get()) is None
+
+
+def test_another_method_url_or_scope_is_decided_afresh() -> None:
+    core, _ = hot_core()
+    hits = core.stats.cache_hits
+    assert core.ready(get(wanted=PULL_B)) is not None  # cached token, a new key
+    assert core.ready(put()) is None  # push is not cached
+    queried = get()._replace(url=get().url.with_query(n="1"))
+    assert core.ready(queried) is not None  # another URL, the same token
+    assert core.stats.cache_hits == hits + 2
+    assert len(core._hot) == 3
+
+
+def test_the_memory_is_bounded() -> None:
+    core = bearer_core()
+    cache(core, unlimited_scope())
+    for n in range(HOT_ENTRIES + 10):
+        assert core.ready(get(f"r{n}")) is not None
+    assert len(core._hot) == HOT_ENTRIES
+    assert core.ready(get("r0")) is not None  # forgotten, decided afresh
+
+
+def test_a_remembered_hit_keeps_its_token_and_origin_recently_used() -> None:
+    core = bearer_core(FlowPolicy(cache_size=2, max_origins=2))
+    a = cache(core, PULL_A)
+    assert core.ready(get("a")) is not None
+    cache(core, PULL_B, "b")
+    assert core.ready(get("a")) is not None  # from memory: a is used after b
+    core.origin_of(URL("https://other.example"))  # the registry stays, being used
+    cache(core, parse_scope("repository:c:pull"), "c")  # evicts b, the least used
+    part = identity(core).partition
+    assert core.cache.get(part, PULL_A, 0.0) is a
+    assert core.cache.get(part, PULL_B, 0.0) is None
+    assert core.origins.get(REG) is not None

@@ -352,6 +352,25 @@ FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 # -- the core ------------------------------------------------------------------
 
 
+#: Requests the hot path remembers (see :meth:`AuthCore.ready`); first in, first out.
+HOT_ENTRIES = 8192
+
+
+class _Hot(NamedTuple):
+    """What :meth:`AuthCore.ready` decided for one kind of request, and what must still
+    hold for the decision to stand: the origin's state, the identity and the token
+    (still current, still adopted, still cached) and the time (before ``fresh_until``)."""
+
+    st: OriginState
+    ident_key: tuple[OriginKey, str]
+    ident: Identity
+    tok: AccessToken
+    fresh_until: float
+    required: Scope
+    want: Scope
+    known: bool
+
+
 class AuthCore:
     """Everything a middleware knows and decides; no I/O.
 
@@ -372,6 +391,8 @@ class AuthCore:
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
+        #: The hot path's memory, per (method, URL, info scope, wanted scope).
+        self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -506,6 +527,26 @@ class AuthCore:
         """The hot path, without effects: what goes with a request that needs nothing
         but a cached token (or nothing at all), or None when the request needs the
         whole :meth:`request_flow`. Counts the request only when it answers."""
+        # The same request again (a puller's GETs of blobs and manifests) skips the
+        # scope inference, the origin table and the cache search: what they gave last
+        # time stands while the origin's state, the identity and the token do.
+        key = (facts.method, facts.url, facts.info_scope, facts.wanted)
+        hot = self._hot.get(key)
+        now = self.now
+        if hot is not None:
+            if (
+                now < hot.fresh_until
+                and self.origins.holds(hot.st)
+                and self._identities.get(hot.ident_key) is hot.ident
+                and self.cache.touch(hot.tok)
+            ):
+                self.stats.requests += 1
+                self.stats.cache_hits += 1
+                return Prepared(
+                    hot.st, hot.ident, hot.required, hot.want, hot.known, hot.tok, None,
+                    hot.tok.authorization, False, facts, now,
+                )  # fmt: skip
+            del self._hot[key]
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
         required, known, api, want = self._scopes(facts)
@@ -520,14 +561,21 @@ class AuthCore:
             )
         if p.coalesce_first_contact and st.holds_back:
             return None
-        ident = self._identities.get((st.key, self._namespace(st, required)))
+        ident_key = (st.key, self._namespace(st, required))
+        ident = self._identities.get(ident_key)
         if ident is None:
             return None
-        tok = self.cache.get(ident.partition, required, self.now)
-        if tok is None or (p.refresh_ahead and tok.refresh_due(self.now, p.refresh_fraction)):
+        tok = self.cache.get(ident.partition, required, now)
+        if tok is None or (p.refresh_ahead and tok.refresh_due(now, p.refresh_fraction)):
             return None
         self.stats.requests += 1
         self.stats.cache_hits += 1
+        fraction = p.refresh_fraction if p.refresh_ahead else None
+        self._hot[key] = _Hot(
+            st, ident_key, ident, tok, tok.fresh_until(fraction), required, want, known
+        )
+        if len(self._hot) > HOT_ENTRIES:
+            del self._hot[next(iter(self._hot))]
         return Prepared(
             st, ident, required, want, known, tok, None, tok.authorization, False, facts, self.now
         )

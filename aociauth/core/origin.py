@@ -198,6 +198,14 @@ class Origins:
             self._states.move_to_end(key)
         return st
 
+    def holds(self, st: OriginState) -> bool:
+        """Whether ``st`` is still its origin's current state; if so, the origin counts
+        as just used (as :meth:`state` would count it)."""
+        if self._states.get(st.key) is not st:
+            return False
+        self._states.move_to_end(st.key)
+        return True
+
     def current(self, st: OriginState) -> OriginState:
         """The state now of the origin ``st`` is a state of (``st`` if it was evicted)."""
         return self._states.get(st.key) or st
