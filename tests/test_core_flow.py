@@ -1907,3 +1907,104 @@ def test_a_remembered_hit_keeps_its_token_and_origin_recently_used() -> None:
     assert core.cache.get(part, PULL_A, 0.0) is a
     assert core.cache.get(part, PULL_B, 0.0) is None
     assert core.origins.get(REG) is not None
+
+
+# -- token servers that read one scope parameter --------------------------------
+
+
+def scope_params(call: TokenCall) -> list[str]:
+    """The scope parameters of a token call: its GET query's, or its POST form's one."""
+    if call.form is not None:
+        return [dict(call.form)["scope"]]
+    return call.url.query.getall("scope", [])
+
+
+def test_a_wide_grant_without_the_required_scope_asks_for_it_alone() -> None:
+    # Older GitLab keeps the last of several scope parameters.
+    core = AuthCore()
+    j = job(core, required=PULL_A, wanted=PULL_B.union(PULL_A))
+    replies = [
+        ok(jwt(("repository", "b", ["pull"])), refresh_token="R1"),
+        ok(jwt(("repository", "a", ["pull"])), refresh_token="R2"),
+    ]
+    got, calls = run_fetch(core, j, replies, now=1.0)
+    assert [scope_params(c) for c in calls] == [
+        ["repository:a:pull", "repository:b:pull"],
+        ["repository:a:pull"],  # the refresh grant, with the first answer's refresh token
+    ]
+    assert [c.kind for c in calls] == ["get_basic", "post_refresh"]
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_A
+    assert core.refresh_token(j.identity) == "R2"  # from the answer kept
+    st = core.origins.get(REG)
+    assert st is not None
+    assert st.narrow_only
+    assert st.one_scope
+
+
+def test_a_one_scope_origin_is_asked_narrow_and_joined_from_then_on() -> None:
+    core = AuthCore()
+    core.origins.apply(core.origin_of(REG), WideScopeRefused(one_scope=True))
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    j = job(core, required=mount, wanted=mount.union(parse_scope("repository:c:pull")))
+    claims = jwt(("repository", "a", ["pull", "push"]), ("repository", "b", ["pull"]))
+    got, calls = run_fetch(core, j, [ok(claims)])
+    assert [scope_params(c) for c in calls] == [["repository:a:pull,push repository:b:pull"]]
+    assert isinstance(got, AccessToken)
+
+
+def test_a_mount_granted_in_part_is_asked_again_in_one_parameter() -> None:
+    core = AuthCore()
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    j = job(core, required=mount)
+    last = ok(jwt(("repository", "b", ["pull"])))
+    both = ok(jwt(("repository", "a", ["pull", "push"]), ("repository", "b", ["pull"])))
+    got, calls = run_fetch(core, j, [last, both])
+    assert [scope_params(c) for c in calls] == [
+        ["repository:a:pull,push", "repository:b:pull"],
+        ["repository:a:pull,push repository:b:pull"],
+    ]
+    assert isinstance(got, AccessToken)
+    assert got.scope == mount
+
+
+def test_a_scope_denied_however_asked_keeps_the_first_answer_and_learns_nothing() -> None:
+    core = AuthCore()
+    j = job(core, required=PULL_A, wanted=PULL_A.union(PULL_B))
+    only_b = ok(jwt(("repository", "b", ["pull"])))
+    got, calls = run_fetch(core, j, [only_b, ok(jwt())])
+    assert len(calls) == 2
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_B  # what the first answer granted, cached as such
+    st = core.origins.get(REG)
+    assert st is not None
+    assert not st.narrow_only
+    assert not st.one_scope
+
+
+@pytest.mark.parametrize(
+    ("required", "wanted", "token"),
+    [
+        (PULL_A, PULL_A, jwt()),  # one parameter went: nothing to learn
+        (PULL_A, PULL_A.union(PULL_B), jwt(("repository", "a", ["pull"]))),  # required granted
+        (PULL_A, PULL_A.union(PULL_B), "opaque-token"),  # no claims to read
+    ],
+)
+def test_no_second_request_when_there_is_nothing_to_learn(
+    required: Scope, wanted: Scope, token: str
+) -> None:
+    core = AuthCore()
+    _, calls = run_fetch(core, job(core, required=required, wanted=wanted), [ok(token)])
+    assert len(calls) == 1
+
+
+def test_a_one_scope_origin_denying_part_of_a_mount_is_not_asked_again() -> None:
+    core = AuthCore()
+    core.origins.apply(core.origin_of(REG), WideScopeRefused(one_scope=True))
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    got, calls = run_fetch(
+        core, job(core, required=mount), [ok(jwt(("repository", "b", ["pull"])))]
+    )
+    assert len(calls) == 1  # already asked in one parameter: the denial is real
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_B

@@ -70,8 +70,6 @@ async def test_flows_that_fail_today_still_leak_nothing(tmp_path: Path) -> None:
         ("artifact-registry", "expired_helper"),
         ("ecr", "expired_helper"),
         ("acr", "expired_helper"),
-        ("gitlab", "mount"),
-        ("gitlab", "one_scope_batch"),
     }
     async with Zoo([p for p in PROFILES if any(p is q for q, _ in known)], workdir=tmp_path) as zoo:
         for profile, flow in known:

@@ -826,6 +826,27 @@ class AuthCore:
             # a refresh token to anyone, and it is not ours to keep.
             self._refresh[job.identity.partition] = answer.refresh_token
         granted = granted_scope(answer.token)
+        if (
+            granted is not None
+            and not granted.contains(job.required)
+            and not st.one_scope
+            and len(str(scope).split()) > 1
+        ):
+            # Some token servers read one ``scope`` parameter of several (older GitLab
+            # keeps the last, estesp/manifest-tool#53; Harbor and Portus did too): ask
+            # for what is required alone, in one parameter. If that is granted, the
+            # server reads one scope, and this origin is not asked wide again.
+            narrow, narrow_ours = yield from self._ask(
+                st, job, realm_url, use_creds, job.required, joined=True
+            )
+            if not isinstance(narrow, OCIAuthError):
+                narrow_granted = granted_scope(narrow.token)
+                if narrow_granted is not None and narrow_granted.contains(job.required):
+                    log.debug("token server for %s reads one scope parameter", st.host)
+                    st = self.origins.apply(st, WideScopeRefused(one_scope=True))
+                    answer, scope, granted = narrow, job.required, narrow_granted
+                    if answer.refresh_token and narrow_ours:
+                        self._refresh[job.identity.partition] = answer.refresh_token
         if granted is not None and not granted.contains(scope):
             # A subset grant (allowed by the spec): cache what the token can really do,
             # so it is neither sent in vain for the rest nor refetched for what it has.
@@ -869,7 +890,14 @@ class AuthCore:
         return verdict.url, use_creds
 
     def _ask(
-        self, st: OriginState, job: FetchJob, realm: URL, use_creds: bool, scope: Scope
+        self,
+        st: OriginState,
+        job: FetchJob,
+        realm: URL,
+        use_creds: bool,
+        scope: Scope,
+        *,
+        joined: bool = False,
     ) -> Generator[TokenCall, TokenReply, tuple[TokenResponse | OCIAuthError, bool]]:
         """One token request for ``scope``: the refresh grant (POST) when there is a refresh
         token, falling back to GET where the server has no OAuth2 endpoint. Also says
@@ -885,7 +913,7 @@ class AuthCore:
                 return self._answer(st, realm, reply), True
         auth = job.identity.basic if use_creds and job.identity.basic else None
         kind = "get_basic" if auth is not None else "get_anonymous"
-        url = token_get_url(realm, scope, service)
+        url = token_get_url(realm, scope, service, joined=joined or st.one_scope)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
         return self._answer(st, realm, reply), auth is not None
 

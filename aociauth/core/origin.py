@@ -26,8 +26,10 @@ request whose token is not cached. Such a challenge is answered for its own
 request alone (see :mod:`aociauth.core.flow`).
 
 Flags beside the phase record what the origin's token server taught us:
-``narrow_only`` (it refuses a scope wider than the challenge's, so only the
-required scope is asked for).
+``narrow_only`` (it refuses a scope wider than the challenge's, or grants only
+part of one, so only the required scope is asked for) and ``one_scope`` (it
+reads one ``scope`` parameter of several, so a required scope of several items
+goes in one parameter).
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class OriginState:
     registry: bool = False
     #: Its token server refused a scope wider than the required one.
     narrow_only: bool = False
+    #: Its token server reads one ``scope`` parameter of several.
+    one_scope: bool = False
 
     @property
     def holds_back(self) -> bool:
@@ -128,7 +132,11 @@ class RegistryCallSeen:
 
 @dataclass(frozen=True)
 class WideScopeRefused:
-    """The origin's token server refused a scope wider than the required one."""
+    """The origin's token server refused a scope wider than the required one; with
+    ``one_scope``, it granted what was required once asked for it alone, having read
+    one ``scope`` parameter of the wide request."""
+
+    one_scope: bool = False
 
 
 Event = ProbeSent | ProbeEnded | Answered | RegistryCallSeen | WideScopeRefused
@@ -145,7 +153,9 @@ def transition(state: OriginState, event: Event) -> OriginState:
     if isinstance(event, RegistryCallSeen):
         return state if state.registry else replace(state, registry=True)
     if isinstance(event, WideScopeRefused):
-        return state if state.narrow_only else replace(state, narrow_only=True)
+        if state.narrow_only and (state.one_scope or not event.one_scope):
+            return state
+        return replace(state, narrow_only=True, one_scope=state.one_scope or event.one_scope)
     ch = event.challenge
     if ch is None:
         return replace(state, phase=Phase.OPEN) if state.holds_back else state

@@ -119,14 +119,19 @@ def basic_authorization(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def token_get_url(realm: URL, scope: Scope, service: str) -> URL:
+def token_get_url(realm: URL, scope: Scope, service: str, *, joined: bool = False) -> URL:
     """The token GET: the realm plus one ``scope`` parameter per item, and ``service``.
 
     Items are the scope's string split on spaces, so a challenge's exact string
-    (which some token servers insist on) is what is asked for.
+    (which some token servers insist on) is what is asked for. ``joined`` puts
+    them in one space-separated parameter, for a token server that reads one.
     """
     query: list[tuple[str, str]] = list(realm.query.items())
-    query += [("scope", item) for item in str(scope).split(" ") if item]
+    items = [item for item in str(scope).split(" ") if item]
+    if joined and items:
+        query.append(("scope", " ".join(items)))
+    else:
+        query += [("scope", item) for item in items]
     if service:
         query.append(("service", service))
     return realm.with_query(query)

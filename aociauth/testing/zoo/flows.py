@@ -85,15 +85,6 @@ _ISSUE_HELPER_EXPIRY = (
     "issue 11 item 1: a helper's answer is kept for the middleware's life, so credentials "
     "that expire are never asked for again"
 )
-_ISSUE_ONE_SCOPE = (
-    "issue 11 item 2: a token server that reads one scope parameter grants only one "
-    "repository of a with_scope batch, and the rest end in a false 403"
-)
-
-_ISSUE_ONE_SCOPE_MOUNT = (
-    "issue 11 item 2: a mount needs push on one repository and pull on another; a token "
-    "server that reads one scope parameter grants only one of them, and the mount ends in 403"
-)
 
 
 class FlowFailed(Exception):
@@ -429,7 +420,7 @@ FLOWS: tuple[Flow, ...] = (
         "mount",
         mount,
         lambda p: p.mount,
-        lambda p: _ISSUE_ONE_SCOPE_MOUNT if p.scope_reading != "all" else None,
+        _no_issue,
     ),
     Flow("wrong_password", wrong_password, _always, _no_issue),
     Flow(
@@ -442,7 +433,7 @@ FLOWS: tuple[Flow, ...] = (
         "one_scope_batch",
         one_scope_batch,
         lambda p: p.scope_reading != "all",
-        lambda p: _ISSUE_ONE_SCOPE,
+        _no_issue,
     ),
     Flow("rate_limit", rate_limit, lambda p: p.pull_limit is not None, _no_issue),
 )
