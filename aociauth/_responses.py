@@ -64,7 +64,7 @@ def denied_body(deny: Deny) -> bytes:
         "username": who.username,
         "credential_source": who.source,
     }
-    error = {"code": "DENIED", "message": f"{DENIED_MESSAGE}: {deny.reason}", "detail": detail}
+    error = {"code": "DENIED", "message": f"{DENIED_MESSAGE}; {deny.reason}", "detail": detail}
     return json.dumps({"errors": [error]}).encode()
 
 

@@ -181,7 +181,7 @@ async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> 
     (error,) = body["errors"]
     assert error["code"] == "DENIED"
     assert error["message"] == (
-        "unauthorized response with freshly acquired auth token: "
+        "unauthorized response with freshly acquired auth token; "
         f"registry {s.host} refused a token asked for anonymously: "
         "no credentials were found (the configured ConfigFunc had none)"
     )

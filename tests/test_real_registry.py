@@ -38,7 +38,7 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 ALICE = "alice"
 ALICE_PASSWORD = "alice-password"  # also the htpasswd fixture's, tests/conftest.py
 #: The original's 403 message; ours goes on to say as whom the token was asked for.
-DENIED = "unauthorized response with freshly acquired auth token: "
+DENIED = "unauthorized response with freshly acquired auth token; "
 # Alice may push and pull team/* and public/*, and only pull readonly/*; anyone may
 # pull public/*; nobody may delete. distribution wants the catalog's action literally "*".
 GRANTS: Mapping[str | None, Mapping[str, set[str]]] = {

@@ -230,7 +230,7 @@ async def denied(env: Env) -> Tally:
     (error,) = json.loads(a.body)["errors"]
     assert error["code"] == "DENIED"
     assert error["message"] == (
-        f"{DENIED_MESSAGE}: registry {reg.host} refused a token issued to the credentials "
+        f"{DENIED_MESSAGE}; registry {reg.host} refused a token issued to the credentials "
         f"of user 'alice' (from <dict>, key '{reg.host}')"
     )
     return tally(reg, ts, c.stats)
