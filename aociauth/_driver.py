@@ -129,14 +129,13 @@ class Credentials:
                 res.helper or res.source,
             )
             return LookupAnswer(res.entry, _described(res, self._config.sources))
-        entry: ConfigEntry | None = None
-        if namespace:
-            by_repo = getattr(self._config, "entry_for_repository", None)
-            if by_repo is not None:
-                entry = await by_repo(host, namespace)
-        if entry is None:
+        by_repo = getattr(self._config, "entry_for_repository", None) if namespace else None
+        entry: ConfigEntry
+        if by_repo is not None:
+            entry = await by_repo(host, namespace)
+        else:
             entry = await self._config.entry_for_registry(host)
-        name = _show(type(self._config).__qualname__)
+        name = _show(type(self._config).__name__)
         if entry == ConfigEntry():
             return LookupAnswer(entry, f"the configured {name} had none")
         return LookupAnswer(entry, f"the configured {name}")
@@ -210,7 +209,7 @@ async def retrying_token_call(
     """One token-server exchange, retried with backoff (or the server's Retry-After) after
     429, 5xx or a connection error; every attempt counted in ``stats.token_requests``."""
     attempts = max(1, params.token_attempts)
-    where = f"token server {call.url.host} for {call.registry}"
+    where = f"token server {call.url.host_port_subcomponent or call.url.host} for {call.registry}"
     headers: dict[str, str] = {"Accept": "application/json"}
     if call.authorization is not None:
         headers["Authorization"] = call.authorization
