@@ -865,20 +865,19 @@ class AuthCore:
             return plan
         realm_url, use_creds = plan
         scope = job.required if st.narrow_only else job.wanted
-        got, how = yield from self._ask(st, job, realm_url, use_creds, scope)
+        got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
         if isinstance(got, TokenServerError) and got.status in REFUSALS and scope != job.required:
             # The spec says a subset grant is not an error, but some token servers
             # reject a request for more than they grant (401, as the original expects;
             # others answer 400 or 403, or 414 for a long query): ask for what is required.
             st = self.origins.apply(st, WideScopeRefused())
             scope = job.required
-            got, how = yield from self._ask(st, job, realm_url, use_creds, scope)
+            got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
         if isinstance(got, OCIAuthError):
             self.stats.token_fetch_failures += 1
             return got
         answer, now = got, self.now
-        self._asked_as[job.identity.partition] = how
-        if answer.refresh_token and how in _OURS:
+        if answer.refresh_token and ours:
             # Only an answer to this identity's own credentials may change who it is: a
             # realm asked anonymously (by policy, or for want of credentials) hands out
             # a refresh token to anyone, and it is not ours to keep.
@@ -928,44 +927,47 @@ class AuthCore:
 
     def _ask(
         self, st: OriginState, job: FetchJob, realm: URL, use_creds: bool, scope: Scope
-    ) -> Generator[TokenCall, TokenReply, tuple[TokenResponse | OCIAuthError, str]]:
+    ) -> Generator[TokenCall, TokenReply, tuple[TokenResponse | OCIAuthError, bool]]:
         """One token request for ``scope``: the refresh grant (POST) when there is a refresh
         token, falling back to GET where the server has no OAuth2 endpoint. Also says
-        how it was asked (a :class:`Requester`'s ``how``): the answer came to the
-        identity's own credentials when that is ``"basic"`` or ``"refresh"``."""
+        whether the answer came to the identity's own credentials."""
         service = job.challenge.params.get("service", "")
         local = on_this_machine(st.url.host or "")
-        ident = job.identity
-        refresh_token = self.refresh_token(ident) if use_creds else ""
+        refresh_token = self.refresh_token(job.identity) if use_creds else ""
         if refresh_token:
             form = refresh_grant_form(refresh_token, scope, service)
             reply = yield TokenCall("post_refresh", "POST", realm, form, None, local, st.host)
             # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
             if reply.status not in (404, 405) or reply.error is not None:
-                return self._answer(st, realm, reply, "refresh", ident), "refresh"
-        auth = ident.basic if use_creds and ident.basic else None
+                return self._answer(st, realm, reply, job.identity, "refresh"), True
+        auth = job.identity.basic if use_creds and job.identity.basic else None
+        how = "basic" if auth is not None else self._anonymous(job.identity, use_creds)
         kind = "get_basic" if auth is not None else "get_anonymous"
-        if auth is not None:
-            how = "basic"
-        elif not use_creds and (ident.basic or self.refresh_token(ident)):
-            how = "withheld"
-        else:
-            how = "anonymous"
         url = token_get_url(realm, scope, service)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
-        return self._answer(st, realm, reply, how, ident), how
+        return self._answer(st, realm, reply, job.identity, how), auth is not None
+
+    def _anonymous(self, ident: Identity, use_creds: bool) -> str:
+        """Why a token request goes without credentials (a :class:`Requester`'s ``how``)."""
+        if not use_creds and (ident.basic or self.refresh_token(ident)):
+            return "withheld"
+        return "anonymous"
 
     def _answer(
-        self, st: OriginState, realm: URL, reply: TokenReply, how: str, ident: Identity
+        self, st: OriginState, realm: URL, reply: TokenReply, ident: Identity, how: str
     ) -> TokenResponse | OCIAuthError:
+        """The token server's reply as a value; a token answer also records how the
+        identity's token was asked for, for the DENIED a refusal of it may become."""
         if reply.error is not None:
             return reply.error
         if reply.status != 200:
             return self._refused(st, realm, reply.status, self._requester(st, ident, how))
         try:
-            return parse_token_response(reply.body, registry=st.host)
+            answer = parse_token_response(reply.body, registry=st.host)
         except TokenResponseError as exc:
             return exc
+        self._asked_as[ident.partition] = how
+        return answer
 
     @staticmethod
     def _refused(
