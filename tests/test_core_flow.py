@@ -1775,14 +1775,6 @@ def test_an_origin_evicted_while_a_request_waits_is_met_again(
     assert effect.job.origin.host == "r1.example"
 
 
-def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> None:
-    core = AuthCore()
-    j = job(core, entry=NO_CREDS)
-    _, calls = run_fetch(core, j, [ok("T1", refresh_token="GIVEN-TO-ANYONE")])
-    assert calls[0].kind == "get_anonymous"
-    assert core.refresh_token(j.identity) == ""
-
-
 # -- what a refusal says ---------------------------------------------------------
 
 FROM_FILE = "config file /home/me/.docker/config.json, key 'reg.example'"
@@ -1951,3 +1943,11 @@ def test_a_bare_config_entry_still_answers_a_lookup() -> None:
     assert deny.reason == (
         "registry reg.example refused a token issued to the credentials of user 'alice'"
     )
+
+
+def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> None:
+    core = AuthCore()
+    j = job(core, entry=NO_CREDS)
+    _, calls = run_fetch(core, j, [ok("T1", refresh_token="GIVEN-TO-ANYONE")])
+    assert calls[0].kind == "get_anonymous"
+    assert core.refresh_token(j.identity) == ""
