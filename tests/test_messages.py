@@ -36,6 +36,7 @@ from aociauth import (
     load_with_env,
     new_std_transport,
 )
+from aociauth.cli import _login_hint
 from aociauth.httpx import RegistryAuth
 from aociauth.testing import Registry, TokenServer
 
@@ -437,3 +438,24 @@ async def test_a_password_from_the_real_docker_credential_pass_refused_names_the
     assert run.code == 1
     assert error_line(run.err).endswith(f"(from {source}): 401")
     assert_no_secret(run.out, run.err)
+
+
+@pytest.mark.parametrize(
+    ("registry", "hint"),
+    [
+        (
+            "reg.example:5000",
+            "; to log in, run `aociauth login reg.example:5000` or `docker login reg.example:5000`",
+        ),
+        ("[::1]:5000", "; to log in, run `aociauth login [::1]:5000` or `docker login [::1]:5000`"),
+        # Docker Hub is what both commands log in to without a name.
+        ("registry-1.docker.io", "; to log in, run `aociauth login` or `docker login`"),
+        # Not a host to put in a command line: no hint rather than a shell line.
+        ("reg.example;rm -rf ~", ""),
+        ("", ""),
+    ],
+)
+def test_the_login_hint_names_the_registry_as_the_commands_take_it(
+    registry: str, hint: str
+) -> None:
+    assert _login_hint(registry) == hint

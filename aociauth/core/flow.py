@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from yarl import URL
 
@@ -345,6 +345,10 @@ _PASS = Pass()
 _ANSWERED = Answered()
 
 
+#: How a token request went: see :class:`Requester`.
+How = Literal["basic", "refresh", "anonymous", "withheld"]
+
+
 @dataclass(frozen=True)
 class Requester:
     """Who a token request went as, for messages: never a secret.
@@ -357,7 +361,7 @@ class Requester:
     """
 
     registry: str
-    how: str
+    how: How
     username: str = ""
     source: str = ""
     found: bool = False
@@ -454,7 +458,7 @@ class AuthCore:
         #: The current refresh token of each partition.
         self._refresh: dict[int, str] = {}
         #: How each partition's last token was asked for (a Requester's ``how``).
-        self._asked_as: dict[int, str] = {}
+        self._asked_as: dict[int, How] = {}
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
@@ -730,7 +734,7 @@ class AuthCore:
             return self._deny(st, ident)
         return Pass()
 
-    def _requester(self, st: OriginState, ident: Identity, how: str) -> Requester:
+    def _requester(self, st: OriginState, ident: Identity, how: How) -> Requester:
         return Requester(st.host, how, ident.username, ident.source, ident.found)
 
     def _deny(self, st: OriginState, ident: Identity) -> Deny:
@@ -738,8 +742,10 @@ class AuthCore:
         how = self._asked_as.get(ident.partition)
         if how is None:
             # A token this core did not fetch (a shared cache's): as it would have asked.
-            how = "basic" if ident.basic else "refresh" if self.refresh_token(ident) else ""
-        who = self._requester(st, ident, how or "anonymous")
+            how = (
+                "basic" if ident.basic else "refresh" if self.refresh_token(ident) else "anonymous"
+            )
+        who = self._requester(st, ident, how)
         refused = f"registry {st.host} refused a token"
         if who.anonymous:
             reason = f"{refused} asked for anonymously: {who.why_anonymous()}"
@@ -941,20 +947,20 @@ class AuthCore:
             if reply.status not in (404, 405) or reply.error is not None:
                 return self._answer(st, realm, reply, job.identity, "refresh"), True
         auth = job.identity.basic if use_creds and job.identity.basic else None
-        how = "basic" if auth is not None else self._anonymous(job.identity, use_creds)
+        how: How = "basic" if auth is not None else self._anonymous(job.identity, use_creds)
         kind = "get_basic" if auth is not None else "get_anonymous"
         url = token_get_url(realm, scope, service)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
         return self._answer(st, realm, reply, job.identity, how), auth is not None
 
-    def _anonymous(self, ident: Identity, use_creds: bool) -> str:
+    def _anonymous(self, ident: Identity, use_creds: bool) -> How:
         """Why a token request goes without credentials (a :class:`Requester`'s ``how``)."""
         if not use_creds and (ident.basic or self.refresh_token(ident)):
             return "withheld"
         return "anonymous"
 
     def _answer(
-        self, st: OriginState, realm: URL, reply: TokenReply, ident: Identity, how: str
+        self, st: OriginState, realm: URL, reply: TokenReply, ident: Identity, how: How
     ) -> TokenResponse | OCIAuthError:
         """The token server's reply as a value; a token answer also records how the
         identity's token was asked for, for the DENIED a refusal of it may become."""
