@@ -21,8 +21,15 @@ from yarl import URL
 
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
-from aociauth.config import ConfigEntry, ConfigFile
-from aociauth.core import AuthCore, FetchJob, LookupCredentials, TokenCall, TokenReply
+from aociauth.config import ConfigEntry, ConfigFile, Resolution, _show
+from aociauth.core import (
+    AuthCore,
+    FetchJob,
+    LookupAnswer,
+    LookupCredentials,
+    TokenCall,
+    TokenReply,
+)
 from aociauth.core.rules import backoff, is_retryable
 from aociauth.errors import CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.stats import AuthStats
@@ -55,17 +62,18 @@ class Credentials:
         self,
         config: Config | None,
         stats: AuthStats,
-        lookups: SingleFlight[EntryKey, ConfigEntry],
+        lookups: SingleFlight[EntryKey, LookupAnswer],
         max_entries: int,
     ) -> None:
         self._config = config
         self._stats = stats
         self._lookups = lookups
         self._max = max_entries
-        self._entries: OrderedDict[EntryKey, ConfigEntry | OCIAuthError] = OrderedDict()
+        self._entries: OrderedDict[EntryKey, LookupAnswer | OCIAuthError] = OrderedDict()
 
-    async def entry(self, effect: LookupCredentials) -> ConfigEntry:
-        """The config's entry for (origin, namespace), looked up once and remembered."""
+    async def entry(self, effect: LookupCredentials) -> LookupAnswer:
+        """The config's entry for (origin, namespace) and where it came from, looked up
+        once and remembered."""
         key = (effect.origin, effect.namespace)
         known = self._entries.get(key)
         if known is None:
@@ -75,10 +83,13 @@ class Credentials:
             raise known
         return known
 
-    async def _lookup(self, effect: LookupCredentials) -> ConfigEntry:
+    async def _lookup(self, effect: LookupCredentials) -> LookupAnswer:
         key = (effect.origin, effect.namespace)
         try:
-            entry = ConfigEntry() if effect.downgraded else await self._ask_config(effect)
+            if effect.downgraded:
+                entry = LookupAnswer(ConfigEntry(), _DOWNGRADED)
+            else:
+                entry = await self._ask_config(effect)
         except Exception as exc:
             # A user's Config may raise anything; the caller gets one clear error type.
             # Our own errors carry no secret; a foreign message is scrubbed first.
@@ -94,15 +105,15 @@ class Credentials:
         self._remember(key, entry)
         return entry
 
-    def _remember(self, key: EntryKey, value: ConfigEntry | OCIAuthError) -> None:
+    def _remember(self, key: EntryKey, value: LookupAnswer | OCIAuthError) -> None:
         self._entries[key] = value
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    async def _ask_config(self, effect: LookupCredentials) -> ConfigEntry:
+    async def _ask_config(self, effect: LookupCredentials) -> LookupAnswer:
         host, namespace = effect.host, effect.namespace
         if self._config is None:
-            return ConfigEntry()
+            return LookupAnswer(ConfigEntry(), "no configuration was given")
         self._stats.config_lookups += 1
         if isinstance(self._config, ConfigFile):
             # A ConfigFile says where the answer came from: tell the story, count helper runs.
@@ -117,13 +128,54 @@ class Credentials:
                 res.kind,
                 res.helper or res.source,
             )
-            return res.entry
-        if namespace:
-            by_repo = getattr(self._config, "entry_for_repository", None)
-            if by_repo is not None:
-                entry: ConfigEntry = await by_repo(host, namespace)
-                return entry
-        return await self._config.entry_for_registry(host)
+            return LookupAnswer(res.entry, _described(res, self._config.sources))
+        by_repo = getattr(self._config, "entry_for_repository", None) if namespace else None
+        entry: ConfigEntry
+        if by_repo is not None:
+            entry = await by_repo(host, namespace)
+        else:
+            entry = await self._config.entry_for_registry(host)
+        name = _show(type(self._config).__name__)
+        if entry == ConfigEntry():
+            return LookupAnswer(entry, f"the configured {name} had none")
+        return LookupAnswer(entry, f"the configured {name}")
+
+
+#: Why a lookup was not made: the core saw plain http to a host it spoke https to.
+_DOWNGRADED = "not looked up: plain http to a host spoken to over https"
+
+
+def _place(source: str | None) -> str:
+    """A configuration source as a message names it."""
+    if source is None:
+        return "the configuration"
+    if source == "DOCKER_AUTH_CONFIG" or source.startswith("<"):
+        return _show(source)  # the variable, or ConfigFile.from_dict's "<dict>"
+    return f"config file {_show(source)}"
+
+
+def _key(key: str) -> str:
+    # A key is a host or a URL; a URL's userinfo (nobody writes one, but a file may
+    # hold anything) stays out of messages.
+    shown = redact_url(key) if "@" in key and "://" in key else key
+    return repr(_show(shown))
+
+
+def _described(res: Resolution, sources: tuple[str, ...]) -> str:
+    """Where a ConfigFile's answer came from, or where it looked in vain: for messages."""
+    helper = f"helper docker-credential-{_show(res.helper or '')}"
+    if res.entry != ConfigEntry():
+        if res.kind == "credHelpers":
+            return f"{helper}, credHelpers key {_key(res.key or '')} of {_place(res.source)}"
+        if res.kind == "credsStore":
+            return f"{helper}, credsStore of {_place(res.source)}"
+        return f"{_place(res.source)}, key {_key(res.key or '')}"
+    looked = ", ".join(_show(s) for s in sources)
+    said = f"looked in {looked}" if looked else "no Docker or podman config file was found"
+    if res.helpers_asked:
+        asked = ", ".join(f"docker-credential-{_show(h)}" for h in dict.fromkeys(res.helpers_asked))
+        said += f"; asked {asked}"
+    return said
 
 
 async def run_fetch(
@@ -157,7 +209,7 @@ async def retrying_token_call(
     """One token-server exchange, retried with backoff (or the server's Retry-After) after
     429, 5xx or a connection error; every attempt counted in ``stats.token_requests``."""
     attempts = max(1, params.token_attempts)
-    where = f"token server {call.url.host} for {call.registry}"
+    where = f"token server {call.url.host_port_subcomponent or call.url.host} for {call.registry}"
     headers: dict[str, str] = {"Accept": "application/json"}
     if call.authorization is not None:
         headers["Authorization"] = call.authorization

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import json
 import weakref
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
@@ -23,9 +24,14 @@ from aociauth._redact import redact_query, redact_query_values
 from aociauth._urls import crosses_origin, join_url
 from aociauth.errors import TokenServerError
 
+if TYPE_CHECKING:
+    from aociauth.core import Deny
+
 __all__ = [
     "DENIED_BODY",
+    "DENIED_MESSAGE",
     "PRESIGNED_KEYS",
+    "denied_body",
     "hide_followed_redirect",
     "hide_presigned",
     "is_presigned",
@@ -35,13 +41,31 @@ __all__ = [
     "rewrite_403",
 ]
 
-DENIED_BODY = json.dumps(
-    {
-        "errors": [
-            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
-        ]
+#: The original's message for the rewritten 403 (ociauth's ``ErrDenied`` text).
+DENIED_MESSAGE = "unauthorized response with freshly acquired auth token"
+
+DENIED_BODY = json.dumps({"errors": [{"code": "DENIED", "message": DENIED_MESSAGE}]}).encode()
+
+
+def denied_body(deny: Deny) -> bytes:
+    """The rewritten 403's body: the original's, its message followed by the core's reason.
+
+    The ``detail`` (an OCI error's free-form field) holds the same facts as
+    values: ``registry``, ``anonymous``, ``credentials_found``, ``username``
+    and ``credential_source``; never a secret.
+    """
+    who = deny.requester
+    if not deny.reason or who is None:
+        return DENIED_BODY
+    detail = {
+        "registry": who.registry,
+        "anonymous": who.anonymous,
+        "credentials_found": who.found,
+        "username": who.username,
+        "credential_source": who.source,
     }
-).encode()
+    error = {"code": "DENIED", "message": f"{DENIED_MESSAGE}; {deny.reason}", "detail": detail}
+    return json.dumps({"errors": [error]}).encode()
 
 
 #: Query keys of pre-signed storage URLs (S3, GCS, Azure SAS, CloudFront): a blob
@@ -180,12 +204,13 @@ async def read_capped(resp: ClientResponse, cap: int, where: str, registry: str)
     return b"".join(chunks)
 
 
-async def rewrite_403(resp: ClientResponse) -> ClientResponse:
+async def rewrite_403(resp: ClientResponse, body: bytes = DENIED_BODY) -> ClientResponse:
     """The original's rule: a 401 right after a token the server just gave us means 403 DENIED.
 
     The registry's own (small) body is drained so the connection goes back to
-    the pool; the response is then given the DENIED body through every way of
-    reading it: ``read()``, ``text()``, ``json()`` and ``content``.
+    the pool; the response is then given the DENIED ``body`` (see
+    :func:`denied_body`) through every way of reading it: ``read()``,
+    ``text()``, ``json()`` and ``content``.
     """
     drained = 0
     try:
@@ -200,17 +225,17 @@ async def rewrite_403(resp: ClientResponse) -> ClientResponse:
         resp._released = False
     headers = CIMultiDict(resp.headers)
     headers[hdrs.CONTENT_TYPE] = "application/json"
-    headers[hdrs.CONTENT_LENGTH] = str(len(DENIED_BODY))
+    headers[hdrs.CONTENT_LENGTH] = str(len(body))
     headers.popall(hdrs.WWW_AUTHENTICATE, None)
     resp.status = 403
     resp.reason = "Forbidden"
     replace_headers(resp, headers)
     loop = asyncio.get_running_loop()
     content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-    content.feed_data(DENIED_BODY)
+    content.feed_data(body)
     content.feed_eof()
     resp.content = content
-    resp._body = DENIED_BODY
+    resp._body = body
     return resp
 
 

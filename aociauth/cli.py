@@ -63,7 +63,7 @@ from yarl import URL
 
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
 from aociauth.challenge import parse_challenges, select_challenge
-from aociauth.config import ConfigFile, Resolution, StoredCredential, load
+from aociauth.config import DOCKER_HUB_HOSTS, ConfigFile, Resolution, StoredCredential, load
 from aociauth.context import with_scope
 from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.login import (
@@ -290,25 +290,54 @@ async def _read_capped(resp: ClientResponse, cap: int) -> bytes:
 
 
 async def _registry_error(resp: ClientResponse, what: str) -> CLIError:
-    """One line for a registry's refusal: status, and its OCI error codes and messages."""
+    """One line for a registry's refusal: status, and its OCI error codes and messages.
+
+    A 403 DENIED the middleware made of a token asked for anonymously, for want
+    of credentials, ends with how to log in.
+    """
     detail = ""
+    hint = ""
     try:
         body = await resp.content.read(_ERROR_BODY)
         data = json.loads(body)
         errors = data.get("errors") if isinstance(data, dict) else None
         if isinstance(errors, list):
-            parts = [
-                f"{e.get('code', '?')}: {e.get('message', '')}".strip()
-                for e in errors
-                if isinstance(e, dict)
-            ]
+            errors = [e for e in errors if isinstance(e, dict)]
+            parts = [f"{e.get('code', '?')}: {e.get('message', '')}".strip() for e in errors]
             detail = "; ".join(parts)
+            hint = next(filter(None, (_denied_hint(e) for e in errors)), "")
     except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
         pass
     line = f"{what}: {resp.status} {resp.reason or ''}".rstrip()
     if detail:
-        line += f" ({redact_text(detail)[:300]})"
-    return CLIError(line, EXIT_FAILED)
+        line += f" ({redact_text(detail)[:_SHOWN_DETAIL]})"
+    return CLIError(line + hint, EXIT_FAILED)
+
+
+#: The most of a registry's error messages an error line shows.
+_SHOWN_DETAIL = 1000
+
+
+def _denied_hint(error: dict[str, Any]) -> str:
+    """How to log in, for a DENIED whose detail says no credentials were found."""
+    detail = error.get("detail")
+    if error.get("code") != "DENIED" or not isinstance(detail, dict):
+        return ""
+    registry = detail.get("registry")
+    if detail.get("anonymous") is not True or detail.get("credentials_found") is not False:
+        return ""
+    return _login_hint(registry) if isinstance(registry, str) and registry else ""
+
+
+def _login_hint(registry: str) -> str:
+    """``; to log in, run ...``: the newcomer's fix for a registry that wants credentials."""
+    if not _REGISTRY_NAME.fullmatch(registry):
+        return ""  # not a host[:port] to put in a command line
+    name = "" if registry in DOCKER_HUB_HOSTS else f" {registry}"
+    return f"; to log in, run `aociauth login{name}` or `docker login{name}`"
+
+
+_REGISTRY_NAME = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 
 
 def _one_line(text: str) -> str:
@@ -1178,6 +1207,8 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, TokenServerError) and exc.status is None:
         # No answer at all: the token server could not be reached or timed out.
         return EXIT_UNREACHABLE, str(exc)
+    if isinstance(exc, TokenServerError) and exc.anonymous and not exc.credentials_found:
+        return EXIT_FAILED, str(exc) + _login_hint(exc.registry or "")
     if isinstance(exc, OCIAuthError):
         return EXIT_FAILED, str(exc)
     if isinstance(exc, aiohttp.InvalidURL):

@@ -145,8 +145,32 @@ class RealmPolicyError(AuthRequestError):
 class TokenServerError(AuthRequestError):
     """The token server refused the request, failed, or could not be reached.
 
-    ``status`` is the token server's HTTP status where it answered.
+    ``status`` is the token server's HTTP status where it answered. Where it
+    answered, the error also says as whom it was asked (never a secret):
+    ``anonymous`` when no credentials went with the request,
+    ``credentials_found`` when the configuration had some for the registry,
+    ``username`` theirs ("" when none), and ``credential_source`` where they
+    came from (a config file and key, or a credential helper), or, when none
+    were found, where the lookup looked ("" when unknown).
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str | None = None,
+        step: str | None = None,
+        status: int | None = None,
+        username: str = "",
+        credential_source: str = "",
+        anonymous: bool = False,
+        credentials_found: bool = False,
+    ):
+        super().__init__(message, registry=registry, step=step, status=status)
+        self.username = username
+        self.credential_source = credential_source
+        self.anonymous = anonymous
+        self.credentials_found = credentials_found
 
 
 class TokenResponseError(TokenServerError):

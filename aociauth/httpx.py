@@ -55,10 +55,10 @@ from yarl import URL
 from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, loopback_allowed, refused_address
-from aociauth._responses import DENIED_BODY
+from aociauth._responses import denied_body
 from aociauth._singleflight import SingleFlight
 from aociauth._urls import parse_retry_after
-from aociauth.config import ConfigEntry, ConfigFile
+from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
     AuthCore,
@@ -68,6 +68,7 @@ from aociauth.core import (
     FetchJob,
     FetchKey,
     FetchToken,
+    LookupAnswer,
     LookupCredentials,
     PrepareResend,
     RefreshInBackground,
@@ -190,7 +191,7 @@ class RegistryAuth(httpx.Auth):
         self._fetches = SingleFlight(
             spawn=spawn, abandoned=self._closed_error, on_end=self._core.fetch_ended
         )
-        lookups: SingleFlight[EntryKey, ConfigEntry] = SingleFlight(
+        lookups: SingleFlight[EntryKey, LookupAnswer] = SingleFlight(
             spawn=spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
@@ -263,7 +264,7 @@ class RegistryAuth(httpx.Auth):
                 raise outcome.error
             if isinstance(outcome, Deny):
                 assert response is not None
-                await _deny(request, response)
+                await _deny(request, response, denied_body(outcome))
         finally:
             flow.close()
             _restore_authorization(request, response, callers)
@@ -416,17 +417,18 @@ def _check_replayable(request: httpx.Request) -> None:
         )
 
 
-async def _deny(request: httpx.Request, response: httpx.Response) -> None:
+async def _deny(request: httpx.Request, response: httpx.Response, body: bytes) -> None:
     """The original's rule (a 401 right after a token the server just gave us means
-    403 DENIED), applied to ``response`` itself: httpx returns the flow's last response."""
+    403 DENIED, with ``body``), applied to ``response`` itself: httpx returns the flow's
+    last response."""
     await response.aread()
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     headers.append(("Content-Type", "application/json"))
-    denied = httpx.Response(403, headers=headers, content=DENIED_BODY, request=request)
+    denied = httpx.Response(403, headers=headers, content=body, request=request)
     response.status_code = denied.status_code
     response.headers = denied.headers
     response.stream = denied.stream
-    response._content = DENIED_BODY
+    response._content = body
     response.is_stream_consumed = False
     response.is_closed = False
     for stale in ("_decoder", "_text"):

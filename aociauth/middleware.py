@@ -29,6 +29,7 @@ from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fet
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError
 from aociauth._responses import (
+    denied_body,
     hide_followed_redirect,
     hide_presigned,
     is_presigned,
@@ -39,7 +40,7 @@ from aociauth._responses import (
 from aociauth._singleflight import SingleFlight
 from aociauth._token_sessions import TokenSessions
 from aociauth._urls import parse_retry_after
-from aociauth.config import ConfigEntry, ConfigFile
+from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
     AuthCore,
@@ -49,6 +50,7 @@ from aociauth.core import (
     FetchJob,
     FetchKey,
     FetchToken,
+    LookupAnswer,
     LookupCredentials,
     Outcome,
     PrepareResend,
@@ -100,7 +102,7 @@ class AuthMiddleware:
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error, on_end=self._core.fetch_ended
         )
-        lookups: SingleFlight[EntryKey, ConfigEntry] = SingleFlight(
+        lookups: SingleFlight[EntryKey, LookupAnswer] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
@@ -273,7 +275,7 @@ class AuthMiddleware:
             raise outcome.error
         assert resp is not None, "a flow that sent nothing ends in Fail"
         if isinstance(outcome, Deny):
-            return await rewrite_403(resp)
+            return await rewrite_403(resp, denied_body(outcome))
         return resp
 
     async def _send(self, req: ClientRequest, handler: Handler, effect: Send) -> ClientResponse:

@@ -30,6 +30,7 @@ from aociauth.core import (
     FetchToken,
     FlowPolicy,
     Identity,
+    LookupAnswer,
     LookupCredentials,
     Pass,
     PrepareResend,
@@ -147,7 +148,7 @@ def drive(
     core: AuthCore,
     facts: RequestFacts,
     *,
-    entry: ConfigEntry = CREDS,
+    entry: ConfigEntry | LookupAnswer = CREDS,
     replies: Iterable[Reply] = (Reply(200),),
     tokens: TokenScript | None = None,
     now: float = 0.0,
@@ -1049,6 +1050,7 @@ def job(
     wanted: Scope | None = None,
     base: URL = REG,
     service: str = "reg",
+    source: str = "",
 ) -> FetchJob:
     st = core.origin_of(base)
     params = {"realm": realm} if realm else {}
@@ -1056,7 +1058,7 @@ def job(
         params["service"] = service
     ch = Challenge("bearer", params)
     st = core.origins.apply(st, Answered(ch))
-    ident = core.adopt(st, "", entry)
+    ident = core.adopt(st, "", entry, source)
     return FetchJob(st, ident, ch, required, wanted if wanted is not None else required)
 
 
@@ -1793,6 +1795,176 @@ def test_an_origin_evicted_while_a_request_waits_is_met_again(
         effect = core.resume(flow, value, 0.0)
     assert effect.job.origin.url == r1
     assert effect.job.origin.host == "r1.example"
+
+
+# -- what a refusal says ---------------------------------------------------------
+
+FROM_FILE = "config file /home/me/.docker/config.json, key 'reg.example'"
+LOOKED = "looked in /home/me/.docker/config.json"
+
+
+def refused(
+    entry: ConfigEntry, source: str, realm: str = REALM, status: int = 401
+) -> TokenServerError:
+    core = AuthCore()
+    got, _ = run_fetch(
+        core, job(core, entry=entry, realm=realm, source=source), [TokenReply(status)]
+    )
+    assert isinstance(got, TokenServerError)
+    assert got.status == status
+    assert "secret" not in str(got)
+    assert "RT" not in str(got)
+    return got
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_password_names_the_user_where_it_came_from_and_the_realms_port(
+    status: int,
+) -> None:
+    got = refused(CREDS, FROM_FILE, realm="https://auth.reg.example:8443/token", status=status)
+    assert str(got) == (
+        "token server auth.reg.example:8443 refused the credentials of user 'alice' for "
+        f"registry reg.example (from {FROM_FILE}): {status}"
+    )
+    assert (got.username, got.credential_source) == ("alice", FROM_FILE)
+    assert (got.anonymous, got.credentials_found) == (False, True)
+
+
+def test_a_refused_refresh_token_is_named_as_such() -> None:
+    got = refused(ConfigEntry(refresh_token="RT"), "helper docker-credential-pass")
+    assert str(got) == (
+        "token server reg.example refused the refresh token for registry reg.example "
+        "(from helper docker-credential-pass): 401"
+    )
+    assert not got.anonymous
+
+
+def test_an_anonymous_request_refused_says_no_credentials_were_found_and_where_it_looked() -> None:
+    got = refused(NO_CREDS, LOOKED)
+    assert str(got) == (
+        "token server reg.example answered 401 to an anonymous request for registry "
+        f"reg.example: no credentials were found ({LOOKED})"
+    )
+    assert (got.username, got.credential_source) == ("", LOOKED)
+    assert (got.anonymous, got.credentials_found) == (True, False)
+
+
+def test_credentials_the_realm_is_not_trusted_with_are_named_as_withheld() -> None:
+    got = refused(CREDS, FROM_FILE, realm=FOREIGN_REALM)
+    assert str(got) == (
+        "token server auth.other.test answered 401 to an anonymous request for registry "
+        "reg.example: the realm is not trusted with the credentials of user 'alice' "
+        f"(from {FROM_FILE})"
+    )
+    assert (got.anonymous, got.credentials_found, got.username) == (True, True, "alice")
+
+
+def test_credentials_without_a_password_are_found_but_not_usable() -> None:
+    got = refused(ConfigEntry(username="alice"), FROM_FILE)
+    assert str(got).endswith(
+        f"the credentials of user 'alice' (from {FROM_FILE}) hold no password for a token request"
+    )
+    assert (got.anonymous, got.credentials_found) == (True, True)
+
+
+def test_a_username_from_a_file_is_escaped_and_bounded_in_messages() -> None:
+    got = refused(ConfigEntry(username="eve\x1b[31m" + "x" * 300, password="secret"), "")
+    assert "\x1b" not in str(got)
+    assert "'eve\\x1b[31m" in str(got)
+    assert "x" * 257 not in str(got)
+    assert str(got).endswith("'... for registry reg.example: 401")  # no source, no "(from"
+
+
+def test_other_statuses_say_only_what_was_answered_with_the_realms_port() -> None:
+    got = refused(CREDS, FROM_FILE, realm="https://reg.example:41234/token", status=500)
+    assert str(got) == "token server reg.example:41234 for reg.example answered 500"
+    assert (got.username, got.credential_source, got.anonymous) == ("alice", FROM_FILE, False)
+
+
+def test_the_lookups_answer_gives_the_identity_its_source() -> None:
+    core = bearer_core(FlowPolicy(authorize_ahead=False))
+    run = drive(
+        core,
+        get(),
+        entry=LookupAnswer(CREDS, FROM_FILE),
+        replies=[Reply(401, (bearer_line(),))],
+        tokens=[TokenReply(401)],
+    )
+    assert isinstance(run.outcome, Fail)
+    assert isinstance(run.outcome.error, TokenServerError)
+    assert run.outcome.error.credential_source == FROM_FILE
+    ident = core._identities[(core.origin_of(REG).key, "")]
+    assert (ident.source, ident.found) == (FROM_FILE, True)
+    assert "secret" not in repr(ident)
+
+
+def denied(entry: ConfigEntry | LookupAnswer, realm: str = REALM) -> Deny:
+    core = bearer_core(FlowPolicy(authorize_ahead=False))
+    line = bearer_line(realm=realm)
+    run = drive(
+        core,
+        get(),
+        entry=entry,
+        replies=[Reply(401, (line,)), Reply(401, (line,))],
+        tokens=[ok("T1")],
+    )
+    assert isinstance(run.outcome, Deny)
+    assert core.stats.rewritten_403 == 1
+    return run.outcome
+
+
+def test_a_denied_token_asked_for_anonymously_says_no_credentials_were_found(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="aociauth"):
+        deny = denied(LookupAnswer(NO_CREDS, LOOKED))
+    assert deny.reason == (
+        f"registry reg.example refused a token asked for anonymously: no credentials were found "
+        f"({LOOKED})"
+    )
+    assert deny.requester is not None
+    assert (deny.requester.anonymous, deny.requester.found) == (True, False)
+    assert f"answering 403 DENIED: {deny.reason}" in caplog.messages
+
+
+def test_a_denied_token_issued_to_credentials_names_whose_and_where_from() -> None:
+    deny = denied(LookupAnswer(CREDS, FROM_FILE))
+    assert deny.reason == (
+        "registry reg.example refused a token issued to the credentials of user 'alice' "
+        f"(from {FROM_FILE})"
+    )
+    assert deny.requester is not None
+    assert (deny.requester.how, deny.requester.username) == ("basic", "alice")
+
+
+def test_a_denied_token_the_realm_was_not_trusted_with_credentials_for() -> None:
+    deny = denied(LookupAnswer(CREDS, FROM_FILE), realm=FOREIGN_REALM)
+    assert deny.reason == (
+        "registry reg.example refused a token asked for anonymously: the realm is not trusted "
+        f"with the credentials of user 'alice' (from {FROM_FILE})"
+    )
+
+
+def test_a_token_refused_by_its_own_claims_says_as_whom_it_was_asked() -> None:
+    core = bearer_core()
+    token = jwt(("repository", "a", ["pull"]))
+    run = drive(
+        core,
+        put(),
+        entry=LookupAnswer(CREDS, FROM_FILE),
+        replies=[Reply(401, (bearer_line("repository:a:pull,push"),))],
+        tokens=[ok(token)],
+    )
+    assert isinstance(run.outcome, Deny)
+    assert core.stats.refused_ahead == 1
+    assert "issued to the credentials of user 'alice'" in run.outcome.reason
+
+
+def test_a_bare_config_entry_still_answers_a_lookup() -> None:
+    deny = denied(CREDS)
+    assert deny.reason == (
+        "registry reg.example refused a token issued to the credentials of user 'alice'"
+    )
 
 
 def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> None:

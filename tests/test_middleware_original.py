@@ -177,11 +177,15 @@ async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> 
         assert resp.status == 403
         assert resp.content_type == "application/json"
         body = await resp.json()
-    assert body == {
-        "errors": [
-            {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
-        ]
-    }
+    # The original's code and message; ours goes on to say why (no credentials: anonymous).
+    (error,) = body["errors"]
+    assert error["code"] == "DENIED"
+    assert error["message"] == (
+        "unauthorized response with freshly acquired auth token; "
+        f"registry {s.host} refused a token asked for anonymously: "
+        "no credentials were found (the configured ConfigFunc had none)"
+    )
+    assert error["detail"]["anonymous"] is True
     assert len(s.target_hits) == 2
     assert len(s.auth_hits) == 1
 

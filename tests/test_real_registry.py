@@ -37,11 +37,8 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 ALICE = "alice"
 ALICE_PASSWORD = "alice-password"  # also the htpasswd fixture's, tests/conftest.py
-DENIED = {
-    "errors": [
-        {"code": "DENIED", "message": "unauthorized response with freshly acquired auth token"}
-    ]
-}
+#: The original's 403 message; ours goes on to say as whom the token was asked for.
+DENIED = "unauthorized response with freshly acquired auth token; "
 # Alice may push and pull team/* and public/*, and only pull readonly/*; anyone may
 # pull public/*; nobody may delete. distribution wants the catalog's action literally "*".
 GRANTS: Mapping[str | None, Mapping[str, set[str]]] = {
@@ -286,13 +283,30 @@ async def burst_pull(session: aiohttp.ClientSession, base: str, repos: Sequence[
     assert titles == list(repos)
 
 
-async def denied(resp: aiohttp.ClientResponse) -> None:
+def assert_denied_body(body: object, host: str, *, anonymous: bool = False) -> None:
+    """The DENIED body, saying whose credentials the refused token went to (or none)."""
+    assert isinstance(body, dict)
+    (error,) = body["errors"]
+    assert error["code"] == "DENIED"
+    refused = f"{DENIED}registry {host} refused a token"
+    if anonymous:
+        assert error["message"].startswith(f"{refused} asked for anonymously: no credentials")
+    else:
+        assert error["message"] == (
+            f"{refused} issued to the credentials of user 'alice' (from <dict>, key '{host}')"
+        )
+    assert error["detail"]["anonymous"] is anonymous
+    assert ALICE_PASSWORD not in json.dumps(body)
+
+
+async def denied(resp: aiohttp.ClientResponse, *, anonymous: bool = False) -> None:
     """The original's rule: a 401 right after a fresh token comes back as 403 DENIED."""
     assert resp.status == 403, await resp.text()
     assert resp.headers["Content-Type"] == "application/json"
     assert "WWW-Authenticate" not in resp.headers
-    assert await resp.json() == DENIED
-    assert json.loads(await resp.text()) == DENIED
+    host = resp.url.host_port_subcomponent or ""
+    assert_denied_body(await resp.json(), host, anonymous=anonymous)
+    assert_denied_body(json.loads(await resp.text()), host, anonymous=anonymous)
 
 
 def token_scopes(ts: TokenServer) -> list[Scope]:
@@ -379,9 +393,9 @@ async def test_token_anonymous_pull_of_a_public_repository(tokens: TokenSetup) -
             assert await pull_blob(session, base, repo, digest_of(blob)) == blob
         # Anonymous may pull public/* only.
         async with session.get(f"{base}/v2/team/round-trip/tags/list") as resp:
-            await denied(resp)
+            await denied(resp, anonymous=True)
         async with session.get(f"{base}/v2/_catalog") as resp:
-            await denied(resp)
+            await denied(resp, anonymous=True)
     assert ts.counters.get_basic == 0
     assert ts.counters.get_anonymous == ts.counters.requests
     assert all(r.username is None for r in ts.requests)
@@ -425,7 +439,7 @@ async def test_token_denied_body_reads_like_any_body(tokens: TokenSetup, how: st
     async with client(alice_config(tokens.registry)) as (_, session), session.post(url) as resp:
         assert resp.status == 403
         body = await resp.read() if how == "read" else await resp.content.read()
-    assert json.loads(body) == DENIED
+    assert_denied_body(json.loads(body), tokens.registry.host)
 
 
 async def test_token_delete_is_denied_even_to_a_pusher(tokens: TokenSetup) -> None:

@@ -27,7 +27,7 @@ import pytest
 
 import aociauth
 from aociauth import ConfigFile, ResourceScope, StdTransportParams, new_scope, with_scope
-from aociauth._responses import DENIED_BODY
+from aociauth._responses import DENIED_MESSAGE
 from aociauth.httpx import RegistryAuth
 from aociauth.stats import AuthStats
 from aociauth.testing import RecordingServer, Registry, TokenServer
@@ -227,7 +227,12 @@ async def denied(env: Env) -> Tally:
     async with env.client(alice(reg)) as c:
         a = await c.get(f"{reg.url}/v2/secret/app/manifests/v1", MANIFEST)
     assert (a.status, a.authorization) == (403, None)
-    assert json.loads(a.body) == json.loads(DENIED_BODY)
+    (error,) = json.loads(a.body)["errors"]
+    assert error["code"] == "DENIED"
+    assert error["message"] == (
+        f"{DENIED_MESSAGE}; registry {reg.host} refused a token issued to the credentials "
+        f"of user 'alice' (from <dict>, key '{reg.host}')"
+    )
     return tally(reg, ts, c.stats)
 
 

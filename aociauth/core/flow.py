@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from yarl import URL
 
@@ -90,6 +90,7 @@ __all__ = [
     "FetchToken",
     "FlowPolicy",
     "Identity",
+    "LookupAnswer",
     "LookupCredentials",
     "Outcome",
     "Pass",
@@ -98,6 +99,7 @@ __all__ = [
     "RefreshInBackground",
     "Reply",
     "RequestFacts",
+    "Requester",
     "Resend",
     "Send",
     "TokenCall",
@@ -155,6 +157,11 @@ class Identity:
     basic: str = field(repr=False)
     #: The config's refresh token (the current one is the core's to keep).
     refresh_token: str = field(repr=False)
+    #: Where the credentials came from, or where the lookup looked in vain (see
+    #: :class:`LookupAnswer`); for messages.
+    source: str = ""
+    #: The config had an entry for it (not necessarily one a token server can use).
+    found: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,8 +187,23 @@ class FetchJob:
 
 
 @dataclass(frozen=True)
+class LookupAnswer:
+    """The answer to :class:`LookupCredentials`: the entry, and where it came from.
+
+    ``source`` is for messages and holds no secret: where the entry came from
+    (``config file /home/me/.docker/config.json, key 'reg:5000'``, ``helper
+    docker-credential-pass, credsStore of config file ...``), or, for an empty
+    entry, where the lookup looked in vain (``looked in ...``); "" when unknown.
+    """
+
+    entry: ConfigEntry
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class LookupCredentials:
-    """Effect: the config's entry for (``host``, ``namespace``); send back a ConfigEntry.
+    """Effect: the config's entry for (``host``, ``namespace``); send back a
+    :class:`LookupAnswer` (or a bare ConfigEntry, whose source is unknown).
 
     Concurrent lookups of one (``origin``, ``namespace``) share one lookup.
     ``downgraded``: plain http to a host spoken to over https: send back an
@@ -323,9 +345,75 @@ _PASS = Pass()
 _ANSWERED = Answered()
 
 
+#: How a token request went: see :class:`Requester`.
+How = Literal["basic", "refresh", "anonymous", "withheld"]
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who a token request went as, for messages: never a secret.
+
+    ``how`` is ``"basic"`` (username and password), ``"refresh"`` (a refresh
+    token), ``"anonymous"`` (no credentials usable for a token request) or
+    ``"withheld"`` (the realm policy does not trust the realm with the
+    credentials). ``username`` and ``source`` are those of the credentials the
+    config gave (see :class:`Identity`), ``found`` whether it gave any.
+    """
+
+    registry: str
+    how: How
+    username: str = ""
+    source: str = ""
+    found: bool = False
+
+    @property
+    def anonymous(self) -> bool:
+        """No credentials went with the token request."""
+        return self.how not in _OURS
+
+    def credentials(self) -> str:
+        """``the credentials of user 'alice'``, or ``the refresh token`` (no source)."""
+        what = "the refresh token" if self.how == "refresh" else "the credentials"
+        return f"{what} of user {_quoted(self.username)}" if self.username else what
+
+    def origin(self) -> str:
+        """`` (from SOURCE)``, or "" when the source is unknown."""
+        return f" (from {self.source})" if self.source else ""
+
+    def why_anonymous(self) -> str:
+        """Why the request went without credentials."""
+        if self.how == "withheld":
+            return f"the realm is not trusted with {self.credentials()}{self.origin()}"
+        if self.found:
+            return f"{self.credentials()}{self.origin()} hold no password for a token request"
+        looked = f" ({self.source})" if self.source else ""
+        return f"no credentials were found{looked}"
+
+
+#: How a token request goes with the identity's own credentials.
+_OURS = frozenset({"basic", "refresh"})
+#: The most of a name from a config file or a helper that a message shows.
+_SHOWN_NAME = 256
+
+
+def _quoted(text: str) -> str:
+    """A name from a config file or a helper, fit for a message: quoted, escaped, bounded."""
+    if len(text) <= _SHOWN_NAME:
+        return repr(text)
+    return repr(text[:_SHOWN_NAME]) + "..."
+
+
 @dataclass(frozen=True)
 class Deny:
-    """Outcome: the last response (a 401 to a token just given) becomes 403 DENIED."""
+    """Outcome: the last response (a 401 to a token just given) becomes 403 DENIED.
+
+    ``reason`` says, for the body and the log, whose credentials the token was
+    issued to and where they came from, or why it was asked for anonymously;
+    ``requester`` holds the same facts as values.
+    """
+
+    reason: str = ""
+    requester: Requester | None = None
 
 
 @dataclass(frozen=True)
@@ -388,6 +476,8 @@ class AuthCore:
         self._identities: dict[tuple[OriginKey, str], Identity] = {}
         #: The current refresh token of each partition.
         self._refresh: dict[int, str] = {}
+        #: How each partition's last token was asked for (a Requester's ``how``).
+        self._asked_as: dict[int, How] = {}
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
@@ -461,9 +551,12 @@ class AuthCore:
                 return ns
         return ""
 
-    def adopt(self, st: OriginState, namespace: str, entry: ConfigEntry) -> Identity:
+    def adopt(
+        self, st: OriginState, namespace: str, entry: ConfigEntry, source: str = ""
+    ) -> Identity:
         """The identity an entry the config gave for (origin, namespace) stands for.
 
+        ``source`` says where the entry came from (see :class:`LookupAnswer`).
         The first time an entry is seen, its access token (a token of unlimited
         scope that never expires) goes into the cache.
         """
@@ -478,7 +571,8 @@ class AuthCore:
         basic = ""
         if entry.username and entry.password:
             basic = basic_authorization(entry.username, entry.password)
-        ident = Identity(part, entry.username, basic, entry.refresh_token)
+        found = any((entry.username, entry.password, entry.refresh_token, entry.access_token))
+        ident = Identity(part, entry.username, basic, entry.refresh_token, source, found)
         self._identities[(st.key, namespace)] = ident
         while len(self._identities) > self.policy.max_origins:
             del self._identities[next(iter(self._identities))]
@@ -491,8 +585,10 @@ class AuthCore:
         if ident is not None:
             return ident
         downgraded = st.url.scheme == "http" and self.origins.spoke_https_to(st.url.host or "")
-        entry = yield LookupCredentials(st.url, st.host, ns, downgraded)
-        return self.adopt(st, ns, entry)
+        got = yield LookupCredentials(st.url, st.host, ns, downgraded)
+        if isinstance(got, LookupAnswer):
+            return self.adopt(st, ns, got.entry, got.source)
+        return self.adopt(st, ns, got)
 
     # -- one request -----------------------------------------------------------
 
@@ -676,7 +772,7 @@ class AuthCore:
                 # The original's "401 with a freshly acquired token", without asking again.
                 self.stats.refused_ahead += 1
                 self.stats.rewritten_403 += 1
-                return Deny()
+                return self._deny(st, ident)
         yield PrepareResend()
         got = yield from self._acquire(
             st, ident, ch, ch_scope, want.union(required), self.now, newer_than=sent_at
@@ -688,8 +784,28 @@ class AuthCore:
         if reply.status == 401:
             self.stats.responses_401 += 1
             self.stats.rewritten_403 += 1
-            return Deny()
+            return self._deny(st, ident)
         return Pass()
+
+    def _requester(self, st: OriginState, ident: Identity, how: How) -> Requester:
+        return Requester(st.host, how, ident.username, ident.source, ident.found)
+
+    def _deny(self, st: OriginState, ident: Identity) -> Deny:
+        """The 403 DENIED outcome, saying as whom the refused token was asked for."""
+        how = self._asked_as.get(ident.partition)
+        if how is None:
+            # A token this core did not fetch (a shared cache's): as it would have asked.
+            how = (
+                "basic" if ident.basic else "refresh" if self.refresh_token(ident) else "anonymous"
+            )
+        who = self._requester(st, ident, how)
+        refused = f"registry {st.host} refused a token"
+        if who.anonymous:
+            reason = f"{refused} asked for anonymously: {who.why_anonymous()}"
+        else:
+            reason = f"{refused} issued to {who.credentials()}{who.origin()}"
+        log.info("answering 403 DENIED: %s", reason)
+        return Deny(reason, who)
 
     def _attach(
         self,
@@ -910,25 +1026,62 @@ class AuthCore:
             reply = yield TokenCall("post_refresh", "POST", realm, form, None, local, st.host)
             # Not all token servers speak OAuth2 (404); GHCR answers POST with 405.
             if reply.status not in (404, 405) or reply.error is not None:
-                return self._answer(st, realm, reply), True
+                return self._answer(st, realm, reply, job.identity, "refresh"), True
         auth = job.identity.basic if use_creds and job.identity.basic else None
+        how: How = "basic" if auth is not None else self._anonymous(job.identity, use_creds)
         kind = "get_basic" if auth is not None else "get_anonymous"
         url = token_get_url(realm, scope, service, joined=joined or st.one_scope)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
-        return self._answer(st, realm, reply), auth is not None
+        return self._answer(st, realm, reply, job.identity, how), auth is not None
 
-    @staticmethod
-    def _answer(st: OriginState, realm: URL, reply: TokenReply) -> TokenResponse | OCIAuthError:
+    def _anonymous(self, ident: Identity, use_creds: bool) -> How:
+        """Why a token request goes without credentials (a :class:`Requester`'s ``how``)."""
+        if not use_creds and (ident.basic or self.refresh_token(ident)):
+            return "withheld"
+        return "anonymous"
+
+    def _answer(
+        self, st: OriginState, realm: URL, reply: TokenReply, ident: Identity, how: How
+    ) -> TokenResponse | OCIAuthError:
+        """The token server's reply as a value; a token answer also records how the
+        identity's token was asked for, for the DENIED a refusal of it may become."""
         if reply.error is not None:
             return reply.error
         if reply.status != 200:
-            return TokenServerError(
-                f"token server {realm.host} for {st.host} answered {reply.status}",
-                registry=st.host,
-                step="token",
-                status=reply.status,
-            )
+            return self._refused(st, realm, reply.status, self._requester(st, ident, how))
         try:
-            return parse_token_response(reply.body, registry=st.host)
+            answer = parse_token_response(reply.body, registry=st.host)
         except TokenResponseError as exc:
             return exc
+        self._asked_as[ident.partition] = how
+        return answer
+
+    @staticmethod
+    def _refused(
+        st: OriginState, realm: URL, status: int | None, who: Requester
+    ) -> TokenServerError:
+        """The error for a token server's answer other than 200: a 401 or 403 says whose
+        credentials it refused and where they came from, or why none went."""
+        server = f"token server {realm.host_port_subcomponent or realm.host}"
+        if status not in (401, 403):
+            message = f"{server} for {st.host} answered {status}"
+        elif who.anonymous:
+            message = (
+                f"{server} answered {status} to an anonymous request for registry {st.host}: "
+                f"{who.why_anonymous()}"
+            )
+        else:
+            message = (
+                f"{server} refused {who.credentials()} for registry {st.host}{who.origin()}: "
+                f"{status}"
+            )
+        return TokenServerError(
+            message,
+            registry=st.host,
+            step="token",
+            status=status,
+            username=who.username,
+            credential_source=who.source,
+            anonymous=who.anonymous,
+            credentials_found=who.found,
+        )
