@@ -1,5 +1,5 @@
-"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``,
-``nox -s mutants``."""
+"""Developer tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s docs``,
+``nox -s bench``, ``nox -s mutants``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "aociauth")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with ``mkdocs build --strict``.
+
+    Strict: a broken link or anchor, a page missing from the navigation or a
+    docstring griffe cannot read fails the build. ``nox -s docs -- serve``
+    serves it instead, rebuilt on every change.
+    """
+    session.install("-e", ".[docs]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

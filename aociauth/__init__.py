@@ -10,7 +10,7 @@ delivered as an aiohttp client middleware that uses the user's own
             ...
 
 The names below are the public API; each Go name has exactly one Python name
-(see the README's mapping table).
+(see the mapping table in docs/go-api.md).
 """
 
 from aociauth.config import Config, ConfigEntry, ConfigFile, Resolution, load, load_with_env

@@ -1,9 +1,9 @@
 """Registry credentials from the user's Docker and podman configuration.
 
 :func:`load` reads what ``docker login``, ``podman login`` and ``skopeo
-login`` left behind. The sources, in precedence order (the README's "How
-credentials are found" table states the same, and a test holds the two
-together):
+login`` left behind. The sources, in precedence order (the "How credentials
+are found" table of docs/configuration.md states the same, and a test holds the
+two together):
 
 1. ``$DOCKER_AUTH_CONFIG``: the configuration itself, as inline JSON (docker/cli
    asks it before the configuration file: ``GetCredentialsStore``);

@@ -1343,9 +1343,9 @@ def test_any_inline_text_loads_or_raises_config_error(text: str) -> None:
         load_with_env(no_runner, {"DOCKER_AUTH_CONFIG": text})
 
 
-# -- the README's precedence table, against the code -------------------------------------
+# -- the documented precedence table (docs/configuration.md), against the code ------------
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parent.parent / "docs" / "configuration.md"
 README_VARIABLES = (
     "DOCKER_AUTH_CONFIG",
     "REGISTRY_AUTH_FILE",
@@ -1364,7 +1364,7 @@ class TableRow:
 
 
 def readme_table() -> list[TableRow]:
-    """The rows of the precedence table in the README's "How credentials are found"."""
+    """The rows of the precedence table in the docs' "How credentials are found"."""
     section = README.read_text().split("## How credentials are found", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
