@@ -117,7 +117,12 @@ class Recorder:
         if reply.error is not None:
             self.failed(reply.error)
             return
-        attrs: dict[str, Value] = {"aociauth.outcome": "ok" if reply.status == 200 else "refused"}
+        if reply.status == 200:
+            outcome = "ok"
+        else:
+            # A refusal ends the fetch; another status (429, 5xx) may be retried.
+            outcome = "refused" if reply.status in REFUSALS else "error"
+        attrs: dict[str, Value] = {"aociauth.outcome": outcome}
         if reply.status is not None:
             attrs["http.response.status_code"] = reply.status
             if reply.status != 200:
