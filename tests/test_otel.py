@@ -18,7 +18,10 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.from_thread
 import pytest
+import sniffio
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -185,6 +188,31 @@ async def test_retries_are_token_requests_of_one_fetch(
     assert [attrs(s).get("http.response.status_code") for s in tries] == [503, 503, 200]
     assert [attrs(s)["aociauth.outcome"] for s in tries] == ["error", "error", "ok"]
     assert [attrs(s).get("error.type") for s in tries] == ["503", "503", None]
+
+
+def test_httpx_on_trio_makes_the_same_spans(spans: InMemorySpanExporter) -> None:
+    async def main() -> str:
+        # The servers (aiohttp) run on an asyncio loop in a thread of their own.
+        with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+            env = Env("httpx", portal)
+            try:
+                ts, reg = await bearer(env)
+                async with env.client(alice(reg)) as c:
+                    for _ in range(20):
+                        assert (await c.get(manifest(reg), MANIFEST)).status == 200
+                    assert c.stats.cache_hits == 19  # all but the first
+            finally:
+                await env.stop()
+        assert ts.counters.requests == 1
+        return sniffio.current_async_library()
+
+    assert anyio.run(main, backend="trio") == "trio"
+    assert names(spans) == {LOOKUP: 1, FETCH: 1, REQUEST: 1}
+    (fetch,) = named(spans, FETCH)
+    (request,) = named(spans, REQUEST)
+    assert request.parent is not None
+    assert fetch.context is not None
+    assert request.parent.span_id == fetch.context.span_id
 
 
 # -- what they say -------------------------------------------------------------------
