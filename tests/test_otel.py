@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -150,6 +151,10 @@ async def test_a_cold_pull_makes_one_lookup_and_one_fetch_and_cached_requests_no
         assert c.stats.cache_hits - hits == 100
         assert ts.counters.requests == 1
         assert names(spans) == {LOOKUP: 1, FETCH: 1, REQUEST: 1}
+        # The spans and the counters tell the same story.
+        assert c.stats.config_lookups == len(named(spans, LOOKUP))
+        assert c.stats.token_fetches == len(named(spans, FETCH))
+        assert c.stats.total_token_requests == len(named(spans, REQUEST))
     (fetch,) = named(spans, FETCH)
     (request,) = named(spans, REQUEST)
     assert request.parent is not None
@@ -572,3 +577,29 @@ async def test_demo_trace_does_not_go_with_json() -> None:
     code, _, err = await run_demo("--trace", "--json", "--repos", "1")
     assert code == 2
     assert "--trace" in err
+
+
+# -- the example -----------------------------------------------------------------------
+
+
+def test_the_example_prints_spans_and_metrics_that_agree() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "observability.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    # Five images, each pulled three times: a fetch each, and the rest from the cache.
+    assert "span aociauth.credential_lookup: 1" in lines
+    assert "span aociauth.token_fetch: 5" in lines
+    assert "span aociauth.token_request: 5" in lines
+    assert "metric aociauth.requests: 15" in lines
+    assert "metric aociauth.token_fetches: 5" in lines
+    assert "metric aociauth.token_requests{grant=get_basic}: 5" in lines
+    assert "metric aociauth.cache_hits: 10" in lines
