@@ -12,7 +12,8 @@ Four spans, all ``INTERNAL``, named under ``aociauth.``:
 
 A request answered from the token cache makes no span: no hook is on that
 path. Without opentelemetry-api (the ``otel`` extra) the import below fails
-once and every hook is a shared do-nothing object.
+once, and every hook returns a shared do-nothing object; so it does while the
+application has set up no tracer provider (an SDK's).
 
 Attributes never hold a password, token, refresh token or Authorization
 value, nor an error's message (a helper's standard error may quote its
@@ -61,6 +62,12 @@ NAMES_ENV = "AOCIAUTH_TRACE_NAMES"
 
 #: What an attribute may hold (a subset of OpenTelemetry's ``AttributeValue``).
 Value: TypeAlias = str | bool | int | float | tuple[str, ...]
+
+
+def _off() -> bool:
+    """Whether there is nothing to record: no opentelemetry-api, or no tracer provider
+    set up (the API's proxy stands in until one is), so that a hook costs next to nothing."""
+    return otel is None or isinstance(otel.get_tracer_provider(), otel.ProxyTracerProvider)
 
 
 def _names_wanted() -> bool:
@@ -213,7 +220,7 @@ def credential_lookup(
     host: str, downgraded: bool, config: Config | None
 ) -> AbstractContextManager[Recorder]:
     """The span of one credential lookup for ``host``."""
-    if otel is None:
+    if _off():
         return _NO_SPAN
     if config is None or downgraded:
         source = "none"
@@ -234,7 +241,7 @@ def config_answered(res: Resolution) -> None:
 
     Called only inside :func:`credential_lookup`'s span, whose span is the current one.
     """
-    if otel is None:
+    if otel is None or _off():
         return
     span = otel.get_current_span()
     if not span.is_recording():
@@ -255,7 +262,7 @@ def helper_run(name: str, valid: bool, host: str) -> AbstractContextManager[Reco
     ``name`` comes from a configuration file; one that is not a valid helper
     name (``valid`` False, and never run) is not recorded.
     """
-    if otel is None:
+    if _off():
         return _NO_SPAN
     attrs: dict[str, Value] = {
         "aociauth.helper.name": name if valid else "(invalid)",
@@ -266,7 +273,7 @@ def helper_run(name: str, valid: bool, host: str) -> AbstractContextManager[Reco
 
 def token_fetch(job: FetchJob) -> AbstractContextManager[_FetchRecorder]:
     """The span of one token fetch; its token requests count themselves into it."""
-    if otel is None:
+    if _off():
         return _NO_SPAN
     return _fetch_span(job)
 
@@ -291,7 +298,7 @@ def _fetch_span(job: FetchJob) -> Iterator[_FetchRecorder]:
 
 def token_request(call: TokenCall, attempt: int) -> AbstractContextManager[Recorder]:
     """The span of attempt number ``attempt`` (from 1) at ``call``."""
-    if otel is None:
+    if _off():
         return _NO_SPAN
     fetch = _fetch.get()
     sends = call.kind != "get_anonymous"

@@ -511,18 +511,32 @@ def shadowed_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
-async def test_without_opentelemetry_every_hook_is_one_shared_no_op(tmp_path: Path) -> None:
+async def run_script(script: str, env: dict[str, str]) -> list[str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        textwrap.dedent(NO_OTEL_SCRIPT),
-        env=shadowed_env(tmp_path),
+        textwrap.dedent(script),
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["True True", "1 1 1", "[]"]
+    return out.decode().splitlines()
+
+
+async def test_without_opentelemetry_every_hook_is_one_shared_no_op(tmp_path: Path) -> None:
+    lines = await run_script(NO_OTEL_SCRIPT, shadowed_env(tmp_path))
+    assert lines == ["True True", "1 1 1", "[]"]
+
+
+async def test_without_a_tracer_provider_every_hook_is_the_same_no_op() -> None:
+    # The API is there (an application's other libraries may bring it) but no SDK is set up.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("OTEL_PYTHON_TRACER_PROVIDER", None)
+    lines = await run_script(NO_OTEL_SCRIPT, env)
+    assert lines[:2] == ["False True", "1 1 1"]
+    assert "opentelemetry.trace" in lines[2]
 
 
 # -- aociauth demo --trace -----------------------------------------------------------
