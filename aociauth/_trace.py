@@ -175,7 +175,7 @@ _fetch: ContextVar[_FetchRecorder | None] = ContextVar("aociauth_trace_fetch", d
 
 
 class _NoSpan(AbstractContextManager[_FetchRecorder]):
-    """The hooks' context manager without opentelemetry: no span, no cost."""
+    """The hooks' context manager when there is nothing to record: no span, no cost."""
 
     def __enter__(self) -> _FetchRecorder:
         return _NOTHING
@@ -241,7 +241,7 @@ def config_answered(res: Resolution) -> None:
 
     Called only inside :func:`credential_lookup`'s span, whose span is the current one.
     """
-    if otel is None or _off():
+    if _off():
         return
     span = otel.get_current_span()
     if not span.is_recording():
