@@ -10,6 +10,7 @@ so this runs under asyncio and trio alike.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 from yarl import URL
 
+from aociauth import _trace
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
 from aociauth.config import ConfigEntry, ConfigFile, Resolution, _show
@@ -86,10 +88,12 @@ class Credentials:
     async def _lookup(self, effect: LookupCredentials) -> LookupAnswer:
         key = (effect.origin, effect.namespace)
         try:
-            if effect.downgraded:
-                entry = LookupAnswer(ConfigEntry(), _DOWNGRADED)
-            else:
-                entry = await self._ask_config(effect)
+            with _trace.credential_lookup(effect.host, effect.downgraded, self._config) as traced:
+                if effect.downgraded:
+                    entry = LookupAnswer(ConfigEntry(), _DOWNGRADED)
+                else:
+                    entry = await self._ask_config(effect)
+                traced.found(entry.entry)
         except Exception as exc:
             # A user's Config may raise anything; the caller gets one clear error type.
             # Our own errors carry no secret; a foreign message is scrubbed first.
@@ -119,6 +123,7 @@ class Credentials:
             # A ConfigFile says where the answer came from: tell the story, count helper runs.
             res = await self._config.resolve(host, namespace)
             self._stats.helper_runs += len(res.helpers_asked)
+            _trace.config_answered(res)
             log.debug(
                 "credentials for %s%s: %s (key %r, %s, from %s)",
                 host,
@@ -191,16 +196,15 @@ async def run_fetch(
     """
     flow = core.fetch_flow(job)
     value: TokenReply | None = None
-    try:
+    with _trace.token_fetch(job) as traced, contextlib.closing(flow):
         while True:
             try:
                 call = core.resume(flow, value, clock())
             except StopIteration as stop:
                 result: AccessToken | OCIAuthError = stop.value
+                traced.ended(result)
                 return result
             value = await token_call(call)
-    finally:
-        flow.close()
 
 
 async def retrying_token_call(
@@ -225,7 +229,9 @@ async def retrying_token_call(
             redact_url(call.url),
             call.kind,
         )
-        reply, wait = await attempt(call, headers, where)
+        with _trace.token_request(call, n + 1) as traced:
+            reply, wait = await attempt(call, headers, where)
+            traced.replied(reply)
         unreachable = type(reply.error) is TokenServerError
         if reply.error is not None and not unreachable:
             return reply  # refused by policy, too big, or the adapter closed

@@ -951,7 +951,24 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         latency_ms=args.latency_ms,
         compare=args.compare,
     )
-    return demo.main(options, out=out, as_json=args.json)
+    if not args.trace:
+        return demo.main(options, out=out, as_json=args.json)
+    if args.json:
+        raise CLIError("--trace prints a tree of spans, not JSON: use one or the other", 2)
+    from aociauth._demo_trace import SpanRecorder, render_tree
+
+    try:
+        recorder = SpanRecorder()
+    except ImportError:
+        raise CLIError(
+            "--trace needs the OpenTelemetry SDK: pip install 'aociauth[otel]' opentelemetry-sdk",
+            EXIT_MISSING_DEPENDENCY,
+        ) from None
+    with recorder.span("aociauth demo"):
+        code = demo.main(options, out=out)
+    print(file=out)
+    render_tree(recorder.spans(), out)
+    return code
 
 
 # -- the parser ----------------------------------------------------------------------
@@ -1040,6 +1057,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also pull with aociauth run with the Go original's policy, and show both",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="also print the OpenTelemetry spans of the pull as a tree (needs opentelemetry-sdk)",
+    )
     p.set_defaults(run=cmd_demo, is_async=False)
 
     p = sub.add_parser(

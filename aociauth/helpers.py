@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+from aociauth import _trace
 from aociauth.config import ConfigEntry
 from aociauth.errors import HelperError, HelperNotFoundError, HelperTimeoutError
 
@@ -167,13 +168,17 @@ class _HelperProcess(asyncio.SubprocessProtocol):
 async def _run_helper(
     name: str, server_url: str, env: dict[str, str] | None, time_limit: float | None
 ) -> ConfigEntry:
-    out = await _converse(name, "get", server_url, env, time_limit)
-    if out is None:
-        return ConfigEntry()
-    answer = _parse_answer(out)
-    if isinstance(answer, str):
-        _fail(name, server_url, answer)
-    return answer
+    with _trace.helper_run(name, bool(_VALID_NAME.fullmatch(name)), server_url) as traced:
+        out = await _converse(name, "get", server_url, env, time_limit)
+        if out is None:
+            traced.found(ConfigEntry())  # it said "not found" (with a non-zero exit code)
+            return ConfigEntry()
+        traced.set({"process.exit.code": 0})  # only an exit code 0 gives an answer
+        answer = _parse_answer(out)
+        if isinstance(answer, str):
+            _fail(name, server_url, answer)
+        traced.found(answer)
+        return answer
 
 
 HelperLister = Callable[[str], Awaitable[dict[str, str]]]

@@ -47,6 +47,7 @@ def test_every_example_is_checked_here() -> None:
         "custom_config.py",
         "test_with_toolkit.py",
         "pull_with_httpx.py",
+        "observability.py",  # checked in test_otel.py
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == checked
 
