@@ -1,7 +1,8 @@
 """What every adapter of the core does the same way, whatever its HTTP client.
 
 The aiohttp middleware and the httpx ``Auth`` both look credentials up once
-per (origin, namespace) and remember the answer (:class:`Credentials`), run
+per (origin, namespace) and remember the answer, asking again when the core
+renews refused credentials or the config's files changed (:class:`Credentials`), run
 the core's fetch flow performing its token calls (:func:`run_fetch`), and
 retry a token call that met 429, 5xx or no answer (:func:`retrying_token_call`).
 Only one attempt at a token call is the client's own. Concurrency is anyio's,
@@ -11,6 +12,7 @@ so this runs under asyncio and trio alike.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -22,7 +24,7 @@ from yarl import URL
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
 from aociauth.config import ConfigEntry, ConfigFile
-from aociauth.core import AuthCore, FetchJob, LookupCredentials, TokenCall, TokenReply
+from aociauth.core import AuthCore, FetchJob, Found, LookupCredentials, TokenCall, TokenReply
 from aociauth.core.rules import backoff, is_retryable
 from aociauth.errors import CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.stats import AuthStats
@@ -47,26 +49,64 @@ class Credentials:
     """The config's entry per (origin, namespace): looked up once, shared, and remembered.
 
     Failures are remembered too (as the original does): a registry whose
-    helper failed is not asked again by this adapter. ``max_entries`` bounds
-    what is kept, least recently used out.
+    helper failed is not asked again by this adapter, until the core renews
+    its credentials (a :class:`LookupCredentials` with a ``renewal`` number:
+    one lookup per number, whoever asks) or the config's files change.
+    ``max_entries`` bounds what is kept, least recently used out.
+
+    :meth:`watch` checks a :class:`ConfigFile`'s files at most once per
+    ``check_interval`` seconds (and every lookup checks them first); when
+    they changed, every remembered answer is dropped and ``on_change`` is
+    called (the core's :meth:`~aociauth.core.AuthCore.forget_credentials`).
     """
 
     def __init__(
         self,
         config: Config | None,
         stats: AuthStats,
-        lookups: SingleFlight[EntryKey, ConfigEntry],
+        lookups: SingleFlight[EntryKey, Found],
         max_entries: int,
+        *,
+        check_interval: float = 1.0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
         self._lookups = lookups
         self._max = max_entries
-        self._entries: OrderedDict[EntryKey, ConfigEntry | OCIAuthError] = OrderedDict()
+        self._entries: OrderedDict[EntryKey, Found | OCIAuthError] = OrderedDict()
+        #: The renewal number each key was last asked again for.
+        self._renewals: dict[EntryKey, int] = {}
+        self._check_interval = check_interval
+        self._on_change = on_change
+        self._next_check = -math.inf
 
-    async def entry(self, effect: LookupCredentials) -> ConfigEntry:
-        """The config's entry for (origin, namespace), looked up once and remembered."""
+    def watch(self, now: float) -> None:
+        """Check the config's files for changes if ``check_interval`` has passed since
+        the last check (``now``: the adapter's monotonic clock)."""
+        if now < self._next_check:
+            return
+        self._next_check = now + self._check_interval
+        self._reload()
+
+    def _reload(self) -> None:
+        if isinstance(self._config, ConfigFile) and self._config.reload_if_changed():
+            self._entries.clear()
+            self._renewals.clear()
+            if self._on_change is not None:
+                self._on_change()
+
+    async def entry(self, effect: LookupCredentials) -> Found:
+        """The config's entry for (origin, namespace), looked up once and remembered
+        (again, once, for each new ``renewal`` number)."""
         key = (effect.origin, effect.namespace)
+        if effect.renewal and self._renewals.get(key) != effect.renewal:
+            # The remembered answer was refused: the first request naming this
+            # renewal drops it; the others join its lookup or read its answer.
+            self._renewals[key] = effect.renewal
+            while len(self._renewals) > self._max:
+                del self._renewals[next(iter(self._renewals))]
+            self._entries.pop(key, None)
         known = self._entries.get(key)
         if known is None:
             return await self._lookups.run(key, lambda: self._lookup(effect))
@@ -75,10 +115,10 @@ class Credentials:
             raise known
         return known
 
-    async def _lookup(self, effect: LookupCredentials) -> ConfigEntry:
+    async def _lookup(self, effect: LookupCredentials) -> Found:
         key = (effect.origin, effect.namespace)
         try:
-            entry = ConfigEntry() if effect.downgraded else await self._ask_config(effect)
+            entry = Found(ConfigEntry()) if effect.downgraded else await self._ask_config(effect)
         except Exception as exc:
             # A user's Config may raise anything; the caller gets one clear error type.
             # Our own errors carry no secret; a foreign message is scrubbed first.
@@ -94,17 +134,18 @@ class Credentials:
         self._remember(key, entry)
         return entry
 
-    def _remember(self, key: EntryKey, value: ConfigEntry | OCIAuthError) -> None:
+    def _remember(self, key: EntryKey, value: Found | OCIAuthError) -> None:
         self._entries[key] = value
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    async def _ask_config(self, effect: LookupCredentials) -> ConfigEntry:
+    async def _ask_config(self, effect: LookupCredentials) -> Found:
         host, namespace = effect.host, effect.namespace
         if self._config is None:
-            return ConfigEntry()
+            return Found(ConfigEntry())
         self._stats.config_lookups += 1
         if isinstance(self._config, ConfigFile):
+            self._reload()  # a lookup reads what is on disk now
             # A ConfigFile says where the answer came from: tell the story, count helper runs.
             res = await self._config.resolve(host, namespace)
             self._stats.helper_runs += len(res.helpers_asked)
@@ -117,13 +158,14 @@ class Credentials:
                 res.kind,
                 res.helper or res.source,
             )
-            return res.entry
+            # A helper's answer may expire: the core asks for it again when refused.
+            return Found(res.entry, res.kind in ("credHelpers", "credsStore"))
         if namespace:
             by_repo = getattr(self._config, "entry_for_repository", None)
             if by_repo is not None:
                 entry: ConfigEntry = await by_repo(host, namespace)
-                return entry
-        return await self._config.entry_for_registry(host)
+                return Found(entry)
+        return Found(await self._config.entry_for_registry(host))
 
 
 async def run_fetch(

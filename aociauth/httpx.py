@@ -57,7 +57,7 @@ from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, loopback_allowed, refused_address
 from aociauth._responses import DENIED_BODY
 from aociauth._singleflight import SingleFlight
-from aociauth.config import ConfigEntry, ConfigFile
+from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
     AuthCore,
@@ -67,6 +67,7 @@ from aociauth.core import (
     FetchJob,
     FetchKey,
     FetchToken,
+    Found,
     LookupCredentials,
     PrepareResend,
     RefreshInBackground,
@@ -190,11 +191,16 @@ class RegistryAuth(httpx.Auth):
         self._fetches = SingleFlight(
             spawn=spawn, abandoned=self._closed_error, on_end=self._core.fetch_ended
         )
-        lookups: SingleFlight[EntryKey, ConfigEntry] = SingleFlight(
+        lookups: SingleFlight[EntryKey, Found] = SingleFlight(
             spawn=spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
-            self._p.config, self.stats, lookups, self._core.policy.max_origins
+            self._p.config,
+            self.stats,
+            lookups,
+            self._core.policy.max_origins,
+            check_interval=self._p.config_check_interval,
+            on_change=self._core.forget_credentials,
         )
 
     def cached_token(self, url: str | URL, scope: Scope | None = None) -> AccessToken | None:
@@ -217,6 +223,8 @@ class RegistryAuth(httpx.Auth):
         if self._closed:
             raise self._closed_error()
         self._bind()
+        assert self._credentials is not None
+        self._credentials.watch(anyio.current_time())
         callers = request.headers.get_list("Authorization")
         facts = RequestFacts(
             method=request.method,

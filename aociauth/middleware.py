@@ -36,7 +36,7 @@ from aociauth._responses import (
     rewrite_403,
 )
 from aociauth._singleflight import SingleFlight
-from aociauth.config import ConfigEntry, ConfigFile
+from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
     AuthCore,
@@ -46,6 +46,7 @@ from aociauth.core import (
     FetchJob,
     FetchKey,
     FetchToken,
+    Found,
     LookupCredentials,
     Outcome,
     PrepareResend,
@@ -98,11 +99,16 @@ class AuthMiddleware:
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error, on_end=self._core.fetch_ended
         )
-        lookups: SingleFlight[EntryKey, ConfigEntry] = SingleFlight(
+        lookups: SingleFlight[EntryKey, Found] = SingleFlight(
             spawn=self._spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
-            self._config, self.stats, lookups, self._core.policy.max_origins
+            self._config,
+            self.stats,
+            lookups,
+            self._core.policy.max_origins,
+            check_interval=self._p.config_check_interval,
+            on_change=self._core.forget_credentials,
         )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
@@ -189,6 +195,7 @@ class AuthMiddleware:
         )
         core = self._core
         core.now = asyncio.get_running_loop().time()
+        self._credentials.watch(core.now)
         try:
             # The hot path: the core needs nothing but to send (a cached token, say).
             prep = core.ready(facts)

@@ -34,6 +34,8 @@ class AuthStats:
     refreshes_ahead: int = 0
     config_lookups: int = 0
     helper_runs: int = 0
+    #: Refused credentials of a credential helper asked for again (one per renewal).
+    credentials_renewed: int = 0
     anonymous_realm_downgrades: int = 0
 
     @property

@@ -89,6 +89,7 @@ __all__ = [
     "FetchKey",
     "FetchToken",
     "FlowPolicy",
+    "Found",
     "Identity",
     "LookupCredentials",
     "Outcome",
@@ -124,6 +125,9 @@ class FlowPolicy:
     max_scope_bytes: int = 4096
     cache_size: int = 10_000
     max_origins: int = 4096
+    #: Seconds before refused credentials of a credential helper are asked for again
+    #: at the same (origin, namespace); see :meth:`AuthCore.renewed`.
+    helper_rerun_interval: float = 60.0
 
 
 # -- values the flows exchange -------------------------------------------------
@@ -155,6 +159,10 @@ class Identity:
     basic: str = field(repr=False)
     #: The config's refresh token (the current one is the core's to keep).
     refresh_token: str = field(repr=False)
+    #: The namespace (per-namespace config key) it was looked up for ("" for the host).
+    namespace: str = ""
+    #: A credential helper gave it: asked for again when refused.
+    from_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,30 @@ class LookupCredentials:
     Concurrent lookups of one (``origin``, ``namespace``) share one lookup.
     ``downgraded``: plain http to a host spoken to over https: send back an
     empty entry without asking the config.
+
+    ``renewal`` 0 is a first lookup: an answer remembered from before will do.
+    Otherwise the answer sent back before (a credential helper's) was refused:
+    forget it and ask the config again, once per ``renewal`` number; concurrent
+    lookups naming the same number share that one lookup, and a later one
+    naming it gets its answer (one helper run for all the requests refused).
+
+    Send back a :class:`Found` to say the entry came from a credential helper
+    (a bare ConfigEntry is taken as one that did not).
     """
 
     origin: URL
     host: str
     namespace: str
     downgraded: bool
+    renewal: int = 0
+
+
+class Found(NamedTuple):
+    """The answer to :class:`LookupCredentials`: the entry, and whether a helper gave it."""
+
+    entry: ConfigEntry
+    #: A credential helper's answer (``credHelpers``, ``credsStore``): it may expire.
+    from_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -345,11 +371,23 @@ Effect = (
     | Resend
 )
 Outcome = Pass | Deny | Fail
+_Attached = tuple["AccessToken | None", "Scope | None", "str | None", Identity]
 RequestFlow = Generator[Effect, Any, Outcome]
 FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 
 
 # -- the core ------------------------------------------------------------------
+
+
+class _Renewal(NamedTuple):
+    """The last time an (origin, namespace)'s credentials were asked for again."""
+
+    at: float
+    #: The partition whose credentials were refused.
+    partition: int
+    number: int
+    #: Its lookup is under way.
+    pending: bool
 
 
 class AuthCore:
@@ -372,6 +410,11 @@ class AuthCore:
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
+        #: Partitions whose credentials a token server refused last time they went.
+        self._refused: dict[int, None] = {}
+        #: The last renewal per (origin, namespace); see :meth:`renewed`.
+        self._renewals: dict[tuple[OriginKey, str], _Renewal] = {}
+        self._renewal_count = 0
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -440,12 +483,15 @@ class AuthCore:
                 return ns
         return ""
 
-    def adopt(self, st: OriginState, namespace: str, entry: ConfigEntry) -> Identity:
+    def adopt(self, st: OriginState, namespace: str, entry: ConfigEntry | Found) -> Identity:
         """The identity an entry the config gave for (origin, namespace) stands for.
 
         The first time an entry is seen, its access token (a token of unlimited
-        scope that never expires) goes into the cache.
+        scope that never expires) goes into the cache. ``entry`` is a
+        :class:`Found` when the adapter knows a credential helper gave it.
         """
+        found = entry if isinstance(entry, Found) else Found(entry)
+        entry = found.entry
         key = (st.key, namespace, entry)
         part = self._partitions.get(key)
         if part is None:
@@ -457,7 +503,9 @@ class AuthCore:
         basic = ""
         if entry.username and entry.password:
             basic = basic_authorization(entry.username, entry.password)
-        ident = Identity(part, entry.username, basic, entry.refresh_token)
+        ident = Identity(
+            part, entry.username, basic, entry.refresh_token, namespace, found.from_helper
+        )
         self._identities[(st.key, namespace)] = ident
         while len(self._identities) > self.policy.max_origins:
             del self._identities[next(iter(self._identities))]
@@ -469,9 +517,77 @@ class AuthCore:
         ident = self._identities.get((st.key, ns))
         if ident is not None:
             return ident
+        return (yield from self._look_up(st, ns))
+
+    def _look_up(
+        self, st: OriginState, ns: str, renewal: int = 0
+    ) -> Generator[Effect, Any, Identity]:
         downgraded = st.url.scheme == "http" and self.origins.spoke_https_to(st.url.host or "")
-        entry = yield LookupCredentials(st.url, st.host, ns, downgraded)
+        entry = yield LookupCredentials(st.url, st.host, ns, downgraded, renewal)
         return self.adopt(st, ns, entry)
+
+    def forget_credentials(self) -> None:
+        """The config changed (a ``docker login`` while the program runs): ask it again.
+
+        Every (origin, namespace) looks its credentials up again on its next
+        request; tokens cached for an entry that did not change stay usable.
+        """
+        self._identities.clear()
+        self._known_namespaces.clear()
+
+    def renewed(self, st: OriginState, ident: Identity) -> Generator[Effect, Any, Identity | None]:
+        """After ``ident``'s credentials were refused: the identity to retry with, once.
+
+        The rules (the README's section on credential helpers states them):
+
+        * credentials another request already looked up again are retried at once;
+        * only a credential helper's answer is asked for again: helpers hand out
+          credentials that expire (ECR's 12-hour tokens, gcloud's 1-hour access
+          tokens, ACR's refresh tokens), a file's entry changes only with the file;
+        * at most once per (origin, namespace) per ``helper_rerun_interval``
+          seconds, and requests refused meanwhile share that one lookup
+          (:class:`LookupCredentials` with a ``renewal`` number);
+        * None when the answer is the entry that was refused: nothing to retry with.
+
+        The caller retries once with what this returns, so a fresh answer that is
+        refused too ends the request (no loop).
+        """
+        key = (st.key, ident.namespace)
+        current = self._identities.get(key)
+        if current is not None and current.partition != ident.partition:
+            return current
+        if not ident.from_helper:
+            return None
+        last = self._renewals.get(key)
+        if last is not None and last.partition == ident.partition and last.pending:
+            number = last.number  # under way: share its lookup
+        elif last is not None and self.now - last.at < self.policy.helper_rerun_interval:
+            return None
+        else:
+            self._renewal_count += 1
+            number = self._renewal_count
+            started = self._renewals[key] = _Renewal(self.now, ident.partition, number, True)
+            while len(self._renewals) > self.policy.max_origins:
+                del self._renewals[next(iter(self._renewals))]
+            self.stats.credentials_renewed += 1
+            log.debug("credentials for %s were refused; asking the helper again", st.host)
+            try:
+                new = yield from self._look_up(st, ident.namespace, number)
+            finally:
+                # Ended, failed or abandoned: the interval runs from its start either way.
+                if self._renewals.get(key) is started:
+                    self._renewals[key] = started._replace(pending=False)
+            return new if new.partition != ident.partition else None
+        new = yield from self._look_up(st, ident.namespace, number)
+        return new if new.partition != ident.partition else None
+
+    def _creds_refused(self, ident: Identity, got: AccessToken | OCIAuthError) -> bool:
+        """Whether a failed fetch was a token server refusing ``ident``'s own credentials."""
+        return (
+            isinstance(got, TokenServerError)
+            and got.status in (401, 403)
+            and ident.partition in self._refused
+        )
 
     # -- one request -----------------------------------------------------------
 
@@ -578,7 +694,7 @@ class AuthCore:
         attach = yield from self._attach(st, ident, required, want, known)
         if isinstance(attach, Fail):
             return attach
-        got, asked, attached = attach
+        got, asked, attached, ident = attach
         return Prepared(
             st, ident, required, want, known, got, asked, attached, probe, facts, self.now
         )
@@ -595,7 +711,13 @@ class AuthCore:
     def after(self, prep: Prepared, reply: Reply) -> RequestFlow:
         """What follows the registry's answer to a request sent as ``prep`` said."""
         if reply.status != 401:
-            return self.settle(prep, reply.status)
+            passed = self.settle(prep, reply.status)
+            if reply.status == 403 and self._sent_own_basic(prep):
+                # ECR answers an expired helper token 403 "Your authorization token
+                # has expired", with no challenge.
+                assert prep.ident is not None
+                return (yield from self._basic_renewed(prep.st, prep.ident))
+            return passed
         stats = self.stats
         st, ident, required, want = prep.st, prep.ident, prep.required, prep.want
         sent, asked, authorization, sent_at = prep.sent, prep.asked, prep.authorization, prep.at
@@ -608,6 +730,8 @@ class AuthCore:
             ident = yield from self._identity(st, required)
             sent_at = -math.inf  # nothing of ours went with it: any cached token will do
         if ch.scheme == "basic":
+            if self._sent_own_basic(prep):
+                return (yield from self._basic_renewed(st, ident))
             if not ident.basic or prep.callers_authorization or authorization is not None:
                 return Pass()
             yield PrepareResend()
@@ -615,6 +739,8 @@ class AuthCore:
             self.stats.retries_after_401 += 1
             if reply.status == 401:
                 self.stats.responses_401 += 1
+            if reply.status in (401, 403):
+                return (yield from self._basic_renewed(st, ident))
             return Pass()
         ch_scope = parse_scope(ch.params.get("scope", ""))
         if sent is not None:
@@ -628,6 +754,11 @@ class AuthCore:
         got = yield from self._acquire(
             st, ident, ch, ch_scope, want.union(required), self.now, newer_than=sent_at
         )
+        if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
+            renewed = yield from self.renewed(st, ident)
+            if renewed is not None:
+                wider = want.union(required)
+                got = yield from self._acquire(st, renewed, ch, ch_scope, wider, self.now)
         if isinstance(got, OCIAuthError):
             return Fail(got)
         reply = yield Resend(got.authorization)
@@ -638,6 +769,28 @@ class AuthCore:
             return Deny()
         return Pass()
 
+    @staticmethod
+    def _sent_own_basic(prep: Prepared) -> bool:
+        """The request went with the identity's Basic credentials (not the caller's)."""
+        ident = prep.ident
+        return (
+            ident is not None
+            and bool(ident.basic)
+            and not prep.callers_authorization
+            and prep.authorization == ident.basic
+        )
+
+    def _basic_renewed(self, st: OriginState, ident: Identity) -> RequestFlow:
+        """The registry refused our Basic credentials: send once more with renewed ones."""
+        renewed = yield from self.renewed(st, ident)
+        if renewed is None or not renewed.basic:
+            return _PASS
+        yield PrepareResend()
+        reply = yield Resend(renewed.basic)
+        if reply.status == 401:
+            self.stats.responses_401 += 1
+        return _PASS
+
     def _attach(
         self,
         st: OriginState,
@@ -645,23 +798,30 @@ class AuthCore:
         required: Scope,
         want: Scope,
         known: bool,
-    ) -> Generator[Effect, Any, tuple[AccessToken | None, Scope | None, str | None] | Fail]:
-        """What goes with a request no cached token holds: ``(token, asked, authorization)``.
+    ) -> Generator[Effect, Any, _Attached | Fail]:
+        """What goes with a request no cached token holds:
+        ``(token, asked, authorization, identity)``.
 
-        ``asked`` is the scope the token was fetched with for this very request.
+        ``asked`` is the scope the token was fetched with for this very request;
+        ``identity`` is ``ident``, or the one it was renewed as.
         """
         now = self.now
         ch = st.challenge
         if st.phase is Phase.BASIC and ch is not None:
-            return None, None, ident.basic or None
+            return None, None, ident.basic or None, ident
         if st.phase is not Phase.BEARER or ch is None:
-            return None, None, None
+            return None, None, None, ident
         refresh_token = self.refresh_token(ident)
         if not (refresh_token or (known and self.policy.authorize_ahead)):
-            return None, None, None
+            return None, None, None, ident
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
         got = yield from self._acquire(st, ident, ch, required, want, now)
+        if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
+            renewed = yield from self.renewed(st, ident)
+            if renewed is not None:
+                ident = renewed
+                got = yield from self._acquire(st, ident, ch, required, want, self.now)
         if isinstance(got, OCIAuthError):
             status = got.status if isinstance(got, TokenServerError) else None
             if not isinstance(got, TokenServerError) or not worth_asking_again(status):
@@ -670,8 +830,8 @@ class AuthCore:
                 return Fail(got)
             self.stats.fetches_ahead_failed += 1
             log.debug("early token fetch for %s refused (%s); the challenge decides", st.host, got)
-            return None, None, None
-        return got, required.union(want), got.authorization
+            return None, None, None, ident
+        return got, required.union(want), got.authorization, ident
 
     def _forget(self, ident: Identity, sent: AccessToken, ch: Challenge, ch_scope: Scope) -> None:
         """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
@@ -763,9 +923,17 @@ class AuthCore:
             st = self.origins.apply(st, WideScopeRefused())
             scope = job.required
             got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
+        partition = job.identity.partition
         if isinstance(got, OCIAuthError):
             self.stats.token_fetch_failures += 1
+            if ours and isinstance(got, TokenServerError) and got.status in (401, 403):
+                # Our own credentials refused: they may have expired (AuthCore.renewed).
+                self._refused[partition] = None
+                while len(self._refused) > self.policy.max_origins:
+                    del self._refused[next(iter(self._refused))]
             return got
+        if ours:
+            self._refused.pop(partition, None)
         answer, now = got, self.now
         if answer.refresh_token and ours:
             # Only an answer to this identity's own credentials may change who it is: a
