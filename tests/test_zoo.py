@@ -17,7 +17,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aociauth import OCIAuthError
 from aociauth.testing.zoo import (
     DOCKER_HUB,
     ECR,
@@ -28,7 +27,6 @@ from aociauth.testing.zoo import (
     PROFILES,
     QUAY,
     Flow,
-    FlowFailed,
     RegistryProfile,
     Zoo,
     ZooHostError,
