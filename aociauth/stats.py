@@ -29,6 +29,9 @@ class AuthStats:
     cache_misses: int = 0
     fetches_ahead: int = 0
     fetches_ahead_failed: int = 0
+    #: Requests that waited for a registry's first fetch ahead, to learn whether its
+    #: token server grants tokens fetched ahead of the challenge.
+    ahead_waits: int = 0
     refused_ahead: int = 0
     first_contact_waits: int = 0
     refreshes_ahead: int = 0

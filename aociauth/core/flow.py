@@ -36,6 +36,8 @@ from yarl import URL
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
 from aociauth.core.origin import (
     Answered,
+    FetchAheadRefused,
+    FetchAheadWorked,
     OriginKey,
     Origins,
     OriginState,
@@ -415,6 +417,9 @@ class AuthCore:
         #: The last renewal per (origin, namespace); see :meth:`renewed`.
         self._renewals: dict[tuple[OriginKey, str], _Renewal] = {}
         self._renewal_count = 0
+        #: The first fetch ahead under way per origin whose token server has granted
+        #: none yet: other requests wait for it (see _attach).
+        self._trials: dict[OriginKey, tuple[FetchKey, FetchJob]] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -814,9 +819,18 @@ class AuthCore:
         refresh_token = self.refresh_token(ident)
         if not (refresh_token or (known and self.policy.authorize_ahead)):
             return None, None, None, ident
+        # Until the origin's token server has granted a token fetched ahead, one fetch
+        # ahead goes at a time: some grant only what the registry challenged for, and a
+        # burst would be as many refusals (issue 11 item 4).
+        unproven = self.policy.authorize_ahead and not st.ahead_worked
+        if unproven:
+            if st.ahead_refused or (yield from self._trial_refused(st, ident, ch, required)):
+                return None, None, None, ident
+            st = self.origins.current(st)
+            unproven = not st.ahead_worked
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
-        got = yield from self._acquire(st, ident, ch, required, want, now)
+        got = yield from self._acquire(st, ident, ch, required, want, now, trial=unproven)
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
@@ -830,8 +844,37 @@ class AuthCore:
                 return Fail(got)
             self.stats.fetches_ahead_failed += 1
             log.debug("early token fetch for %s refused (%s); the challenge decides", st.host, got)
+            self.origins.apply(st, FetchAheadRefused())
             return None, None, None, ident
+        if unproven:
+            self.origins.apply(st, FetchAheadWorked())
         return got, required.union(want), got.authorization, ident
+
+    def _trial_refused(
+        self, st: OriginState, ident: Identity, ch: Challenge, required: Scope
+    ) -> Generator[Effect, Any, bool]:
+        """Whether the origin's first fetch ahead, if one is under way, was refused.
+
+        A request that would fetch a token of its own waits for it first (it
+        joins that fetch); one that a cached token or a fetch in flight serves
+        does not wait.
+        """
+        trial = self._trials.get(st.key)
+        if trial is None:
+            return False
+        key, job = trial
+        if key not in self._inflight:
+            del self._trials[st.key]
+            return False
+        realm = ch.params.get("realm", "")
+        if (
+            self.cache.get(ident.partition, required, self.now) is not None
+            or self._joinable(ident.partition, realm, required) is not None
+        ):
+            return False
+        self.stats.ahead_waits += 1
+        got = yield FetchToken(key, job)
+        return isinstance(got, OCIAuthError) or self.origins.current(st).ahead_refused
 
     def _forget(self, ident: Identity, sent: AccessToken, ch: Challenge, ch_scope: Scope) -> None:
         """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
@@ -870,11 +913,13 @@ class AuthCore:
         now: float,
         *,
         newer_than: float = -math.inf,
+        trial: bool = False,
     ) -> Generator[Effect, Any, AccessToken | OCIAuthError]:
         """A token holding ``required`` (asking for ``want`` too), shared by concurrent requests.
 
         A cached token counts only if it was obtained after ``newer_than`` (the
         time the refused request went out): an older one is what was refused.
+        ``trial``: a new fetch is the origin's first fetch ahead, which others wait for.
         """
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
@@ -882,12 +927,16 @@ class AuthCore:
         if tok is not None and tok.issued_at >= newer_than:
             return tok
         key = self._joinable(ident.partition, realm, required)
+        new = key is None
         if key is None:
             key = FetchKey(ident.partition, realm, service, required.union(want))
             self._inflight.setdefault(key, now)
-        got: AccessToken | OCIAuthError = yield FetchToken(
-            key, FetchJob(st, ident, ch, required, key.scope)
-        )
+        job = FetchJob(st, ident, ch, required, key.scope)
+        if trial and new:
+            self._trials[st.key] = (key, job)
+            while len(self._trials) > self.policy.max_origins:
+                del self._trials[next(iter(self._trials))]
+        got: AccessToken | OCIAuthError = yield FetchToken(key, job)
         return got
 
     def _joinable(self, partition: Hashable, realm: str, required: Scope) -> FetchKey | None:

@@ -27,7 +27,10 @@ request alone (see :mod:`aociauth.core.flow`).
 
 Flags beside the phase record what the origin's token server taught us:
 ``narrow_only`` (it refuses a scope wider than the challenge's, so only the
-required scope is asked for).
+required scope is asked for); ``ahead_worked`` and ``ahead_refused`` (a token
+fetched ahead of the registry's challenge was granted, or refused: some token
+servers grant only what the registry challenged for, so after one refusal no
+token is fetched ahead there again).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from aociauth.challenge import Challenge
 __all__ = [
     "Answered",
     "Event",
+    "FetchAheadRefused",
+    "FetchAheadWorked",
     "OriginKey",
     "OriginState",
     "Origins",
@@ -92,6 +97,10 @@ class OriginState:
     registry: bool = False
     #: Its token server refused a scope wider than the required one.
     narrow_only: bool = False
+    #: Its token server granted a token fetched ahead of the registry's challenge.
+    ahead_worked: bool = False
+    #: Its token server refused a token fetched ahead: none is fetched ahead again.
+    ahead_refused: bool = False
 
     @property
     def holds_back(self) -> bool:
@@ -131,7 +140,25 @@ class WideScopeRefused:
     """The origin's token server refused a scope wider than the required one."""
 
 
-Event = ProbeSent | ProbeEnded | Answered | RegistryCallSeen | WideScopeRefused
+@dataclass(frozen=True)
+class FetchAheadWorked:
+    """The origin's token server granted a token fetched ahead of the challenge."""
+
+
+@dataclass(frozen=True)
+class FetchAheadRefused:
+    """The origin's token server refused a token fetched ahead of the challenge."""
+
+
+Event = (
+    ProbeSent
+    | ProbeEnded
+    | Answered
+    | RegistryCallSeen
+    | WideScopeRefused
+    | FetchAheadWorked
+    | FetchAheadRefused
+)
 
 _CHALLENGED = {"basic": Phase.BASIC, "bearer": Phase.BEARER}
 
@@ -146,6 +173,10 @@ def transition(state: OriginState, event: Event) -> OriginState:
         return state if state.registry else replace(state, registry=True)
     if isinstance(event, WideScopeRefused):
         return state if state.narrow_only else replace(state, narrow_only=True)
+    if isinstance(event, FetchAheadWorked):
+        return state if state.ahead_worked else replace(state, ahead_worked=True)
+    if isinstance(event, FetchAheadRefused):
+        return state if state.ahead_refused else replace(state, ahead_refused=True)
     ch = event.challenge
     if ch is None:
         return replace(state, phase=Phase.OPEN) if state.holds_back else state
