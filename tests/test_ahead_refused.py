@@ -10,8 +10,10 @@ either adapter. A server that grants them loses nothing: one 401 for a burst.
 from __future__ import annotations
 
 import anyio
+import anyio.from_thread
 import pytest
 from test_scenarios import MANIFEST, USERS, Answer, Client, Env, alice
+from test_scenarios import server_portal  # noqa: F401 (the fixture the trio run uses)
 
 from aociauth.testing import Registry, TokenServer
 from aociauth.testing.tokenserver import Access
@@ -96,3 +98,23 @@ async def test_a_token_server_that_grants_ahead_loses_nothing(
     assert reg.counters.unauthorized == 1
     assert stats.fetches_ahead == n - 1
     assert stats.fetches_ahead_failed == 0
+
+
+def test_a_picky_token_server_burst_through_httpx_on_trio(
+    server_portal: anyio.from_thread.BlockingPortal,
+) -> None:
+    n = 100
+
+    async def main() -> tuple[int, int, list[int]]:
+        env = Env("httpx", server_portal)
+        try:
+            ts, reg = await pair(env, n, picky=True)
+            async with env.client(alice(reg)) as c:
+                answers = await pull_all(c, reg, n, concurrent=True)
+        finally:
+            await env.stop()
+        return ts.counters.requests, reg.counters.unauthorized, [a.status for a in answers]
+
+    tokens, unauthorized, statuses = anyio.run(main, backend="trio")
+    assert statuses == [200] * n
+    assert (tokens, unauthorized) == (n + 1, n)
