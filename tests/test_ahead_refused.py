@@ -9,11 +9,12 @@ either adapter. A server that grants them loses nothing: one 401 for a burst.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import anyio
 import anyio.from_thread
 import pytest
 from test_scenarios import MANIFEST, USERS, Answer, Client, Env, alice
-from test_scenarios import server_portal  # noqa: F401 (the fixture the trio run uses)
 
 from aociauth.testing import Registry, TokenServer
 from aociauth.testing.tokenserver import Access
@@ -98,6 +99,13 @@ async def test_a_token_server_that_grants_ahead_loses_nothing(
     assert reg.counters.unauthorized == 1
     assert stats.fetches_ahead == n - 1
     assert stats.fetches_ahead_failed == 0
+
+
+@pytest.fixture(scope="module")
+def server_portal() -> Iterator[anyio.from_thread.BlockingPortal]:
+    """An asyncio loop in a thread of its own, for the servers of the trio run."""
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        yield portal
 
 
 def test_a_picky_token_server_burst_through_httpx_on_trio(
