@@ -19,8 +19,8 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from aociauth._redact import redact_query
-from aociauth._urls import join_url
+from aociauth._redact import redact_query, redact_query_values
+from aociauth._urls import crosses_origin, join_url
 from aociauth.errors import TokenServerError
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "hide_followed_redirect",
     "hide_presigned",
     "is_presigned",
-    "note_presigned_redirect",
+    "note_redirect",
     "read_capped",
     "redirect_target",
     "rewrite_403",
@@ -85,50 +85,65 @@ def replace_headers(resp: ClientResponse, headers: CIMultiDict[str]) -> None:
     _set_reified(resp, "headers", CIMultiDictProxy(headers))
 
 
-#: A redirect to a pre-signed URL, kept (weakly) until the hop that follows it.
-_followed: contextvars.ContextVar[tuple[weakref.ref[ClientResponse], URL] | None] = (
+#: A redirect worth hiding, kept (weakly) until the hop that follows it: the response,
+#: its target, and whether every query value of the target is to be hidden.
+_followed: contextvars.ContextVar[tuple[weakref.ref[ClientResponse], URL, bool] | None] = (
     contextvars.ContextVar("aociauth_followed", default=None)
 )
 
 
-def note_presigned_redirect(req: ClientRequest, resp: ClientResponse) -> None:
-    location = resp.headers.get(hdrs.LOCATION) if 300 <= resp.status < 400 else None
-    if location:
-        try:
-            target = req.url.join(URL(location))
-        except (ValueError, TypeError):
-            return
-        if is_presigned(target):
-            _followed.set((weakref.ref(resp), target))
+def note_redirect(req: ClientRequest, resp: ClientResponse) -> None:
+    """Read a redirect's target, and remember it when the hop that follows must be hidden.
+
+    Raises :class:`aiohttp.InvalidUrlRedirectClientError` for a ``Location`` yarl
+    cannot read (:func:`redirect_target`). A target on another origin is hidden
+    whole (every query value): a CDN's signature can have any name. A same-origin
+    target is hidden when it carries a known pre-signed key.
+    """
+    if not 300 <= resp.status < 400:
+        return
+    try:
+        target = redirect_target(req.url, resp.status, resp.headers.get(hdrs.LOCATION))
+    except aiohttp.ClientError:
+        resp.release()
+        raise
+    if target is None or not target.raw_query_string:
+        return
+    every_value = crosses_origin(req.url, target)
+    if every_value or is_presigned(target):
+        _followed.set((weakref.ref(resp), target, every_value))
 
 
-def hide_followed_redirect(req: ClientRequest) -> None:
-    """Once aiohttp follows a redirect to a pre-signed URL, hide the signature in the
-    redirect's Location too: the redirect stays in resp.history, and the repr of
-    ClientResponseError prints the history's headers."""
+def hide_followed_redirect(req: ClientRequest) -> bool:
+    """Once aiohttp follows a noted redirect, hide the target's query in the redirect's
+    Location too: the redirect stays in resp.history, and the repr of
+    ClientResponseError prints the history's headers. True when ``req`` is a hop to
+    another origin, whose own response is then to be hidden whole."""
     pending = _followed.get()
     if pending is None:
-        return
+        return False
     _followed.set(None)
-    ref, target = pending
+    ref, target, every_value = pending
     redirect = ref()
     if redirect is None or req.url != target:
-        return
+        return False
     headers = CIMultiDict(redirect.headers)
-    headers[hdrs.LOCATION] = redact_query(target)
+    hide = redact_query_values if every_value else redact_query
+    headers[hdrs.LOCATION] = hide(target)
     replace_headers(redirect, headers)
+    return every_value
 
 
-def hide_presigned(resp: ClientResponse) -> None:
+def hide_presigned(resp: ClientResponse, *, every_value: bool = False) -> None:
     """Let no message about this response print the signature of its pre-signed URL.
 
     aiohttp's ClientResponseError (``raise_for_status``) prints
-    ``request_info.real_url``; ``resp.url`` itself stays what it was.
+    ``request_info.real_url``; ``resp.url`` itself stays what it was. With
+    ``every_value``, every query value is hidden, not only the known signatures.
     """
+    hide = redact_query_values if every_value else redact_query
     info = resp.request_info
-    hidden = info._replace(
-        url=URL(redact_query(info.url)), real_url=URL(redact_query(info.real_url))
-    )
+    hidden = info._replace(url=URL(hide(info.url)), real_url=URL(hide(info.real_url)))
     _set_reified(resp, "request_info", hidden)
 
 

@@ -57,6 +57,7 @@ from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, loopback_allowed, refused_address
 from aociauth._responses import DENIED_BODY
 from aociauth._singleflight import SingleFlight
+from aociauth._urls import parse_retry_after
 from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
@@ -78,7 +79,6 @@ from aociauth.core import (
     TokenCall,
     TokenReply,
 )
-from aociauth.core.rules import retry_after
 from aociauth.errors import (
     AuthRequestError,
     BodyNotReplayableError,
@@ -361,7 +361,7 @@ class RegistryAuth(httpx.Auth):
                     if status == 200:
                         body = await _read_capped(resp, self._p.max_token_response, where, call)
                         return TokenReply(200, body), None
-                    wait = retry_after(
+                    wait = parse_retry_after(
                         resp.headers.get("Retry-After"), self._p.retry_max_wait, time.time()
                     )
                     return TokenReply(status), wait

@@ -24,18 +24,21 @@ import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
+from aociauth._addresses import TrustDecision
 from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
 from aociauth._redact import redact_url
-from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
+from aociauth._resolver import RealmAddressError
 from aociauth._responses import (
     hide_followed_redirect,
     hide_presigned,
     is_presigned,
-    note_presigned_redirect,
+    note_redirect,
     read_capped,
     rewrite_403,
 )
 from aociauth._singleflight import SingleFlight
+from aociauth._token_sessions import TokenSessions
+from aociauth._urls import parse_retry_after
 from aociauth.config import ConfigFile
 from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
 from aociauth.core import (
@@ -58,7 +61,6 @@ from aociauth.core import (
     TokenCall,
     TokenReply,
 )
-from aociauth.core.rules import retry_after
 from aociauth.errors import (
     AuthRequestError,
     BodyNotReplayableError,
@@ -112,7 +114,7 @@ class AuthMiddleware:
         )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions = TokenSessions()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -142,9 +144,7 @@ class AuthMiddleware:
         self._tasks.clear()
         for ev in self._probes.values():
             ev.set()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._sessions.close()
 
     def _closed_error(self) -> AuthRequestError:
         return AuthRequestError("the auth middleware is closed", step="closed")
@@ -155,19 +155,22 @@ class AuthMiddleware:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _token_session(self) -> aiohttp.ClientSession:
+    def _token_session(self, call: TokenCall) -> aiohttp.ClientSession:
+        """The session for ``call``: the caller's own, or ours for the call's trust decision.
+
+        Ours are one pool per trust decision (:mod:`aociauth._token_sessions`): a
+        keep-alive connection made where loopback was allowed never carries a request
+        judged without it, and no cookie won from one realm rides to another.
+        """
         if self._p.session is not None:
             return self._p.session
         if self._closed:
             raise self._closed_error()
-        if self._session is None or self._session.closed:
-            connector = None
-            if not self._p.realm_policy.allow_private_realms:
-                # Judge the addresses a realm's name resolves to, not only its text;
-                # no DNS cache, so every new connection is judged afresh.
-                connector = aiohttp.TCPConnector(resolver=RealmGuardResolver(), use_dns_cache=False)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+        if self._p.realm_policy.allow_private_realms:
+            trust = TrustDecision(unrestricted=True)
+        else:
+            trust = TrustDecision(loopback=call.loopback_ok, private=True)
+        return self._sessions.session_for(trust)
 
     def cached_token(self, url: str | URL, scope: Scope | None = None) -> AccessToken | None:
         """A cached, still usable token for the registry at ``url`` holding ``scope``.
@@ -184,7 +187,7 @@ class AuthMiddleware:
         """Authorise ``req``, send it, and answer one usable 401 challenge."""
         if self._closed:
             raise self._closed_error()
-        hide_followed_redirect(req)
+        followed = hide_followed_redirect(req)
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
         facts = RequestFacts(
             req.method,
@@ -225,9 +228,9 @@ class AuthMiddleware:
                 resp.headers.get(hdrs.RETRY_AFTER),
                 resp.headers.get("RateLimit-Remaining"),
             )
-        if is_presigned(req.url):
-            hide_presigned(resp)
-        note_presigned_redirect(req, resp)
+        if followed or is_presigned(req.url):
+            hide_presigned(resp, every_value=followed)
+        note_redirect(req, resp)
         return resp
 
     async def _drive(
@@ -353,10 +356,9 @@ class AuthMiddleware:
         self, call: TokenCall, headers: dict[str, str], where: str
     ) -> tuple[TokenReply, float | None]:
         """One attempt: the reply, and the server's Retry-After (seconds) when it gave one."""
-        local = loopback_allowed.set(call.loopback_ok)
         status: int | None = None
         try:
-            async with self._token_session().request(
+            async with self._token_session(call).request(
                 call.method,
                 call.url,
                 data=dict(call.form) if call.form is not None else None,
@@ -369,7 +371,7 @@ class AuthMiddleware:
                 if status == 200:
                     body = await read_capped(resp, self._p.max_token_response, where, call.registry)
                     return TokenReply(200, body), None
-                wait = retry_after(
+                wait = parse_retry_after(
                     resp.headers.get(hdrs.RETRY_AFTER), self._p.retry_max_wait, time.time()
                 )
                 return TokenReply(status), wait
@@ -391,8 +393,6 @@ class AuthMiddleware:
                 status=status,
             )
             return TokenReply(None, error=error), None
-        finally:
-            loopback_allowed.reset(local)
 
 
 def new_std_transport(params: StdTransportParams | None = None) -> AuthMiddleware:

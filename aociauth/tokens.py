@@ -181,6 +181,15 @@ class AccessToken:
         """Still good for a request sent now: the original drops tokens expiring within 1 s."""
         return now + margin < self.expires_at
 
+    def fresh_until(self, fraction: float | None = None, margin: float = 1.0) -> float:
+        """The time until which the token is :meth:`usable` and, with a ``fraction``,
+        not :meth:`refresh_due`."""
+        until = self.expires_at - margin
+        life = self.lifetime
+        if fraction is not None and math.isfinite(life):
+            until = min(until, self.expires_at - life * fraction)
+        return until
+
     def refresh_due(self, now: float, fraction: float) -> bool:
         """In the last ``fraction`` of its life (and of a finite life at all)."""
         life = self.lifetime
@@ -290,6 +299,14 @@ class TokenCache:
                 self._lru.move_to_end(tok)
                 return tok
         return None
+
+    def touch(self, token: AccessToken) -> bool:
+        """Whether ``token`` is still cached; if so, it counts as just used."""
+        try:
+            self._lru.move_to_end(token)
+        except KeyError:
+            return False
+        return True
 
     def clear(self) -> None:
         """Forget every token."""

@@ -41,6 +41,7 @@ from aociauth.core import (
     TokenCall,
     TokenReply,
 )
+from aociauth.core.flow import HOT_ENTRIES
 from aociauth.core.origin import Answered, Phase, ProbeSent, WideScopeRefused
 from aociauth.core.rules import OAUTH_CLIENT_ID, REFUSALS, basic_authorization
 from aociauth.errors import (
@@ -660,6 +661,27 @@ def test_a_mixed_basic_challenge_on_a_bearer_origin_is_answered_for_its_request_
     # The next request is still treated as a Bearer one.
     run = drive(core, get(), replies=[Reply(200)])
     assert run.sent == Send(None)
+
+
+def test_a_refused_token_answered_with_a_basic_challenge_is_dropped_for_basic() -> None:
+    # Harbor, once its tokens are revoked (google/go-containerregistry#1744).
+    core = bearer_core()
+    cache(core, PULL_A)
+    run = drive(core, get(), replies=[Reply(401, (BASIC_LINE,)), Reply(200)], now=5.0)
+    assert run.sent == Send("Bearer cached")
+    assert run.effects[-2:] == [PrepareResend(), Resend(BASIC)]
+    assert core.cache.get(identity(core).partition, PULL_A, 5.0) is None
+    assert phase(core) is Phase.BEARER
+    assert core.stats.retries_after_401 == 1
+
+
+def test_refused_basic_on_a_bearer_origin_is_not_sent_again() -> None:
+    core = bearer_core(FlowPolicy(authorize_ahead=False))
+    replies = [Reply(401, (BASIC_LINE,)), Reply(401, (BASIC_LINE,))]
+    run = drive(core, get(), replies=replies)
+    assert run.of(Resend) == [Resend(BASIC)]
+    assert isinstance(run.outcome, Pass)
+    assert core.stats.responses_401 == 2
 
 
 def test_a_bearer_challenge_is_answered_with_a_token() -> None:
@@ -1779,3 +1801,210 @@ def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> No
     _, calls = run_fetch(core, j, [ok("T1", refresh_token="GIVEN-TO-ANYONE")])
     assert calls[0].kind == "get_anonymous"
     assert core.refresh_token(j.identity) == ""
+
+
+# -- the hot path's memory ------------------------------------------------------
+
+
+def hot_core(policy: FlowPolicy | None = None) -> tuple[AuthCore, AccessToken]:
+    """A Bearer core whose hot path has remembered GET a (token ``cached``)."""
+    core = bearer_core(policy)
+    tok = cache(core, PULL_A)
+    assert drive(core, get()).sent == Send("Bearer cached")
+    assert core.ready(get()) is not None
+    return core, tok
+
+
+def test_the_same_request_again_takes_the_remembered_token() -> None:
+    core, tok = hot_core()
+    prep = core.ready(get())
+    assert prep is not None
+    assert prep.sent is tok
+    assert prep.authorization == "Bearer cached"
+    assert prep.required == PULL_A
+    assert core.stats.requests == core.stats.cache_hits == 3
+
+
+def test_a_discarded_token_is_not_remembered() -> None:
+    core, tok = hot_core()
+    core.cache.discard(identity(core).partition, tok)
+    assert core.ready(get()) is None
+
+
+def test_a_narrowed_token_is_not_remembered_for_what_it_lost() -> None:
+    core = bearer_core()
+    both = PULL_A.union(PULL_B)
+    tok = cache(core, both)
+    assert drive(core, get("b")).sent == Send("Bearer cached")
+    core.cache.replace(identity(core).partition, tok, tok.narrowed(PULL_B))
+    assert core.ready(get("b")) is None
+    prep = core.ready(get("a"))
+    assert prep is not None
+    assert prep.sent is not tok
+
+
+def test_a_new_challenge_ends_what_was_remembered() -> None:
+    core, _ = hot_core()
+    st = core.origin_of(REG)
+    core.origins.apply(st, Answered(bearer_challenge(realm="https://reg.example/other")))
+    prep = core.ready(get())
+    assert prep is not None  # still cached, and decided afresh
+    assert prep.st.challenge == bearer_challenge(realm="https://reg.example/other")
+
+
+def test_another_identity_ends_what_was_remembered() -> None:
+    core, _ = hot_core()
+    core.adopt(core.origin_of(REG), "", ConfigEntry(username="bob", password="other"))
+    assert core.ready(get()) is None  # bob has no token yet
+
+
+@pytest.mark.parametrize(
+    ("policy", "fresh_until"),
+    [
+        (FlowPolicy(refresh_ahead=False), 999.0),  # usable: 1 s before expiry
+        (FlowPolicy(refresh_ahead=True, refresh_fraction=0.25), 750.0),  # refresh due
+    ],
+)
+def test_what_is_remembered_lasts_while_the_token_is_fresh(
+    policy: FlowPolicy, fresh_until: float
+) -> None:
+    core, _ = hot_core(policy)
+    core.now = fresh_until - 0.01
+    assert core.ready(get()) is not None
+    core.now = fresh_until
+    assert core.ready(get()) is None
+
+
+def test_another_method_url_or_scope_is_decided_afresh() -> None:
+    core, _ = hot_core()
+    hits = core.stats.cache_hits
+    assert core.ready(get(wanted=PULL_B)) is not None  # cached token, a new key
+    assert core.ready(put()) is None  # push is not cached
+    queried = get()._replace(url=get().url.with_query(n="1"))
+    assert core.ready(queried) is not None  # another URL, the same token
+    assert core.stats.cache_hits == hits + 2
+    assert len(core._hot) == 3
+
+
+def test_the_memory_is_bounded() -> None:
+    core = bearer_core()
+    cache(core, unlimited_scope())
+    for n in range(HOT_ENTRIES + 10):
+        assert core.ready(get(f"r{n}")) is not None
+    assert len(core._hot) == HOT_ENTRIES
+    assert core.ready(get("r0")) is not None  # forgotten, decided afresh
+
+
+def test_a_remembered_hit_keeps_its_token_and_origin_recently_used() -> None:
+    core = bearer_core(FlowPolicy(cache_size=2, max_origins=2))
+    a = cache(core, PULL_A)
+    assert core.ready(get("a")) is not None
+    cache(core, PULL_B, "b")
+    assert core.ready(get("a")) is not None  # from memory: a is used after b
+    core.origin_of(URL("https://other.example"))  # the registry stays, being used
+    cache(core, parse_scope("repository:c:pull"), "c")  # evicts b, the least used
+    part = identity(core).partition
+    assert core.cache.get(part, PULL_A, 0.0) is a
+    assert core.cache.get(part, PULL_B, 0.0) is None
+    assert core.origins.get(REG) is not None
+
+
+# -- token servers that read one scope parameter --------------------------------
+
+
+def scope_params(call: TokenCall) -> list[str]:
+    """The scope parameters of a token call: its GET query's, or its POST form's one."""
+    if call.form is not None:
+        return [dict(call.form)["scope"]]
+    return call.url.query.getall("scope", [])
+
+
+def test_a_wide_grant_without_the_required_scope_asks_for_it_alone() -> None:
+    # Older GitLab keeps the last of several scope parameters.
+    core = AuthCore()
+    j = job(core, required=PULL_A, wanted=PULL_B.union(PULL_A))
+    replies = [
+        ok(jwt(("repository", "b", ["pull"])), refresh_token="R1"),
+        ok(jwt(("repository", "a", ["pull"])), refresh_token="R2"),
+    ]
+    got, calls = run_fetch(core, j, replies, now=1.0)
+    assert [scope_params(c) for c in calls] == [
+        ["repository:a:pull", "repository:b:pull"],
+        ["repository:a:pull"],  # the refresh grant, with the first answer's refresh token
+    ]
+    assert [c.kind for c in calls] == ["get_basic", "post_refresh"]
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_A
+    assert core.refresh_token(j.identity) == "R2"  # from the answer kept
+    st = core.origins.get(REG)
+    assert st is not None
+    assert st.narrow_only
+    assert st.one_scope
+
+
+def test_a_one_scope_origin_is_asked_narrow_and_joined_from_then_on() -> None:
+    core = AuthCore()
+    core.origins.apply(core.origin_of(REG), WideScopeRefused(one_scope=True))
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    j = job(core, required=mount, wanted=mount.union(parse_scope("repository:c:pull")))
+    claims = jwt(("repository", "a", ["pull", "push"]), ("repository", "b", ["pull"]))
+    got, calls = run_fetch(core, j, [ok(claims)])
+    assert [scope_params(c) for c in calls] == [["repository:a:pull,push repository:b:pull"]]
+    assert isinstance(got, AccessToken)
+
+
+def test_a_mount_granted_in_part_is_asked_again_in_one_parameter() -> None:
+    core = AuthCore()
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    j = job(core, required=mount)
+    last = ok(jwt(("repository", "b", ["pull"])))
+    both = ok(jwt(("repository", "a", ["pull", "push"]), ("repository", "b", ["pull"])))
+    got, calls = run_fetch(core, j, [last, both])
+    assert [scope_params(c) for c in calls] == [
+        ["repository:a:pull,push", "repository:b:pull"],
+        ["repository:a:pull,push repository:b:pull"],
+    ]
+    assert isinstance(got, AccessToken)
+    assert got.scope == mount
+
+
+def test_a_scope_denied_however_asked_keeps_the_first_answer_and_learns_nothing() -> None:
+    core = AuthCore()
+    j = job(core, required=PULL_A, wanted=PULL_A.union(PULL_B))
+    only_b = ok(jwt(("repository", "b", ["pull"])))
+    got, calls = run_fetch(core, j, [only_b, ok(jwt())])
+    assert len(calls) == 2
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_B  # what the first answer granted, cached as such
+    st = core.origins.get(REG)
+    assert st is not None
+    assert not st.narrow_only
+    assert not st.one_scope
+
+
+@pytest.mark.parametrize(
+    ("required", "wanted", "token"),
+    [
+        (PULL_A, PULL_A, jwt()),  # one parameter went: nothing to learn
+        (PULL_A, PULL_A.union(PULL_B), jwt(("repository", "a", ["pull"]))),  # required granted
+        (PULL_A, PULL_A.union(PULL_B), "opaque-token"),  # no claims to read
+    ],
+)
+def test_no_second_request_when_there_is_nothing_to_learn(
+    required: Scope, wanted: Scope, token: str
+) -> None:
+    core = AuthCore()
+    _, calls = run_fetch(core, job(core, required=required, wanted=wanted), [ok(token)])
+    assert len(calls) == 1
+
+
+def test_a_one_scope_origin_denying_part_of_a_mount_is_not_asked_again() -> None:
+    core = AuthCore()
+    core.origins.apply(core.origin_of(REG), WideScopeRefused(one_scope=True))
+    mount = parse_scope("repository:a:pull,push repository:b:pull")
+    got, calls = run_fetch(
+        core, job(core, required=mount), [ok(jwt(("repository", "b", ["pull"])))]
+    )
+    assert len(calls) == 1  # already asked in one parameter: the denial is real
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_B

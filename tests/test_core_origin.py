@@ -47,6 +47,7 @@ EVENTS: dict[str, Event] = {
     "answered-bearer": Answered(BEARER2),
     "registry-call": RegistryCallSeen(),
     "wide-refused": WideScopeRefused(),
+    "one-scope": WideScopeRefused(one_scope=True),
     "ahead-worked": FetchAheadWorked(),
     "ahead-refused": FetchAheadRefused(),
 }
@@ -54,13 +55,13 @@ EVENTS: dict[str, Event] = {
 # The table of the module docstring, written out: phase x event -> phase after.
 NE, PR, OP, BA, BE = Phase.NEW, Phase.PROBING, Phase.OPEN, Phase.BASIC, Phase.BEARER
 PHASE_AFTER: dict[Phase, dict[str, Phase]] = {
-    #            probe-sent  probe-ended  answered  basic  bearer  registry  wide  ahead(2)
-    NE: dict(zip(EVENTS, [PR, NE, OP, BA, BE, NE, NE, NE, NE], strict=True)),
-    PR: dict(zip(EVENTS, [PR, NE, OP, BA, BE, PR, PR, PR, PR], strict=True)),
-    OP: dict(zip(EVENTS, [OP, OP, OP, BA, BE, OP, OP, OP, OP], strict=True)),
-    BA: dict(zip(EVENTS, [BA, BA, BA, BA, BE, BA, BA, BA, BA], strict=True)),
+    #            probe-sent  probe-ended  answered  basic  bearer  registry  wide  one  ahead(2)
+    NE: dict(zip(EVENTS, [PR, NE, OP, BA, BE, NE, NE, NE, NE, NE], strict=True)),
+    PR: dict(zip(EVENTS, [PR, NE, OP, BA, BE, PR, PR, PR, PR, PR], strict=True)),
+    OP: dict(zip(EVENTS, [OP, OP, OP, BA, BE, OP, OP, OP, OP, OP], strict=True)),
+    BA: dict(zip(EVENTS, [BA, BA, BA, BA, BE, BA, BA, BA, BA, BA], strict=True)),
     # A Basic challenge to a Bearer origin is answered for its request alone.
-    BE: dict(zip(EVENTS, [BE, BE, BE, BE, BE, BE, BE, BE, BE], strict=True)),
+    BE: dict(zip(EVENTS, [BE, BE, BE, BE, BE, BE, BE, BE, BE, BE], strict=True)),
 }
 
 #: The challenge the state holds after the event (None: the one it held before).
@@ -85,28 +86,35 @@ def fresh() -> OriginState:
     return meet(Origins(), ORIGIN, "reg.example")
 
 
-def state(phase: Phase, *, registry: bool = False, narrow_only: bool = False) -> OriginState:
+def state(
+    phase: Phase, *, registry: bool = False, narrow_only: bool = False, one_scope: bool = False
+) -> OriginState:
     return replace(
         fresh(),
         phase=phase,
         challenge=HELD[phase],
         registry=registry,
-        narrow_only=narrow_only,
+        narrow_only=narrow_only or one_scope,
+        one_scope=one_scope,
     )
 
 
 CASES = [
-    (phase, name, registry, narrow)
+    (phase, name, registry, narrow, one)
     for phase in Phase
     for name in EVENTS
     for registry in (False, True)
     for narrow in (False, True)
+    for one in (False, True)
+    if narrow or not one  # one_scope implies narrow_only
 ]
 
 
-@pytest.mark.parametrize(("phase", "event", "registry", "narrow"), CASES)
-def test_transition_table(phase: Phase, event: str, registry: bool, narrow: bool) -> None:
-    before = state(phase, registry=registry, narrow_only=narrow)
+@pytest.mark.parametrize(("phase", "event", "registry", "narrow", "one"), CASES)
+def test_transition_table(
+    phase: Phase, event: str, registry: bool, narrow: bool, one: bool
+) -> None:
+    before = state(phase, registry=registry, narrow_only=narrow, one_scope=one)
     after = transition(before, EVENTS[event])
     expected_phase = PHASE_AFTER[phase][event]
     assert after.phase is expected_phase
@@ -117,7 +125,8 @@ def test_transition_table(phase: Phase, event: str, registry: bool, narrow: bool
     else:
         assert after.challenge == before.challenge
         assert after.registry is (registry or event == "registry-call")
-    assert after.narrow_only is (narrow or event == "wide-refused")
+    assert after.narrow_only is (narrow or event in ("wide-refused", "one-scope"))
+    assert after.one_scope is (one or event == "one-scope")
     assert after.ahead_worked is (event == "ahead-worked")
     assert after.ahead_refused is (event == "ahead-refused")
     assert (after.url, after.host) == (before.url, before.host)

@@ -182,9 +182,11 @@ def test_retry_and_ask_again_at_their_boundaries(
     assert worth_asking_again(status) is ask_again
 
 
-def test_a_ten_digit_retry_after_is_still_seconds() -> None:
+def test_a_long_retry_after_is_still_seconds_and_the_cap_holds() -> None:
     assert retry_after("9999999999", cap=1e12, now=0.0) == 9999999999.0
-    assert retry_after("99999999999", cap=1e12, now=0.0) == 1e12  # eleven: the cap
+    assert retry_after("99999999999", cap=1e12, now=0.0) == 99999999999.0
+    assert retry_after("9" * 60, cap=1e12, now=0.0) == 1e12
+    assert retry_after("9" * 65, cap=1e12, now=0.0) is None  # past the longest value read
 
 
 @pytest.mark.parametrize(

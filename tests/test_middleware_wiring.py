@@ -1,10 +1,8 @@
 """Issue 10 through the real middleware: what holds once TokenSessions and redirect_target
 are wired in.
 
-The tests marked ``xfail(strict=True)`` reproduce today's defects end to end
-against AuthMiddleware as it is; each marker names the wiring that closes it,
-and strictness makes the test fail (so the marker is removed) the moment it
-does. Names resolve through a table to 127.0.0.1: the user's session through
+Each test reproduced a defect end to end against AuthMiddleware before the
+wiring that closes it. Names resolve through a table to 127.0.0.1: the user's session through
 its own connector, the middleware's token session through
 ``aociauth._resolver.DefaultResolver``, replaced here.
 """
@@ -109,12 +107,6 @@ async def _get(session: aiohttp.ClientSession, url: str) -> int:
         return resp.status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="issue 10 item 3: _token_session shares one pool across trust decisions; "
-    "wire TokenSessions.session_for(token_trust(st.url.host, policy))",
-)
 async def test_a_pooled_token_connection_does_not_carry_a_public_registrys_request(
     table_dns: None, token: tuple[Token, TestServer]
 ) -> None:
@@ -142,12 +134,6 @@ async def test_a_pooled_token_connection_does_not_carry_a_public_registrys_reque
         await public.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 item 2: the token session keeps a cookie jar; "
-    "TokenSessions uses aiohttp.DummyCookieJar",
-)
 async def test_a_token_servers_cookie_never_reaches_another_realm(
     table_dns: None, token: tuple[Token, TestServer]
 ) -> None:
@@ -167,12 +153,6 @@ async def test_a_token_servers_cookie_never_reaches_another_realm(
         await second.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="issue 10 item 5: _responses.note_presigned_redirect and aiohttp 3.14 let "
-    "yarl's IndexError out; call _responses.redirect_target on every response",
-)
 async def test_an_unreadable_location_ends_in_a_client_error() -> None:
     async def redirect(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "http://[]@"})
@@ -189,12 +169,6 @@ async def test_an_unreadable_location_ends_in_a_client_error() -> None:
         await registry.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 item 8: only PRESIGNED_KEYS are hidden; treat every cross-origin "
-    "redirect target as signed (_urls.crosses_origin, _redact.redact_query_values)",
-)
 async def test_a_cross_origin_redirect_targets_query_never_reaches_an_error() -> None:
     """A registry redirects a blob to a CDN whose signature parameters are on no list
     (``verify``, Akamai's ``hdnts``); the CDN fails, the caller raises for status."""

@@ -381,6 +381,25 @@ FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 # -- the core ------------------------------------------------------------------
 
 
+#: Requests the hot path remembers (see :meth:`AuthCore.ready`); first in, first out.
+HOT_ENTRIES = 8192
+
+
+class _Hot(NamedTuple):
+    """What :meth:`AuthCore.ready` decided for one kind of request, and what must still
+    hold for the decision to stand: the origin's state, the identity and the token
+    (still current, still adopted, still cached) and the time (before ``fresh_until``)."""
+
+    st: OriginState
+    ident_key: tuple[OriginKey, str]
+    ident: Identity
+    tok: AccessToken
+    fresh_until: float
+    required: Scope
+    want: Scope
+    known: bool
+
+
 class _Renewal(NamedTuple):
     """The last time an (origin, namespace)'s credentials were asked for again."""
 
@@ -420,6 +439,8 @@ class AuthCore:
         #: The first fetch ahead under way per origin whose token server has granted
         #: none yet: other requests wait for it (see _attach).
         self._trials: dict[OriginKey, tuple[FetchKey, FetchJob]] = {}
+        #: The hot path's memory, per (method, URL, info scope, wanted scope).
+        self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -627,6 +648,26 @@ class AuthCore:
         """The hot path, without effects: what goes with a request that needs nothing
         but a cached token (or nothing at all), or None when the request needs the
         whole :meth:`request_flow`. Counts the request only when it answers."""
+        # The same request again (a puller's GETs of blobs and manifests) skips the
+        # scope inference, the origin table and the cache search: what they gave last
+        # time stands while the origin's state, the identity and the token do.
+        key = (facts.method, facts.url, facts.info_scope, facts.wanted)
+        hot = self._hot.get(key)
+        now = self.now
+        if hot is not None:
+            if (
+                now < hot.fresh_until
+                and self.origins.holds(hot.st)
+                and self._identities.get(hot.ident_key) is hot.ident
+                and self.cache.touch(hot.tok)
+            ):
+                self.stats.requests += 1
+                self.stats.cache_hits += 1
+                return Prepared(
+                    hot.st, hot.ident, hot.required, hot.want, hot.known, hot.tok, None,
+                    hot.tok.authorization, False, facts, now,
+                )  # fmt: skip
+            del self._hot[key]
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
         required, known, api, want = self._scopes(facts)
@@ -641,14 +682,21 @@ class AuthCore:
             )
         if p.coalesce_first_contact and st.holds_back:
             return None
-        ident = self._identities.get((st.key, self._namespace(st, required)))
+        ident_key = (st.key, self._namespace(st, required))
+        ident = self._identities.get(ident_key)
         if ident is None:
             return None
-        tok = self.cache.get(ident.partition, required, self.now)
-        if tok is None or (p.refresh_ahead and tok.refresh_due(self.now, p.refresh_fraction)):
+        tok = self.cache.get(ident.partition, required, now)
+        if tok is None or (p.refresh_ahead and tok.refresh_due(now, p.refresh_fraction)):
             return None
         self.stats.requests += 1
         self.stats.cache_hits += 1
+        fraction = p.refresh_fraction if p.refresh_ahead else None
+        self._hot[key] = _Hot(
+            st, ident_key, ident, tok, tok.fresh_until(fraction), required, want, known
+        )
+        if len(self._hot) > HOT_ENTRIES:
+            del self._hot[next(iter(self._hot))]
         return Prepared(
             st, ident, required, want, known, tok, None, tok.authorization, False, facts, self.now
         )
@@ -725,7 +773,7 @@ class AuthCore:
             return passed
         stats = self.stats
         st, ident, required, want = prep.st, prep.ident, prep.required, prep.want
-        sent, asked, authorization, sent_at = prep.sent, prep.asked, prep.authorization, prep.at
+        sent, asked, sent_at = prep.sent, prep.asked, prep.at
         stats.responses_401 += 1
         ch = select_challenge(parse_challenges(reply.challenges))
         st = self.origins.apply(st, Answered(ch))
@@ -737,8 +785,13 @@ class AuthCore:
         if ch.scheme == "basic":
             if self._sent_own_basic(prep):
                 return (yield from self._basic_renewed(st, ident))
-            if not ident.basic or prep.callers_authorization or authorization is not None:
+            if not ident.basic or prep.callers_authorization:
                 return Pass()
+            if sent is not None:
+                # A refused token answered with a Basic challenge (Harbor does, once its
+                # tokens are revoked: google/go-containerregistry#1744): the token is no
+                # good, and the registry takes the credentials it names.
+                self.cache.discard(ident.partition, sent)
             yield PrepareResend()
             reply = yield Resend(ident.basic)
             self.stats.retries_after_401 += 1
@@ -990,6 +1043,27 @@ class AuthCore:
             # a refresh token to anyone, and it is not ours to keep.
             self._refresh[job.identity.partition] = answer.refresh_token
         granted = granted_scope(answer.token)
+        if (
+            granted is not None
+            and not granted.contains(job.required)
+            and not st.one_scope
+            and len(str(scope).split()) > 1
+        ):
+            # Some token servers read one ``scope`` parameter of several (older GitLab
+            # keeps the last, estesp/manifest-tool#53; Harbor and Portus did too): ask
+            # for what is required alone, in one parameter. If that is granted, the
+            # server reads one scope, and this origin is not asked wide again.
+            narrow, narrow_ours = yield from self._ask(
+                st, job, realm_url, use_creds, job.required, joined=True
+            )
+            if not isinstance(narrow, OCIAuthError):
+                narrow_granted = granted_scope(narrow.token)
+                if narrow_granted is not None and narrow_granted.contains(job.required):
+                    log.debug("token server for %s reads one scope parameter", st.host)
+                    st = self.origins.apply(st, WideScopeRefused(one_scope=True))
+                    answer, scope, granted = narrow, job.required, narrow_granted
+                    if answer.refresh_token and narrow_ours:
+                        self._refresh[job.identity.partition] = answer.refresh_token
         if granted is not None and not granted.contains(scope):
             # A subset grant (allowed by the spec): cache what the token can really do,
             # so it is neither sent in vain for the rest nor refetched for what it has.
@@ -1033,7 +1107,14 @@ class AuthCore:
         return verdict.url, use_creds
 
     def _ask(
-        self, st: OriginState, job: FetchJob, realm: URL, use_creds: bool, scope: Scope
+        self,
+        st: OriginState,
+        job: FetchJob,
+        realm: URL,
+        use_creds: bool,
+        scope: Scope,
+        *,
+        joined: bool = False,
     ) -> Generator[TokenCall, TokenReply, tuple[TokenResponse | OCIAuthError, bool]]:
         """One token request for ``scope``: the refresh grant (POST) when there is a refresh
         token, falling back to GET where the server has no OAuth2 endpoint. Also says
@@ -1049,7 +1130,7 @@ class AuthCore:
                 return self._answer(st, realm, reply), True
         auth = job.identity.basic if use_creds and job.identity.basic else None
         kind = "get_basic" if auth is not None else "get_anonymous"
-        url = token_get_url(realm, scope, service)
+        url = token_get_url(realm, scope, service, joined=joined or st.one_scope)
         reply = yield TokenCall(kind, "GET", url, None, auth, local, st.host)
         return self._answer(st, realm, reply), auth is not None
 

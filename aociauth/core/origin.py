@@ -26,8 +26,10 @@ request whose token is not cached. Such a challenge is answered for its own
 request alone (see :mod:`aociauth.core.flow`).
 
 Flags beside the phase record what the origin's token server taught us:
-``narrow_only`` (it refuses a scope wider than the challenge's, so only the
-required scope is asked for); ``ahead_worked`` and ``ahead_refused`` (a token
+``narrow_only`` (it refuses a scope wider than the challenge's, or grants only
+part of one, so only the required scope is asked for), ``one_scope`` (it
+reads one ``scope`` parameter of several, so a required scope of several items
+goes in one parameter), and ``ahead_worked`` and ``ahead_refused`` (a token
 fetched ahead of the registry's challenge was granted, or refused: some token
 servers grant only what the registry challenged for, so after one refusal no
 token is fetched ahead there again).
@@ -97,6 +99,8 @@ class OriginState:
     registry: bool = False
     #: Its token server refused a scope wider than the required one.
     narrow_only: bool = False
+    #: Its token server reads one ``scope`` parameter of several.
+    one_scope: bool = False
     #: Its token server granted a token fetched ahead of the registry's challenge.
     ahead_worked: bool = False
     #: Its token server refused a token fetched ahead: none is fetched ahead again.
@@ -137,7 +141,11 @@ class RegistryCallSeen:
 
 @dataclass(frozen=True)
 class WideScopeRefused:
-    """The origin's token server refused a scope wider than the required one."""
+    """The origin's token server refused a scope wider than the required one; with
+    ``one_scope``, it granted what was required once asked for it alone, having read
+    one ``scope`` parameter of the wide request."""
+
+    one_scope: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,9 @@ def transition(state: OriginState, event: Event) -> OriginState:
     if isinstance(event, RegistryCallSeen):
         return state if state.registry else replace(state, registry=True)
     if isinstance(event, WideScopeRefused):
-        return state if state.narrow_only else replace(state, narrow_only=True)
+        if state.narrow_only and (state.one_scope or not event.one_scope):
+            return state
+        return replace(state, narrow_only=True, one_scope=state.one_scope or event.one_scope)
     if isinstance(event, FetchAheadWorked):
         return state if state.ahead_worked else replace(state, ahead_worked=True)
     if isinstance(event, FetchAheadRefused):
@@ -228,6 +238,14 @@ class Origins:
         else:
             self._states.move_to_end(key)
         return st
+
+    def holds(self, st: OriginState) -> bool:
+        """Whether ``st`` is still its origin's current state; if so, the origin counts
+        as just used (as :meth:`state` would count it)."""
+        if self._states.get(st.key) is not st:
+            return False
+        self._states.move_to_end(st.key)
+        return True
 
     def current(self, st: OriginState) -> OriginState:
         """The state now of the origin ``st`` is a state of (``st`` if it was evicted)."""

@@ -7,12 +7,11 @@ table-driven test in ``tests/test_core_rules.py``.
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
-import math
 
 from yarl import URL
 
+from aociauth._urls import parse_retry_after as retry_after
 from aociauth.scope import ACTION_PUSH, TYPE_REPOSITORY, Scope
 from aociauth.tokens import AccessToken
 
@@ -39,9 +38,6 @@ OAUTH_CLIENT_ID = "aociauth"
 #: Token-server answers to a wide scope after which the required scope alone is asked for.
 #: The original expects 401; others answer 400 or 403, or 413/414/431 for a long query.
 REFUSALS = frozenset({400, 401, 403, 413, 414, 431})
-
-#: A Retry-After longer than this many digits is not a number of seconds anyone means.
-_MAX_RETRY_AFTER_DIGITS = 10
 
 
 def registry_host(url: URL) -> str:
@@ -95,35 +91,6 @@ def bounded_want(want: Scope, max_items: int, max_bytes: int) -> Scope:
     return want
 
 
-def retry_after(value: str | None, cap: float, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None if unusable.
-
-    ``now`` is the wall-clock time (for an HTTP-date). Only ASCII digits are
-    delta-seconds (``str.isdigit`` also accepts ``²`` and other scripts' digits,
-    which ``float`` then refuses).
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        if len(value) > _MAX_RETRY_AFTER_DIGITS:
-            return cap
-        return min(float(value), cap)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:
-        return None
-    try:
-        delta = when.timestamp() - now
-    except (OverflowError, OSError, ValueError):
-        return None
-    if not math.isfinite(delta):
-        return None
-    return max(0.0, min(delta, cap))
-
-
 def backoff(attempt: int, base: float, cap: float, jitter: float) -> float:
     """Exponential backoff for retry ``attempt`` (0-based), scaled by ``jitter``, capped.
 
@@ -152,14 +119,19 @@ def basic_authorization(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def token_get_url(realm: URL, scope: Scope, service: str) -> URL:
+def token_get_url(realm: URL, scope: Scope, service: str, *, joined: bool = False) -> URL:
     """The token GET: the realm plus one ``scope`` parameter per item, and ``service``.
 
     Items are the scope's string split on spaces, so a challenge's exact string
-    (which some token servers insist on) is what is asked for.
+    (which some token servers insist on) is what is asked for. ``joined`` puts
+    them in one space-separated parameter, for a token server that reads one.
     """
     query: list[tuple[str, str]] = list(realm.query.items())
-    query += [("scope", item) for item in str(scope).split(" ") if item]
+    items = [item for item in str(scope).split(" ") if item]
+    if joined and items:
+        query.append(("scope", " ".join(items)))
+    else:
+        query += [("scope", item) for item in items]
     if service:
         query.append(("service", service))
     return realm.with_query(query)
