@@ -1,7 +1,8 @@
 """What every adapter of the core does the same way, whatever its HTTP client.
 
 The aiohttp middleware and the httpx ``Auth`` both look credentials up once
-per (origin, namespace) and remember the answer (:class:`Credentials`), run
+per (origin, namespace) and remember the answer, asking again when the core
+renews refused credentials or the config's files changed (:class:`Credentials`), run
 the core's fetch flow performing its token calls (:func:`run_fetch`), and
 retry a token call that met 429, 5xx or no answer (:func:`retrying_token_call`).
 Only one attempt at a token call is the client's own. Concurrency is anyio's,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -56,8 +58,15 @@ class Credentials:
     """The config's entry per (origin, namespace): looked up once, shared, and remembered.
 
     Failures are remembered too (as the original does): a registry whose
-    helper failed is not asked again by this adapter. ``max_entries`` bounds
-    what is kept, least recently used out.
+    helper failed is not asked again by this adapter, until the core renews
+    its credentials (a :class:`LookupCredentials` with a ``renewal`` number:
+    one lookup per number, whoever asks) or the config's files change.
+    ``max_entries`` bounds what is kept, least recently used out.
+
+    :meth:`watch` checks a :class:`ConfigFile`'s files at most once per
+    ``check_interval`` seconds (and every lookup checks them first); when
+    they changed, every remembered answer is dropped and ``on_change`` is
+    called (the core's :meth:`~aociauth.core.AuthCore.forget_credentials`).
     """
 
     def __init__(
@@ -66,17 +75,47 @@ class Credentials:
         stats: AuthStats,
         lookups: SingleFlight[EntryKey, LookupAnswer],
         max_entries: int,
+        *,
+        check_interval: float = 1.0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
         self._lookups = lookups
         self._max = max_entries
         self._entries: OrderedDict[EntryKey, LookupAnswer | OCIAuthError] = OrderedDict()
+        #: The renewal number each key was last asked again for.
+        self._renewals: dict[EntryKey, int] = {}
+        self._check_interval = check_interval
+        self._on_change = on_change
+        self._next_check = -math.inf
+
+    def watch(self, now: float) -> None:
+        """Check the config's files for changes if ``check_interval`` has passed since
+        the last check (``now``: the adapter's monotonic clock)."""
+        if now < self._next_check:
+            return
+        self._next_check = now + self._check_interval
+        self._reload()
+
+    def _reload(self) -> None:
+        if isinstance(self._config, ConfigFile) and self._config.reload_if_changed():
+            self._entries.clear()
+            self._renewals.clear()
+            if self._on_change is not None:
+                self._on_change()
 
     async def entry(self, effect: LookupCredentials) -> LookupAnswer:
         """The config's entry for (origin, namespace) and where it came from, looked up
-        once and remembered."""
+        once and remembered (again, once, for each new ``renewal`` number)."""
         key = (effect.origin, effect.namespace)
+        if effect.renewal and self._renewals.get(key) != effect.renewal:
+            # The remembered answer was refused: the first request naming this
+            # renewal drops it; the others join its lookup or read its answer.
+            self._renewals[key] = effect.renewal
+            while len(self._renewals) > self._max:
+                del self._renewals[next(iter(self._renewals))]
+            self._entries.pop(key, None)
         known = self._entries.get(key)
         if known is None:
             return await self._lookups.run(key, lambda: self._lookup(effect))
@@ -120,6 +159,7 @@ class Credentials:
             return LookupAnswer(ConfigEntry(), "no configuration was given")
         self._stats.config_lookups += 1
         if isinstance(self._config, ConfigFile):
+            self._reload()  # a lookup reads what is on disk now
             # A ConfigFile says where the answer came from: tell the story, count helper runs.
             res = await self._config.resolve(host, namespace)
             self._stats.helper_runs += len(res.helpers_asked)
@@ -133,7 +173,12 @@ class Credentials:
                 res.kind,
                 res.helper or res.source,
             )
-            return LookupAnswer(res.entry, _described(res, self._config.sources))
+            # A helper's answer may expire: the core asks for it again when refused.
+            return LookupAnswer(
+                res.entry,
+                _described(res, self._config.sources),
+                res.kind in ("credHelpers", "credsStore"),
+            )
         by_repo = getattr(self._config, "entry_for_repository", None) if namespace else None
         entry: ConfigEntry
         if by_repo is not None:

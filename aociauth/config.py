@@ -55,6 +55,7 @@ import codecs
 import dataclasses
 import functools
 import json
+import logging
 import os
 import re
 import stat
@@ -79,6 +80,8 @@ __all__ = [
     "load",
     "load_with_env",
 ]
+
+log = logging.getLogger("aociauth")
 
 #: Largest configuration file (or ``DOCKER_AUTH_CONFIG`` value) read, in bytes.
 #: Real ones are a few KiB; the limit keeps a wrong path (a log, a disk image)
@@ -281,12 +284,20 @@ class ConfigFile:
     lookups that need the same helper answer share one helper process; once it
     has answered, the next lookup runs it again (remembering answers is the
     middleware's job).
+
+    A configuration made by :func:`load` or :func:`load_with_env` knows the
+    files it read: :meth:`reload_if_changed` reads them again when one changed
+    on disk, so a ``docker login`` while the program runs is picked up.
     """
 
     def __init__(self, *, runner: HelperRunner | None = None) -> None:
         self._runner = runner
         self._lister: HelperLister | None = None
         self._chain: tuple[_Source, ...] = ()
+        #: The environment the files were found with (None: not read from files).
+        self._env: Mapping[str, str] | None = None
+        #: Each file that may be read, as it was on disk when last read.
+        self._stamps: tuple[tuple[str, _Stamp], ...] = ()
         self._inflight: dict[
             tuple[asyncio.AbstractEventLoop, str, str], asyncio.Future[ConfigEntry]
         ] = {}
@@ -399,6 +410,32 @@ class ConfigFile:
             async for place in self._places(src, ask):
                 listed.append(await self._judge(place, ask))
         return tuple(listed)
+
+    def reload_if_changed(self) -> bool:
+        """Read the configuration files again if one changed on disk; True if it did.
+
+        A file counts as changed when its modification time, size or inode
+        differ from when it was read, or it appeared or went away (``docker
+        login`` writes a new file and renames it into place). The check is a
+        ``stat`` per file, cheap enough to run every second. A configuration
+        that is not read from files (:meth:`from_dict`, ``ConfigFile()``)
+        never changes. When the new content cannot be used (a half-written
+        file, invalid JSON), the configuration stays as it was, a warning is
+        logged, and the next call tries again.
+        """
+        if self._env is None:
+            return False
+        stamps = _stamps(self._env)
+        if stamps == self._stamps:
+            return False
+        try:
+            chain = _chain_of(self._env)
+        except ConfigError as exc:
+            log.warning("configuration changed but cannot be read again: %s", exc)
+            return False
+        self._chain, self._stamps = chain, stamps
+        log.debug("configuration files changed; read them again")
+        return True
 
     # -- building ------------------------------------------------------------
 
@@ -618,10 +655,21 @@ def load_with_env(
     config = ConfigFile(runner=runner if runner is not None else _default_runner(env))
     if runner is None:
         config._lister = _default_lister(env)
-    for source, raw, legacy in _read_sources(os.environ if env is None else env):
+    # A copy: what the files were found with must not change under reload_if_changed.
+    config._env = dict(os.environ if env is None else env)
+    # Stamped before reading: a change while they are read is seen at the next check.
+    config._stamps = _stamps(config._env)
+    config._chain = _chain_of(config._env)
+    return config
+
+
+def _chain_of(env: Mapping[str, str]) -> tuple[_Source, ...]:
+    """Every configuration source ``env`` names, read and indexed, in precedence order."""
+    config = ConfigFile()
+    for source, raw, legacy in _read_sources(env):
         data = _parse_json(raw, source)
         config._add(_parse_legacy(data, source) if legacy else _parse_document(data, source))
-    return config
+    return config._chain
 
 
 def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:
@@ -689,6 +737,23 @@ def _read_sources(env: Mapping[str, str]) -> Iterator[tuple[str, bytes, bool]]:
         data = _read_file(path)
         if data:
             yield path, data, legacy
+
+
+#: How a file was on disk: (modification time in ns, size, inode); None when absent.
+_Stamp = tuple[int, int, int] | None
+
+
+def _stamps(env: Mapping[str, str]) -> tuple[tuple[str, _Stamp], ...]:
+    """The stamp of every file :func:`load_with_env` would read for ``env``."""
+    out: list[tuple[str, _Stamp]] = []
+    for path, _legacy in _source_paths(env):
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((path, None))  # absent, or not readable: reading says why
+        else:
+            out.append((path, (st.st_mtime_ns, st.st_size, st.st_ino)))
+    return tuple(out)
 
 
 def _read_file(path: str) -> bytes | None:

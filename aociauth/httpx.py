@@ -195,7 +195,12 @@ class RegistryAuth(httpx.Auth):
             spawn=spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
-            self._p.config, self.stats, lookups, self._core.policy.max_origins
+            self._p.config,
+            self.stats,
+            lookups,
+            self._core.policy.max_origins,
+            check_interval=self._p.config_check_interval,
+            on_change=self._core.forget_credentials,
         )
 
     def cached_token(self, url: str | URL, scope: Scope | None = None) -> AccessToken | None:
@@ -218,6 +223,8 @@ class RegistryAuth(httpx.Auth):
         if self._closed:
             raise self._closed_error()
         self._bind()
+        assert self._credentials is not None
+        self._credentials.watch(anyio.current_time())
         callers = request.headers.get_list("Authorization")
         facts = RequestFacts(
             method=request.method,

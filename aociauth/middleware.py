@@ -106,7 +106,12 @@ class AuthMiddleware:
             spawn=self._spawn, abandoned=self._closed_error
         )
         self._credentials = Credentials(
-            self._config, self.stats, lookups, self._core.policy.max_origins
+            self._config,
+            self.stats,
+            lookups,
+            self._core.policy.max_origins,
+            check_interval=self._p.config_check_interval,
+            on_change=self._core.forget_credentials,
         )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
@@ -194,6 +199,7 @@ class AuthMiddleware:
         )
         core = self._core
         core.now = asyncio.get_running_loop().time()
+        self._credentials.watch(core.now)
         try:
             # The hot path: the core needs nothing but to send (a cached token, say).
             prep = core.ready(facts)

@@ -58,6 +58,12 @@ class StdTransportParams:
     #: A ``with_scope`` of more items, or a longer string, is not added to token requests.
     max_scope_items: int = 256
     max_scope_bytes: int = 4096
+    #: Seconds before refused credentials of a credential helper are asked for again
+    #: (per registry and namespace; the README's section on credential helpers).
+    helper_rerun_interval: float = 60.0
+    #: Seconds between checks of a ``ConfigFile``'s files for changes (a ``docker
+    #: login`` while the program runs); 0 checks before every request, ``math.inf`` never.
+    config_check_interval: float = 1.0
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:
@@ -85,4 +91,5 @@ class StdTransportParams:
             max_scope_items=self.max_scope_items,
             max_scope_bytes=self.max_scope_bytes,
             cache_size=self.cache_size,
+            helper_rerun_interval=self.helper_rerun_interval,
         )

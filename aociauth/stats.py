@@ -29,11 +29,16 @@ class AuthStats:
     cache_misses: int = 0
     fetches_ahead: int = 0
     fetches_ahead_failed: int = 0
+    #: Requests that waited for a registry's first fetch ahead, to learn whether its
+    #: token server grants tokens fetched ahead of the challenge.
+    ahead_waits: int = 0
     refused_ahead: int = 0
     first_contact_waits: int = 0
     refreshes_ahead: int = 0
     config_lookups: int = 0
     helper_runs: int = 0
+    #: Refused credentials of a credential helper asked for again (one per renewal).
+    credentials_renewed: int = 0
     anonymous_realm_downgrades: int = 0
 
     @property

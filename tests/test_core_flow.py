@@ -1058,7 +1058,7 @@ def job(
         params["service"] = service
     ch = Challenge("bearer", params)
     st = core.origins.apply(st, Answered(ch))
-    ident = core.adopt(st, "", entry, source)
+    ident = core.adopt(st, "", LookupAnswer(entry, source))
     return FetchJob(st, ident, ch, required, wanted if wanted is not None else required)
 
 

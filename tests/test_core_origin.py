@@ -13,6 +13,8 @@ from aociauth.challenge import Challenge
 from aociauth.core.origin import (
     Answered,
     Event,
+    FetchAheadRefused,
+    FetchAheadWorked,
     Origins,
     OriginState,
     Phase,
@@ -46,18 +48,20 @@ EVENTS: dict[str, Event] = {
     "registry-call": RegistryCallSeen(),
     "wide-refused": WideScopeRefused(),
     "one-scope": WideScopeRefused(one_scope=True),
+    "ahead-worked": FetchAheadWorked(),
+    "ahead-refused": FetchAheadRefused(),
 }
 
 # The table of the module docstring, written out: phase x event -> phase after.
 NE, PR, OP, BA, BE = Phase.NEW, Phase.PROBING, Phase.OPEN, Phase.BASIC, Phase.BEARER
 PHASE_AFTER: dict[Phase, dict[str, Phase]] = {
-    #            probe-sent  probe-ended  answered  basic  bearer  registry  wide  one
-    NE: dict(zip(EVENTS, [PR, NE, OP, BA, BE, NE, NE, NE], strict=True)),
-    PR: dict(zip(EVENTS, [PR, NE, OP, BA, BE, PR, PR, PR], strict=True)),
-    OP: dict(zip(EVENTS, [OP, OP, OP, BA, BE, OP, OP, OP], strict=True)),
-    BA: dict(zip(EVENTS, [BA, BA, BA, BA, BE, BA, BA, BA], strict=True)),
+    #            probe-sent  probe-ended  answered  basic  bearer  registry  wide  one  ahead(2)
+    NE: dict(zip(EVENTS, [PR, NE, OP, BA, BE, NE, NE, NE, NE, NE], strict=True)),
+    PR: dict(zip(EVENTS, [PR, NE, OP, BA, BE, PR, PR, PR, PR, PR], strict=True)),
+    OP: dict(zip(EVENTS, [OP, OP, OP, BA, BE, OP, OP, OP, OP, OP], strict=True)),
+    BA: dict(zip(EVENTS, [BA, BA, BA, BA, BE, BA, BA, BA, BA, BA], strict=True)),
     # A Basic challenge to a Bearer origin is answered for its request alone.
-    BE: dict(zip(EVENTS, [BE, BE, BE, BE, BE, BE, BE, BE], strict=True)),
+    BE: dict(zip(EVENTS, [BE, BE, BE, BE, BE, BE, BE, BE, BE, BE], strict=True)),
 }
 
 #: The challenge the state holds after the event (None: the one it held before).
@@ -123,6 +127,8 @@ def test_transition_table(
         assert after.registry is (registry or event == "registry-call")
     assert after.narrow_only is (narrow or event in ("wide-refused", "one-scope"))
     assert after.one_scope is (one or event == "one-scope")
+    assert after.ahead_worked is (event == "ahead-worked")
+    assert after.ahead_refused is (event == "ahead-refused")
     assert (after.url, after.host) == (before.url, before.host)
     if after == before and event not in CHALLENGE_AFTER:
         # No change makes no new state: Origins.apply keeps the one it has.
@@ -308,6 +314,8 @@ def test_random_event_sequences_keep_the_invariants(seq: list[Event]) -> None:
         # What was learnt is never forgotten.
         assert current.registry >= before.registry
         assert current.narrow_only >= before.narrow_only
+        assert current.ahead_worked >= before.ahead_worked
+        assert current.ahead_refused >= before.ahead_refused
 
 
 @settings(max_examples=50, deadline=None)

@@ -36,6 +36,8 @@ from yarl import URL
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
 from aociauth.core.origin import (
     Answered,
+    FetchAheadRefused,
+    FetchAheadWorked,
     OriginKey,
     Origins,
     OriginState,
@@ -126,6 +128,9 @@ class FlowPolicy:
     max_scope_bytes: int = 4096
     cache_size: int = 10_000
     max_origins: int = 4096
+    #: Seconds before refused credentials of a credential helper are asked for again
+    #: at the same (origin, namespace); see :meth:`AuthCore.renewed`.
+    helper_rerun_interval: float = 60.0
 
 
 # -- values the flows exchange -------------------------------------------------
@@ -162,6 +167,10 @@ class Identity:
     source: str = ""
     #: The config had an entry for it (not necessarily one a token server can use).
     found: bool = False
+    #: The namespace (per-namespace config key) it was looked up for ("" for the host).
+    namespace: str = ""
+    #: A credential helper gave it: asked for again when refused.
+    from_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,8 @@ class LookupAnswer:
 
     entry: ConfigEntry
     source: str = ""
+    #: A credential helper's answer (``credHelpers``, ``credsStore``): it may expire.
+    from_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,12 +219,22 @@ class LookupCredentials:
     Concurrent lookups of one (``origin``, ``namespace``) share one lookup.
     ``downgraded``: plain http to a host spoken to over https: send back an
     empty entry without asking the config.
+
+    ``renewal`` 0 is a first lookup: an answer remembered from before will do.
+    Otherwise the answer sent back before (a credential helper's) was refused:
+    forget it and ask the config again, once per ``renewal`` number; concurrent
+    lookups naming the same number share that one lookup, and a later one
+    naming it gets its answer (one helper run for all the requests refused).
+
+    Send back a :class:`LookupAnswer` to say the entry came from a credential helper
+    (a bare ConfigEntry is taken as one that did not).
     """
 
     origin: URL
     host: str
     namespace: str
     downgraded: bool
+    renewal: int = 0
 
 
 @dataclass(frozen=True)
@@ -433,6 +454,7 @@ Effect = (
     | Resend
 )
 Outcome = Pass | Deny | Fail
+_Attached = tuple["AccessToken | None", "Scope | None", "str | None", Identity]
 RequestFlow = Generator[Effect, Any, Outcome]
 FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 
@@ -459,6 +481,17 @@ class _Hot(NamedTuple):
     known: bool
 
 
+class _Renewal(NamedTuple):
+    """The last time an (origin, namespace)'s credentials were asked for again."""
+
+    at: float
+    #: The partition whose credentials were refused.
+    partition: int
+    number: int
+    #: Its lookup is under way.
+    pending: bool
+
+
 class AuthCore:
     """Everything a middleware knows and decides; no I/O.
 
@@ -481,6 +514,14 @@ class AuthCore:
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
+        #: Partitions whose credentials a token server refused last time they went.
+        self._refused_creds: dict[int, None] = {}
+        #: The last renewal per (origin, namespace); see :meth:`renewed`.
+        self._renewals: dict[tuple[OriginKey, str], _Renewal] = {}
+        self._renewal_count = 0
+        #: The first fetch ahead under way per origin whose token server has granted
+        #: none yet: other requests wait for it (see _attach).
+        self._trials: dict[OriginKey, tuple[FetchKey, FetchJob]] = {}
         #: The hot path's memory, per (method, URL, info scope, wanted scope).
         self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
@@ -551,15 +592,16 @@ class AuthCore:
                 return ns
         return ""
 
-    def adopt(
-        self, st: OriginState, namespace: str, entry: ConfigEntry, source: str = ""
-    ) -> Identity:
+    def adopt(self, st: OriginState, namespace: str, entry: ConfigEntry | LookupAnswer) -> Identity:
         """The identity an entry the config gave for (origin, namespace) stands for.
 
-        ``source`` says where the entry came from (see :class:`LookupAnswer`).
         The first time an entry is seen, its access token (a token of unlimited
-        scope that never expires) goes into the cache.
+        scope that never expires) goes into the cache. ``entry`` is a
+        :class:`LookupAnswer` when the adapter knows where it came from (for
+        messages) and whether a credential helper gave it (asked again when refused).
         """
+        answer = entry if isinstance(entry, LookupAnswer) else LookupAnswer(entry)
+        entry = answer.entry
         key = (st.key, namespace, entry)
         part = self._partitions.get(key)
         if part is None:
@@ -572,7 +614,16 @@ class AuthCore:
         if entry.username and entry.password:
             basic = basic_authorization(entry.username, entry.password)
         found = any((entry.username, entry.password, entry.refresh_token, entry.access_token))
-        ident = Identity(part, entry.username, basic, entry.refresh_token, source, found)
+        ident = Identity(
+            part,
+            entry.username,
+            basic,
+            entry.refresh_token,
+            answer.source,
+            found,
+            namespace,
+            answer.from_helper,
+        )
         self._identities[(st.key, namespace)] = ident
         while len(self._identities) > self.policy.max_origins:
             del self._identities[next(iter(self._identities))]
@@ -584,11 +635,77 @@ class AuthCore:
         ident = self._identities.get((st.key, ns))
         if ident is not None:
             return ident
+        return (yield from self._look_up(st, ns))
+
+    def _look_up(
+        self, st: OriginState, ns: str, renewal: int = 0
+    ) -> Generator[Effect, Any, Identity]:
         downgraded = st.url.scheme == "http" and self.origins.spoke_https_to(st.url.host or "")
-        got = yield LookupCredentials(st.url, st.host, ns, downgraded)
-        if isinstance(got, LookupAnswer):
-            return self.adopt(st, ns, got.entry, got.source)
+        got = yield LookupCredentials(st.url, st.host, ns, downgraded, renewal)
         return self.adopt(st, ns, got)
+
+    def forget_credentials(self) -> None:
+        """The config changed (a ``docker login`` while the program runs): ask it again.
+
+        Every (origin, namespace) looks its credentials up again on its next
+        request; tokens cached for an entry that did not change stay usable.
+        """
+        self._identities.clear()
+        self._known_namespaces.clear()
+
+    def renewed(self, st: OriginState, ident: Identity) -> Generator[Effect, Any, Identity | None]:
+        """After ``ident``'s credentials were refused: the identity to retry with, once.
+
+        The rules (the README's section on credential helpers states them):
+
+        * credentials another request already looked up again are retried at once;
+        * only a credential helper's answer is asked for again: helpers hand out
+          credentials that expire (ECR's 12-hour tokens, gcloud's 1-hour access
+          tokens, ACR's refresh tokens), a file's entry changes only with the file;
+        * at most once per (origin, namespace) per ``helper_rerun_interval``
+          seconds, and requests refused meanwhile share that one lookup
+          (:class:`LookupCredentials` with a ``renewal`` number);
+        * None when the answer is the entry that was refused: nothing to retry with.
+
+        The caller retries once with what this returns, so a fresh answer that is
+        refused too ends the request (no loop).
+        """
+        key = (st.key, ident.namespace)
+        current = self._identities.get(key)
+        if current is not None and current.partition != ident.partition:
+            return current
+        if not ident.from_helper:
+            return None
+        last = self._renewals.get(key)
+        if last is not None and last.partition == ident.partition and last.pending:
+            number = last.number  # under way: share its lookup
+        elif last is not None and self.now - last.at < self.policy.helper_rerun_interval:
+            return None
+        else:
+            self._renewal_count += 1
+            number = self._renewal_count
+            started = self._renewals[key] = _Renewal(self.now, ident.partition, number, True)
+            while len(self._renewals) > self.policy.max_origins:
+                del self._renewals[next(iter(self._renewals))]
+            self.stats.credentials_renewed += 1
+            log.debug("credentials for %s were refused; asking the helper again", st.host)
+            try:
+                new = yield from self._look_up(st, ident.namespace, number)
+            finally:
+                # Ended, failed or abandoned: the interval runs from its start either way.
+                if self._renewals.get(key) is started:
+                    self._renewals[key] = started._replace(pending=False)
+            return new if new.partition != ident.partition else None
+        new = yield from self._look_up(st, ident.namespace, number)
+        return new if new.partition != ident.partition else None
+
+    def _creds_refused(self, ident: Identity, got: AccessToken | OCIAuthError) -> bool:
+        """Whether a failed fetch was a token server refusing ``ident``'s own credentials."""
+        return (
+            isinstance(got, TokenServerError)
+            and got.status in (401, 403)
+            and ident.partition in self._refused_creds
+        )
 
     # -- one request -----------------------------------------------------------
 
@@ -722,7 +839,7 @@ class AuthCore:
         attach = yield from self._attach(st, ident, required, want, known)
         if isinstance(attach, Fail):
             return attach
-        got, asked, attached = attach
+        got, asked, attached, ident = attach
         return Prepared(
             st, ident, required, want, known, got, asked, attached, probe, facts, self.now
         )
@@ -739,10 +856,16 @@ class AuthCore:
     def after(self, prep: Prepared, reply: Reply) -> RequestFlow:
         """What follows the registry's answer to a request sent as ``prep`` said."""
         if reply.status != 401:
-            return self.settle(prep, reply.status)
+            passed = self.settle(prep, reply.status)
+            if reply.status == 403 and self._sent_own_basic(prep):
+                # ECR answers an expired helper token 403 "Your authorization token
+                # has expired", with no challenge.
+                assert prep.ident is not None
+                return (yield from self._basic_renewed(prep.st, prep.ident))
+            return passed
         stats = self.stats
         st, ident, required, want = prep.st, prep.ident, prep.required, prep.want
-        sent, asked, authorization, sent_at = prep.sent, prep.asked, prep.authorization, prep.at
+        sent, asked, sent_at = prep.sent, prep.asked, prep.at
         stats.responses_401 += 1
         ch = select_challenge(parse_challenges(reply.challenges))
         st = self.origins.apply(st, Answered(ch))
@@ -752,7 +875,9 @@ class AuthCore:
             ident = yield from self._identity(st, required)
             sent_at = -math.inf  # nothing of ours went with it: any cached token will do
         if ch.scheme == "basic":
-            if not ident.basic or prep.callers_authorization or authorization == ident.basic:
+            if self._sent_own_basic(prep):
+                return (yield from self._basic_renewed(st, ident))
+            if not ident.basic or prep.callers_authorization:
                 return Pass()
             if sent is not None:
                 # A refused token answered with a Basic challenge (Harbor does, once its
@@ -764,6 +889,8 @@ class AuthCore:
             self.stats.retries_after_401 += 1
             if reply.status == 401:
                 self.stats.responses_401 += 1
+            if reply.status in (401, 403):
+                return (yield from self._basic_renewed(st, ident))
             return Pass()
         ch_scope = parse_scope(ch.params.get("scope", ""))
         if sent is not None:
@@ -777,6 +904,11 @@ class AuthCore:
         got = yield from self._acquire(
             st, ident, ch, ch_scope, want.union(required), self.now, newer_than=sent_at
         )
+        if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
+            renewed = yield from self.renewed(st, ident)
+            if renewed is not None:
+                wider = want.union(required)
+                got = yield from self._acquire(st, renewed, ch, ch_scope, wider, self.now)
         if isinstance(got, OCIAuthError):
             return Fail(got)
         reply = yield Resend(got.authorization)
@@ -807,6 +939,28 @@ class AuthCore:
         log.info("answering 403 DENIED: %s", reason)
         return Deny(reason, who)
 
+    @staticmethod
+    def _sent_own_basic(prep: Prepared) -> bool:
+        """The request went with the identity's Basic credentials (not the caller's)."""
+        ident = prep.ident
+        return (
+            ident is not None
+            and bool(ident.basic)
+            and not prep.callers_authorization
+            and prep.authorization == ident.basic
+        )
+
+    def _basic_renewed(self, st: OriginState, ident: Identity) -> RequestFlow:
+        """The registry refused our Basic credentials: send once more with renewed ones."""
+        renewed = yield from self.renewed(st, ident)
+        if renewed is None or not renewed.basic:
+            return _PASS
+        yield PrepareResend()
+        reply = yield Resend(renewed.basic)
+        if reply.status == 401:
+            self.stats.responses_401 += 1
+        return _PASS
+
     def _attach(
         self,
         st: OriginState,
@@ -814,23 +968,39 @@ class AuthCore:
         required: Scope,
         want: Scope,
         known: bool,
-    ) -> Generator[Effect, Any, tuple[AccessToken | None, Scope | None, str | None] | Fail]:
-        """What goes with a request no cached token holds: ``(token, asked, authorization)``.
+    ) -> Generator[Effect, Any, _Attached | Fail]:
+        """What goes with a request no cached token holds:
+        ``(token, asked, authorization, identity)``.
 
-        ``asked`` is the scope the token was fetched with for this very request.
+        ``asked`` is the scope the token was fetched with for this very request;
+        ``identity`` is ``ident``, or the one it was renewed as.
         """
         now = self.now
         ch = st.challenge
         if st.phase is Phase.BASIC and ch is not None:
-            return None, None, ident.basic or None
+            return None, None, ident.basic or None, ident
         if st.phase is not Phase.BEARER or ch is None:
-            return None, None, None
+            return None, None, None, ident
         refresh_token = self.refresh_token(ident)
         if not (refresh_token or (known and self.policy.authorize_ahead)):
-            return None, None, None
+            return None, None, None, ident
+        # Until the origin's token server has granted a token fetched ahead, one fetch
+        # ahead goes at a time: some grant only what the registry challenged for, and a
+        # burst would be as many refusals (issue 11 item 4).
+        unproven = self.policy.authorize_ahead and not st.ahead_worked
+        if unproven:
+            if st.ahead_refused or (yield from self._trial_refused(st, ident, ch, required)):
+                return None, None, None, ident
+            st = self.origins.current(st)
+            unproven = not st.ahead_worked
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
-        got = yield from self._acquire(st, ident, ch, required, want, now)
+        got = yield from self._acquire(st, ident, ch, required, want, now, trial=unproven)
+        if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
+            renewed = yield from self.renewed(st, ident)
+            if renewed is not None:
+                ident = renewed
+                got = yield from self._acquire(st, ident, ch, required, want, self.now)
         if isinstance(got, OCIAuthError):
             status = got.status if isinstance(got, TokenServerError) else None
             if not isinstance(got, TokenServerError) or not worth_asking_again(status):
@@ -839,8 +1009,37 @@ class AuthCore:
                 return Fail(got)
             self.stats.fetches_ahead_failed += 1
             log.debug("early token fetch for %s refused (%s); the challenge decides", st.host, got)
-            return None, None, None
-        return got, required.union(want), got.authorization
+            self.origins.apply(st, FetchAheadRefused())
+            return None, None, None, ident
+        if unproven:
+            self.origins.apply(st, FetchAheadWorked())
+        return got, required.union(want), got.authorization, ident
+
+    def _trial_refused(
+        self, st: OriginState, ident: Identity, ch: Challenge, required: Scope
+    ) -> Generator[Effect, Any, bool]:
+        """Whether the origin's first fetch ahead, if one is under way, was refused.
+
+        A request that would fetch a token of its own waits for it first (it
+        joins that fetch); one that a cached token or a fetch in flight serves
+        does not wait.
+        """
+        trial = self._trials.get(st.key)
+        if trial is None:
+            return False
+        key, job = trial
+        if key not in self._inflight:
+            del self._trials[st.key]
+            return False
+        realm = ch.params.get("realm", "")
+        if (
+            self.cache.get(ident.partition, required, self.now) is not None
+            or self._joinable(ident.partition, realm, required) is not None
+        ):
+            return False
+        self.stats.ahead_waits += 1
+        got = yield FetchToken(key, job)
+        return isinstance(got, OCIAuthError) or self.origins.current(st).ahead_refused
 
     def _forget(self, ident: Identity, sent: AccessToken, ch: Challenge, ch_scope: Scope) -> None:
         """A token the registry refused: drop it, or narrow it when it only lacked some scope."""
@@ -879,11 +1078,13 @@ class AuthCore:
         now: float,
         *,
         newer_than: float = -math.inf,
+        trial: bool = False,
     ) -> Generator[Effect, Any, AccessToken | OCIAuthError]:
         """A token holding ``required`` (asking for ``want`` too), shared by concurrent requests.
 
         A cached token counts only if it was obtained after ``newer_than`` (the
         time the refused request went out): an older one is what was refused.
+        ``trial``: a new fetch is the origin's first fetch ahead, which others wait for.
         """
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
@@ -891,12 +1092,16 @@ class AuthCore:
         if tok is not None and tok.issued_at >= newer_than:
             return tok
         key = self._joinable(ident.partition, realm, required)
+        new = key is None
         if key is None:
             key = FetchKey(ident.partition, realm, service, required.union(want))
             self._inflight.setdefault(key, now)
-        got: AccessToken | OCIAuthError = yield FetchToken(
-            key, FetchJob(st, ident, ch, required, key.scope)
-        )
+        job = FetchJob(st, ident, ch, required, key.scope)
+        if trial and new:
+            self._trials[st.key] = (key, job)
+            while len(self._trials) > self.policy.max_origins:
+                del self._trials[next(iter(self._trials))]
+        got: AccessToken | OCIAuthError = yield FetchToken(key, job)
         return got
 
     def _joinable(self, partition: Hashable, realm: str, required: Scope) -> FetchKey | None:
@@ -932,9 +1137,17 @@ class AuthCore:
             st = self.origins.apply(st, WideScopeRefused())
             scope = job.required
             got, ours = yield from self._ask(st, job, realm_url, use_creds, scope)
+        partition = job.identity.partition
         if isinstance(got, OCIAuthError):
             self.stats.token_fetch_failures += 1
+            if ours and isinstance(got, TokenServerError) and got.status in (401, 403):
+                # Our own credentials refused: they may have expired (AuthCore.renewed).
+                self._refused_creds[partition] = None
+                while len(self._refused_creds) > self.policy.max_origins:
+                    del self._refused_creds[next(iter(self._refused_creds))]
             return got
+        if ours:
+            self._refused_creds.pop(partition, None)
         answer, now = got, self.now
         if answer.refresh_token and ours:
             # Only an answer to this identity's own credentials may change who it is: a

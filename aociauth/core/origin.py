@@ -27,9 +27,12 @@ request alone (see :mod:`aociauth.core.flow`).
 
 Flags beside the phase record what the origin's token server taught us:
 ``narrow_only`` (it refuses a scope wider than the challenge's, or grants only
-part of one, so only the required scope is asked for) and ``one_scope`` (it
+part of one, so only the required scope is asked for), ``one_scope`` (it
 reads one ``scope`` parameter of several, so a required scope of several items
-goes in one parameter).
+goes in one parameter), and ``ahead_worked`` and ``ahead_refused`` (a token
+fetched ahead of the registry's challenge was granted, or refused: some token
+servers grant only what the registry challenged for, so after one refusal no
+token is fetched ahead there again).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from aociauth.challenge import Challenge
 __all__ = [
     "Answered",
     "Event",
+    "FetchAheadRefused",
+    "FetchAheadWorked",
     "OriginKey",
     "OriginState",
     "Origins",
@@ -96,6 +101,10 @@ class OriginState:
     narrow_only: bool = False
     #: Its token server reads one ``scope`` parameter of several.
     one_scope: bool = False
+    #: Its token server granted a token fetched ahead of the registry's challenge.
+    ahead_worked: bool = False
+    #: Its token server refused a token fetched ahead: none is fetched ahead again.
+    ahead_refused: bool = False
 
     @property
     def holds_back(self) -> bool:
@@ -139,7 +148,25 @@ class WideScopeRefused:
     one_scope: bool = False
 
 
-Event = ProbeSent | ProbeEnded | Answered | RegistryCallSeen | WideScopeRefused
+@dataclass(frozen=True)
+class FetchAheadWorked:
+    """The origin's token server granted a token fetched ahead of the challenge."""
+
+
+@dataclass(frozen=True)
+class FetchAheadRefused:
+    """The origin's token server refused a token fetched ahead of the challenge."""
+
+
+Event = (
+    ProbeSent
+    | ProbeEnded
+    | Answered
+    | RegistryCallSeen
+    | WideScopeRefused
+    | FetchAheadWorked
+    | FetchAheadRefused
+)
 
 _CHALLENGED = {"basic": Phase.BASIC, "bearer": Phase.BEARER}
 
@@ -156,6 +183,10 @@ def transition(state: OriginState, event: Event) -> OriginState:
         if state.narrow_only and (state.one_scope or not event.one_scope):
             return state
         return replace(state, narrow_only=True, one_scope=state.one_scope or event.one_scope)
+    if isinstance(event, FetchAheadWorked):
+        return state if state.ahead_worked else replace(state, ahead_worked=True)
+    if isinstance(event, FetchAheadRefused):
+        return state if state.ahead_refused else replace(state, ahead_refused=True)
     ch = event.challenge
     if ch is None:
         return replace(state, phase=Phase.OPEN) if state.holds_back else state

@@ -1,0 +1,128 @@
+"""A token server that grants only what the registry challenged for (issue 11 item 4).
+
+Such a server refuses every token fetched ahead of the registry's 401: after
+one refusal the middleware stops fetching ahead for that registry, and until
+the server has granted one, one fetch ahead goes at a time (the rest of a burst
+wait for it), so N repositories cost at most N + 2 token requests, through
+either adapter. A server that grants them loses nothing: one 401 for a burst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import anyio.from_thread
+import pytest
+from test_scenarios import MANIFEST, USERS, Answer, Client, Env, alice
+
+from aociauth.testing import Registry, TokenServer
+from aociauth.testing.tokenserver import Access
+
+ADAPTERS = ("aiohttp", "httpx")
+
+
+@pytest.fixture(params=ADAPTERS)
+def env(request: pytest.FixtureRequest) -> Env:
+    return Env(str(request.param))
+
+
+async def pair(env: Env, n: int, *, picky: bool) -> tuple[TokenServer, Registry]:
+    ts = await env.serve(TokenServer(users=USERS))
+    reg = await env.serve(Registry(auth="bearer", token_server=ts))
+    for i in range(n):
+        reg.seed_image(f"team/app{i}", "v1")
+    if picky:
+
+        def challenged_for(subject: str | None, access: Access) -> bool:
+            prefix = f"/v2/{access.resource}/"
+            return any(r.status == 401 and r.path.startswith(prefix) for r in reg.requests)
+
+        ts.grants = challenged_for
+        ts.picky = True
+    return ts, reg
+
+
+async def pull_all(c: Client, reg: Registry, n: int, *, concurrent: bool) -> list[Answer]:
+    answers: list[Answer] = []
+
+    async def one(i: int) -> None:
+        answers.append(await c.get(f"{reg.url}/v2/team/app{i}/manifests/v1", MANIFEST))
+
+    if not concurrent:
+        for i in range(n):
+            await one(i)
+        return answers
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return answers
+
+
+@pytest.mark.parametrize(("n", "concurrent"), [(100, True), (10, False)])
+async def test_a_picky_token_server_costs_at_most_n_plus_2_token_requests(
+    env: Env, n: int, concurrent: bool
+) -> None:
+    try:
+        ts, reg = await pair(env, n, picky=True)
+        async with env.client(alice(reg)) as c:
+            answers = await pull_all(c, reg, n, concurrent=concurrent)
+            stats = c.stats
+    finally:
+        await env.stop()
+    assert [a.status for a in answers] == [200] * n
+    # The first contact's, the one refused ahead, and one per other repository (the
+    # goal is n + 2 at most).
+    assert ts.counters.requests == n + 1
+    # One fetch ahead was tried, refused, and none after it.
+    assert (stats.fetches_ahead, stats.fetches_ahead_failed) == (1, 1)
+    assert ts.counters.unauthorized == 1
+    # Each repository is answered 401 once: its token comes from its challenge.
+    assert reg.counters.unauthorized == n
+    if concurrent:
+        assert stats.ahead_waits == n - 2  # all but the first contact and the trial
+
+
+@pytest.mark.parametrize(("n", "concurrent"), [(100, True), (10, False)])
+async def test_a_token_server_that_grants_ahead_loses_nothing(
+    env: Env, n: int, concurrent: bool
+) -> None:
+    try:
+        ts, reg = await pair(env, n, picky=False)
+        async with env.client(alice(reg)) as c:
+            answers = await pull_all(c, reg, n, concurrent=concurrent)
+            stats = c.stats
+    finally:
+        await env.stop()
+    assert [a.status for a in answers] == [200] * n
+    assert ts.counters.requests == n
+    assert reg.counters.unauthorized == 1
+    assert stats.fetches_ahead == n - 1
+    assert stats.fetches_ahead_failed == 0
+
+
+@pytest.fixture(scope="module")
+def server_portal() -> Iterator[anyio.from_thread.BlockingPortal]:
+    """An asyncio loop in a thread of its own, for the servers of the trio run."""
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        yield portal
+
+
+def test_a_picky_token_server_burst_through_httpx_on_trio(
+    server_portal: anyio.from_thread.BlockingPortal,
+) -> None:
+    n = 100
+
+    async def main() -> tuple[int, int, list[int]]:
+        env = Env("httpx", server_portal)
+        try:
+            ts, reg = await pair(env, n, picky=True)
+            async with env.client(alice(reg)) as c:
+                answers = await pull_all(c, reg, n, concurrent=True)
+        finally:
+            await env.stop()
+        return ts.counters.requests, reg.counters.unauthorized, [a.status for a in answers]
+
+    tokens, unauthorized, statuses = anyio.run(main, backend="trio")
+    assert statuses == [200] * n
+    assert (tokens, unauthorized) == (n + 1, n)
