@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
-from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
+from aociauth._driver import Credentials, EntryKey, SharedTier, fetch_token, retrying_token_call
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth._responses import (
@@ -106,6 +106,8 @@ class AuthMiddleware:
         )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
+        store = self._p.shared_cache
+        self._shared = None if store is None else SharedTier(store, self.stats)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -328,7 +330,7 @@ class AuthMiddleware:
             lock = self._locks.setdefault(job.origin.url, asyncio.Lock())
         clock = asyncio.get_running_loop().time
         async with lock:
-            return await run_fetch(self._core, job, self._token_call, clock)
+            return await fetch_token(self._core, job, self._token_call, self._shared, clock)
 
     async def _refresh(self, key: FetchKey, job: FetchJob) -> None:
         try:

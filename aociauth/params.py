@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from aociauth.config import Config
+    from aociauth.shared_cache import SharedTokenStore
 
 __all__ = ["AuthStats", "StdTransportParams"]
 
@@ -58,6 +59,10 @@ class StdTransportParams:
     #: A ``with_scope`` of more items, or a longer string, is not added to token requests.
     max_scope_items: int = 256
     max_scope_bytes: int = 4096
+    #: A second token-cache tier shared by processes (for example
+    #: :class:`aociauth.redis.RedisTokenStore`): a local miss looks there before asking
+    #: a token server, and a fetched token is written back. None: this process alone.
+    shared_cache: SharedTokenStore | None = None
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:
