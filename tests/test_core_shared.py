@@ -33,10 +33,12 @@ from test_core_flow import (
 
 from aociauth.config import ConfigEntry
 from aociauth.core import (
+    Deny,
     FetchJob,
     FetchToken,
     FlowPolicy,
     Pass,
+    PrepareResend,
     RefreshInBackground,
     Reply,
     Resend,
@@ -175,3 +177,59 @@ def test_an_expired_token_is_not_adopted() -> None:
     assert core.adopt_token(ident, AccessToken("last", PULL_A, 0.0, 400.5)) is None
     assert len(core.cache) == 0
     assert core.adopt_token(ident, AccessToken("ok", PULL_A, 0.0, math.inf)) is not None
+
+
+# -- a refused token from elsewhere is not final ---------------------------------
+
+
+def test_an_adopted_token_refused_after_a_401_is_replaced_once() -> None:
+    core = open_core()
+    fetched: list[FetchToken] = []
+
+    def fetch(effect: FetchToken) -> AccessToken | None:
+        fetched.append(effect)
+        if len(fetched) == 1:  # the shared tier had another process's token
+            return core.adopt_token(effect.job.identity, AccessToken("shared", PULL_A, 0.0, 300.0))
+        return AccessToken("ours", PULL_A, 1.0, 301.0)
+
+    line = bearer_line()
+    run = drive(
+        core,
+        get(),
+        replies=[Reply(401, (line,)), Reply(401, (line,)), Reply(200)],
+        fetch=fetch,
+        now=1.0,
+    )
+    assert isinstance(run.outcome, Pass)
+    assert run.of(Resend) == [Resend("Bearer shared"), Resend("Bearer ours")]
+    assert len(run.of(PrepareResend)) == 2
+    first, second = fetched
+    assert first.job.replacing is None
+    assert second.job.replacing is not None
+    assert second.job.replacing.value == "shared"
+    # The refused token is gone from the cache.
+    assert core.cache.get(identity(core, CREDS).partition, PULL_A, 2.0) is None
+    assert core.stats.responses_401 == 2
+    assert core.stats.rewritten_403 == 0
+
+
+def test_a_second_refusal_after_an_adopted_token_is_final() -> None:
+    core = open_core()
+
+    def fetch(effect: FetchToken) -> AccessToken | None:
+        value = "shared" if effect.job.replacing is None else "ours"
+        return core.adopt_token(effect.job.identity, AccessToken(value, PULL_A, 0.0, 300.0))
+
+    line = bearer_line()
+    run = drive(core, get(), replies=[Reply(401, (line,))] * 3, fetch=fetch, now=1.0)
+    assert isinstance(run.outcome, Deny)
+    assert len(run.of(FetchToken)) == 2
+    assert core.stats.rewritten_403 == 1
+
+
+def test_a_token_of_our_own_refused_after_a_401_is_final_at_once() -> None:
+    core = open_core()
+    line = bearer_line()
+    run = drive(core, get(), replies=[Reply(401, (line,))] * 2, tokens=[ok("T1")])
+    assert isinstance(run.outcome, Deny)
+    assert len(run.of(FetchToken)) == 1

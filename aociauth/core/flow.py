@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -379,6 +380,8 @@ class AuthCore:
         #: The current refresh token of each partition.
         self._refresh: dict[int, str] = {}
         self._inflight: dict[FetchKey, float] = {}
+        #: Tokens taken from elsewhere (:meth:`adopt_token`), while they are referenced.
+        self._adopted: weakref.WeakSet[AccessToken] = weakref.WeakSet()
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
@@ -438,6 +441,7 @@ class AuthCore:
         if not tok.usable(self.now):
             return None
         self.cache.put(identity.partition, tok)
+        self._adopted.add(tok)
         return tok
 
     # -- the adapters' notifications ----------------------------------------
@@ -671,6 +675,26 @@ class AuthCore:
             return Fail(got)
         reply = yield Resend(got.authorization)
         self.stats.retries_after_401 += 1
+        if reply.status == 401 and got in self._adopted:
+            # Another process's token, refused: it may have been revoked since it was
+            # shared, so the refusal is not final until a token of our own is refused.
+            self.stats.responses_401 += 1
+            self.cache.discard(ident.partition, got)
+            yield PrepareResend()
+            got = yield from self._acquire(
+                st,
+                ident,
+                ch,
+                ch_scope,
+                want.union(required),
+                self.now,
+                newer_than=self.now,
+                replacing=got,
+            )
+            if isinstance(got, OCIAuthError):
+                return Fail(got)
+            reply = yield Resend(got.authorization)
+            self.stats.retries_after_401 += 1
         if reply.status == 401:
             self.stats.responses_401 += 1
             self.stats.rewritten_403 += 1
