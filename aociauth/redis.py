@@ -328,12 +328,13 @@ class RedisTokenStore:
 
     # --- calling Redis -----------------------------------------------------------------
 
-    async def _run(self, make: Callable[[], Awaitable[_T]]) -> _T:
+    async def _run(self, make: Callable[[], Awaitable[_T]], *, in_backoff: bool = False) -> _T:
         """One Redis call, bounded by the timeout, through the circuit.
 
-        Raises :class:`_Unavailable` when Redis is in its back-off, fails or is too slow.
+        Raises :class:`_Unavailable` when Redis is in its back-off (unless
+        ``in_backoff``: call it anyway), fails or is too slow.
         """
-        if time.monotonic() < self._retry_at:
+        if not in_backoff and time.monotonic() < self._retry_at:
             self.stats.skipped += 1
             raise _Unavailable
         try:
@@ -491,7 +492,9 @@ class RedisTokenStore:
         # Shielded: a cancelled fetch must still let the fleet go on before the lock expires.
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(_Unavailable):  # else it expires on its own
-                await self._run(lambda: script(keys=[key], args=[mine]))
+                # Tried even in the back-off: a lock left to expire holds the whole
+                # fleet for lock_ttl after one slow call.
+                await self._run(lambda: script(keys=[key], args=[mine]), in_backoff=True)
 
 
 class _FetchLock:
