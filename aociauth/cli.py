@@ -4,7 +4,9 @@ Subcommands:
 
 * ``demo``: pull many manifests from a registry and token server started in
   this process on 127.0.0.1, through the middleware, and show what it cost
-  (``--compare`` puts aociauth run with the Go original's policy beside it);
+  (``--compare`` puts aociauth run with the Go original's policy beside it;
+  ``--fleet N [--redis URL]`` runs N worker processes alone, then sharing
+  tokens through Redis, and counts the token requests saved);
 * ``get [REGISTRY]``: which credentials the Docker configuration gives a
   registry, and where they come from (secrets masked); without a registry,
   every registry that has credentials;
