@@ -189,6 +189,7 @@ class RedisTokenStore:
         owns_client: bool = False,
         where: str = "redis",
         clock: Callable[[], float] = time.time,
+        max_calls: int | None = None,
     ) -> None:
         self._fleet = FleetKeys(key)
         _check_prefix(prefix)
@@ -198,6 +199,10 @@ class RedisTokenStore:
                 "(and max_backoff at least backoff)"
             )
         self._client = client
+        #: Calls in flight at most (the pool's connections): the rest queue here, and
+        #: the timeout starts once a call has its turn. A burst waiting for a connection
+        #: is not a slow Redis; after a failure the queue is skipped at once.
+        self._slots = None if max_calls is None else anyio.Semaphore(max_calls)
         self._owns_client = owns_client
         self._timeout = timeout
         self._prefix = prefix
@@ -276,7 +281,7 @@ class RedisTokenStore:
             prefix=prefix,
             owns_client=True,
             where=_describe(url),
-            **options,
+            **{"max_calls": None if cluster else max_connections, **options},
         )
 
     def __repr__(self) -> str:
@@ -334,6 +339,12 @@ class RedisTokenStore:
         Raises :class:`_Unavailable` when Redis is in its back-off (unless
         ``in_backoff``: call it anyway), fails or is too slow.
         """
+        if self._slots is None:
+            return await self._call(make, in_backoff)
+        async with self._slots:
+            return await self._call(make, in_backoff)
+
+    async def _call(self, make: Callable[[], Awaitable[_T]], in_backoff: bool) -> _T:
         if not in_backoff and time.monotonic() < self._retry_at:
             self.stats.skipped += 1
             raise _Unavailable
