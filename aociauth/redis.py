@@ -169,7 +169,8 @@ class RedisTokenStore:
     (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``,
     ``decode_responses=False``), which :meth:`aclose` then leaves open unless
     ``owns_client``. ``key`` is the fleet's 32-byte key (see :meth:`from_url`).
-    ``clock`` gives wall-clock epoch seconds, for tests.
+    ``clock`` gives wall-clock epoch seconds, for tests. ``max_calls`` bounds the
+    calls in flight (the rest queue, their timeout not yet running); None: no bound.
 
     A store belongs to the event loop it is first used on (its client's
     connections do), as a middleware does: one store per loop.
@@ -246,7 +247,7 @@ class RedisTokenStore:
         with ``prefix:``, for Redis ACLs (``~prefix:*``). ``cluster=True``
         speaks the Redis Cluster protocol (``url`` names any one node).
         ``max_connections`` bounds a single Redis's connection pool; calls
-        beyond it wait for a connection (within ``timeout``).
+        beyond it queue in the store, and ``timeout`` starts at a call's turn.
         ``options`` go to :class:`RedisTokenStore` (``lock_ttl``,
         ``expiry_margin``, ``backoff``, ...).
 
