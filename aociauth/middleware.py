@@ -106,10 +106,10 @@ class AuthMiddleware:
         )
         self._probes: dict[URL, asyncio.Event] = {}
         self._locks: dict[URL, asyncio.Lock] = {}
-        store = self._p.shared_cache
-        self._shared = None if store is None else SharedTier(store, self.stats)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        store = self._p.shared_cache
+        self._shared = None if store is None else SharedTier(store, self.stats)
 
     # -- lifecycle ---------------------------------------------------------
 
