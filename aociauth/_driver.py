@@ -6,15 +6,19 @@ renews refused credentials or the config's files changed (:class:`Credentials`),
 the core's fetch flow performing its token calls (:func:`run_fetch`), and
 retry a token call that met 429, 5xx or no answer (:func:`retrying_token_call`).
 Only one attempt at a token call is the client's own. Concurrency is anyio's,
-so this runs under asyncio and trio alike.
+so this runs under asyncio and trio alike. With ``params.shared_cache``, a
+fetch first looks in the tier shared by a fleet of processes
+(:class:`SharedTier`, :func:`fetch_token`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import math
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -36,6 +40,7 @@ from aociauth.core import (
 )
 from aociauth.core.rules import backoff, is_retryable
 from aociauth.errors import CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.shared_cache import SharedIdentity, SharedToken, SharedTokenStore, shared_fetch
 from aociauth.stats import AuthStats
 from aociauth.tokens import AccessToken
 
@@ -43,7 +48,17 @@ if TYPE_CHECKING:
     from aociauth.config import Config
     from aociauth.params import StdTransportParams
 
-__all__ = ["Attempt", "Credentials", "EntryKey", "retrying_token_call", "run_fetch"]
+__all__ = [
+    "Attempt",
+    "Credentials",
+    "EntryKey",
+    "SharedTier",
+    "fetch_token",
+    "retrying_token_call",
+    "run_fetch",
+    "shared_identity",
+    "shared_realm",
+]
 
 log = logging.getLogger("aociauth")
 
@@ -250,6 +265,169 @@ async def run_fetch(
                 traced.ended(result)
                 return result
             value = await token_call(call)
+
+
+async def fetch_token(
+    core: AuthCore,
+    job: FetchJob,
+    token_call: Callable[[TokenCall], Awaitable[TokenReply]],
+    shared: SharedTier | None,
+    clock: Callable[[], float] = anyio.current_time,
+) -> AccessToken | OCIAuthError:
+    """The token of ``job``: from the shared tier when there is one and it has it (or
+    fetched once for the whole fleet and shared), else by :func:`run_fetch`."""
+    if shared is None:
+        return await run_fetch(core, job, token_call, clock)
+    return await shared.fetch(core, job, lambda: run_fetch(core, job, token_call, clock), clock)
+
+
+def shared_identity(job: FetchJob, credentials: bool) -> SharedIdentity:
+    """Whose token the fetch of ``job`` gets, as the shared tier files it.
+
+    ``credentials``: the fetch sends the identity's credentials (else it asks
+    anonymously, and its token is anybody's: filed under the anonymous identity
+    of the registry, shared with anonymous identities only). The secret is the
+    config's Basic credentials and refresh token: processes given the same
+    credentials share, any difference in them shares nothing. A refresh token
+    the token server rotated to is the same principal's, so it does not re-file.
+    """
+    host = job.origin.host
+    ident = job.identity
+    if not credentials:
+        return SharedIdentity(host, "", "")
+    return SharedIdentity(host, ident.username, f"{ident.basic}\n{ident.refresh_token}")
+
+
+def shared_realm(job: FetchJob) -> str:
+    """The token server of ``job`` as the shared tier names it: realm and service."""
+    params = job.challenge.params
+    realm, service = params.get("realm", ""), params.get("service", "")
+    return f"{realm} {service}" if service else realm
+
+
+class _FetchFailed(Exception):
+    """The fetch inside the shared tier ended in an error value: no token to share."""
+
+
+class _FetchRaised(Exception):
+    """The fetch inside the shared tier raised: to be raised again, unchanged."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+
+class SharedTier:
+    """A :class:`~aociauth.shared_cache.SharedTokenStore` as both adapters use it.
+
+    Asked only when the core's own cache missed and it wants a fetch: a token
+    found there is adopted into the core's cache (the next request is a local
+    hit that never waits on the store); else the fleet fetches it once
+    (:func:`~aociauth.shared_cache.shared_fetch`) and it is written back for
+    as long as it lives. A store that raises is skipped for that fetch, counted
+    in ``stats.shared_errors`` and logged once until it answers again: the
+    shared tier never fails a request.
+    """
+
+    def __init__(
+        self, store: SharedTokenStore, stats: AuthStats, wall: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self._stats = stats
+        #: Wall-clock epoch seconds: what processes on other machines share.
+        self._wall = wall
+        self._failing = False
+
+    def _local(self, found: SharedToken, now: float) -> AccessToken:
+        """``found`` on the core's monotonic clock (``now`` is it as of the wall clock's now)."""
+        wall = self._wall()
+        issued = now if found.issued_at is None else now - max(0.0, wall - found.issued_at)
+        return AccessToken(found.value, found.scope, issued, now + (found.expires_at - wall))
+
+    def _shared(self, tok: AccessToken, now: float) -> SharedToken:
+        wall = self._wall()
+        return SharedToken(
+            tok.value, tok.scope, wall + (tok.expires_at - now), wall - (now - tok.issued_at)
+        )
+
+    async def fetch(
+        self,
+        core: AuthCore,
+        job: FetchJob,
+        fetch: Callable[[], Awaitable[AccessToken | OCIAuthError]],
+        clock: Callable[[], float],
+    ) -> AccessToken | OCIAuthError:
+        """The token of ``job``: adopted from the store, or ``fetch`` (once for the fleet)."""
+        credentials = core.fetch_uses_credentials(job)
+        if credentials is None:
+            return await fetch()  # no token request would be made: nothing to share
+        policy = core.policy
+        fraction = policy.refresh_fraction if policy.refresh_ahead else None
+        replacing = job.replacing
+
+        def accept(found: SharedToken) -> bool:
+            # Never the token being replaced: after a 401 the fleet would hand back the
+            # refused token forever. Nor one due for refresh: each request would refresh it.
+            if replacing is not None and hmac.compare_digest(found.value, replacing.value):
+                return False
+            now = clock()
+            return fraction is None or not self._local(found, now).refresh_due(now, fraction)
+
+        done: list[AccessToken | OCIAuthError] = []
+
+        async def fetch_and_share() -> SharedToken:
+            try:
+                got = await fetch()
+            except Exception as exc:
+                raise _FetchRaised(exc) from exc
+            done.append(got)
+            if isinstance(got, OCIAuthError):
+                raise _FetchFailed
+            return self._shared(got, clock())
+
+        identity = shared_identity(job, credentials)
+        try:
+            found, fetched = await shared_fetch(
+                self.store,
+                identity,
+                shared_realm(job),
+                job.required,
+                fetch_and_share,
+                accept=accept,
+            )
+        except _FetchFailed:
+            return done[0]
+        except _FetchRaised as raised:
+            raise raised.error from None
+        except Exception as exc:
+            # A store that breaks its promise not to raise: go on without it.
+            self._failed(exc)
+            return done[0] if done else await fetch()
+        self._answered()
+        if fetched:
+            return done[0]
+        now = core.now = clock()
+        tok = core.adopt_token(job.identity, self._local(found, now))
+        if tok is None:
+            return await fetch()
+        self._stats.shared_hits += 1
+        log.debug("token for %s scope=%r from the shared cache", job.origin.host, str(tok.scope))
+        return tok
+
+    def _failed(self, exc: Exception) -> None:
+        self._stats.shared_errors += 1
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "shared token cache %r failed (%s); going on without it",
+                self.store,
+                type(exc).__name__,
+            )
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("shared token cache %r answers again", self.store)
 
 
 async def retrying_token_call(

@@ -4,7 +4,9 @@ Subcommands:
 
 * ``demo``: pull many manifests from a registry and token server started in
   this process on 127.0.0.1, through the middleware, and show what it cost
-  (``--compare`` puts aociauth run with the Go original's policy beside it);
+  (``--compare`` puts aociauth run with the Go original's policy beside it;
+  ``--fleet N [--redis URL]`` runs N worker processes alone, then sharing
+  tokens through Redis, and counts the token requests saved);
 * ``get [REGISTRY]``: which credentials the Docker configuration gives a
   registry, and where they come from (secrets masked); without a registry,
   every registry that has credentials;
@@ -945,6 +947,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.repos < 1 or args.concurrency < 1 or args.latency_ms < 0:
         raise CLIError("--repos and --concurrency must be at least 1, --latency-ms not negative", 2)
+    if args.fleet is not None or args.redis is not None:
+        if args.trace:
+            raise CLIError("--trace and --fleet do not go together", 2)
+        return _demo_fleet(args, out)
     options = demo.DemoOptions(
         repos=args.repos,
         concurrency=args.concurrency,
@@ -969,6 +975,31 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     print(file=out)
     render_tree(recorder.spans(), out)
     return code
+
+
+def _demo_fleet(args: argparse.Namespace, out: TextIO) -> int:
+    """``aociauth demo --fleet N [--redis URL]``: N worker processes, alone and sharing tokens."""
+    if args.fleet is None or args.fleet < 1:
+        raise CLIError("--fleet must be at least 1 (and --redis needs --fleet)", 2)
+    if args.compare:
+        raise CLIError("--compare and --fleet do not go together", 2)
+    try:
+        import redis  # noqa: F401  (the shared cache's client)
+    except ImportError:
+        raise CLIError(
+            "demo --fleet needs the 'redis' extra: pip install 'aociauth[redis]'",
+            EXIT_MISSING_DEPENDENCY,
+        ) from None
+    from aociauth import fleet_demo
+
+    options = fleet_demo.FleetOptions(
+        processes=args.fleet,
+        repos=args.repos,
+        concurrency=args.concurrency,
+        latency_ms=args.latency_ms,
+        redis_url=args.redis,
+    )
+    return fleet_demo.main(options, out=out, as_json=args.json)
 
 
 # -- the parser ----------------------------------------------------------------------
@@ -1061,6 +1092,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace",
         action="store_true",
         help="also print the OpenTelemetry spans of the pull as a tree (needs opentelemetry-sdk)",
+    )
+    p.add_argument(
+        "--fleet",
+        type=int,
+        metavar="N",
+        help=(
+            "run N worker processes pulling the same images, alone and then sharing tokens "
+            "through Redis, and show the token requests saved"
+        ),
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help=(
+            "with --fleet: the Redis to share through (default: a redis-server started "
+            "for the demo when installed)"
+        ),
     )
     p.set_defaults(run=cmd_demo, is_async=False)
 

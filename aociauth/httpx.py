@@ -52,7 +52,7 @@ import anyio
 import httpx
 from yarl import URL
 
-from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
+from aociauth._driver import Credentials, EntryKey, SharedTier, fetch_token, retrying_token_call
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, loopback_allowed, refused_address
 from aociauth._responses import denied_body
@@ -141,6 +141,8 @@ class RegistryAuth(httpx.Auth):
         self._probes: dict[URL, anyio.Event] = {}
         self._locks: dict[URL, anyio.Lock] = {}
         self._closed = False
+        store = self._p.shared_cache
+        self._shared = None if store is None else SharedTier(store, self.stats)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -312,7 +314,7 @@ class RegistryAuth(httpx.Auth):
         if self._p.serialize_token_fetches:
             lock = self._locks.setdefault(job.origin.url, anyio.Lock())
         async with lock:
-            return await run_fetch(self._core, job, self._token_call)
+            return await fetch_token(self._core, job, self._token_call, self._shared)
 
     async def _refresh(self, key: FetchKey, job: FetchJob) -> None:
         try:

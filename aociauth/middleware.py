@@ -25,7 +25,7 @@ from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
 from aociauth._addresses import TrustDecision
-from aociauth._driver import Credentials, EntryKey, retrying_token_call, run_fetch
+from aociauth._driver import Credentials, EntryKey, SharedTier, fetch_token, retrying_token_call
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError
 from aociauth._responses import (
@@ -117,6 +117,8 @@ class AuthMiddleware:
         self._locks: dict[URL, asyncio.Lock] = {}
         self._sessions = TokenSessions()
         self._closed = False
+        store = self._p.shared_cache
+        self._shared = None if store is None else SharedTier(store, self.stats)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -339,7 +341,7 @@ class AuthMiddleware:
             lock = self._locks.setdefault(job.origin.url, asyncio.Lock())
         clock = asyncio.get_running_loop().time
         async with lock:
-            return await run_fetch(self._core, job, self._token_call, clock)
+            return await fetch_token(self._core, job, self._token_call, self._shared, clock)
 
     async def _refresh(self, key: FetchKey, job: FetchJob) -> None:
         try:

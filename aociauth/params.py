@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from aociauth.config import Config
+    from aociauth.shared_cache import SharedTokenStore
 
 __all__ = ["AuthStats", "StdTransportParams"]
 
@@ -64,6 +65,10 @@ class StdTransportParams:
     #: Seconds between checks of a ``ConfigFile``'s files for changes (a ``docker
     #: login`` while the program runs); 0 checks before every request, ``math.inf`` never.
     config_check_interval: float = 1.0
+    #: A second token-cache tier shared by processes (for example
+    #: :class:`aociauth.redis.RedisTokenStore`): a local miss looks there before asking
+    #: a token server, and a fetched token is written back. None: this process alone.
+    shared_cache: SharedTokenStore | None = None
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:

@@ -169,7 +169,8 @@ class RedisTokenStore:
     (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``,
     ``decode_responses=False``), which :meth:`aclose` then leaves open unless
     ``owns_client``. ``key`` is the fleet's 32-byte key (see :meth:`from_url`).
-    ``clock`` gives wall-clock epoch seconds, for tests.
+    ``clock`` gives wall-clock epoch seconds, for tests. ``max_calls`` bounds the
+    calls in flight (the rest queue, their timeout not yet running); None: no bound.
 
     A store belongs to the event loop it is first used on (its client's
     connections do), as a middleware does: one store per loop.
@@ -189,6 +190,7 @@ class RedisTokenStore:
         owns_client: bool = False,
         where: str = "redis",
         clock: Callable[[], float] = time.time,
+        max_calls: int | None = None,
     ) -> None:
         self._fleet = FleetKeys(key)
         _check_prefix(prefix)
@@ -198,6 +200,10 @@ class RedisTokenStore:
                 "(and max_backoff at least backoff)"
             )
         self._client = client
+        #: Calls in flight at most (the pool's connections): the rest queue here, and
+        #: the timeout starts once a call has its turn. A burst waiting for a connection
+        #: is not a slow Redis; after a failure the queue is skipped at once.
+        self._slots = None if max_calls is None else anyio.Semaphore(max_calls)
         self._owns_client = owns_client
         self._timeout = timeout
         self._prefix = prefix
@@ -241,7 +247,7 @@ class RedisTokenStore:
         with ``prefix:``, for Redis ACLs (``~prefix:*``). ``cluster=True``
         speaks the Redis Cluster protocol (``url`` names any one node).
         ``max_connections`` bounds a single Redis's connection pool; calls
-        beyond it wait for a connection (within ``timeout``).
+        beyond it queue in the store, and ``timeout`` starts at a call's turn.
         ``options`` go to :class:`RedisTokenStore` (``lock_ttl``,
         ``expiry_margin``, ``backoff``, ...).
 
@@ -276,7 +282,7 @@ class RedisTokenStore:
             prefix=prefix,
             owns_client=True,
             where=_describe(url),
-            **options,
+            **{"max_calls": None if cluster else max_connections, **options},
         )
 
     def __repr__(self) -> str:
@@ -328,12 +334,19 @@ class RedisTokenStore:
 
     # --- calling Redis -----------------------------------------------------------------
 
-    async def _run(self, make: Callable[[], Awaitable[_T]]) -> _T:
+    async def _run(self, make: Callable[[], Awaitable[_T]], *, in_backoff: bool = False) -> _T:
         """One Redis call, bounded by the timeout, through the circuit.
 
-        Raises :class:`_Unavailable` when Redis is in its back-off, fails or is too slow.
+        Raises :class:`_Unavailable` when Redis is in its back-off (unless
+        ``in_backoff``: call it anyway), fails or is too slow.
         """
-        if time.monotonic() < self._retry_at:
+        if self._slots is None:
+            return await self._call(make, in_backoff)
+        async with self._slots:
+            return await self._call(make, in_backoff)
+
+    async def _call(self, make: Callable[[], Awaitable[_T]], in_backoff: bool) -> _T:
+        if not in_backoff and time.monotonic() < self._retry_at:
             self.stats.skipped += 1
             raise _Unavailable
         try:
@@ -491,7 +504,9 @@ class RedisTokenStore:
         # Shielded: a cancelled fetch must still let the fleet go on before the lock expires.
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(_Unavailable):  # else it expires on its own
-                await self._run(lambda: script(keys=[key], args=[mine]))
+                # Tried even in the back-off: a lock left to expire holds the whole
+                # fleet for lock_ttl after one slow call.
+                await self._run(lambda: script(keys=[key], args=[mine]), in_backoff=True)
 
 
 class _FetchLock:

@@ -165,6 +165,7 @@ async def shared_fetch(
     fetch: Callable[[], Awaitable[SharedToken]],
     *,
     fresher_than: float | None = None,
+    accept: Callable[[SharedToken], bool] | None = None,
     rounds: int = 2,
 ) -> tuple[SharedToken, bool]:
     """Find ``scope``'s token in ``store``, or fetch it once for the whole fleet.
@@ -179,12 +180,16 @@ async def shared_fetch(
     ``fresher_than`` (wall-clock epoch seconds) ignores stored tokens expiring
     no later than it: a refresh ahead passes its current token's expiry, and a
     retry after the registry refused a token passes that token's, so neither
-    is handed back the token it is replacing.
+    is handed back the token it is replacing. ``accept``, when given, is asked
+    of each stored token found; one it rejects counts as not found (a driver
+    rejects the very token the registry refused, and one due for refresh).
     """
 
     async def look() -> SharedToken | None:
         found = await store.get(identity, realm, scope)
         if found is None or (fresher_than is not None and found.expires_at <= fresher_than):
+            return None
+        if accept is not None and not accept(found):
             return None
         return found
 

@@ -40,6 +40,11 @@ class AuthStats:
     #: Refused credentials of a credential helper asked for again (one per renewal).
     credentials_renewed: int = 0
     anonymous_realm_downgrades: int = 0
+    #: Tokens taken from the shared cache tier (another process's) instead of a token server.
+    shared_hits: int = 0
+    #: Calls to the shared cache tier that raised (a store that cannot reach its backend
+    #: answers "nothing" without raising; its own ``stats`` count that).
+    shared_errors: int = 0
 
     @property
     def total_token_requests(self) -> int:

@@ -9,6 +9,13 @@ its own event loop and store, all released at once, each asking for the same
 ``INCR``. Without the fetch lock (look, fetch on a miss, write back) every
 process fetches every scope; through :func:`aociauth.shared_cache.shared_fetch`
 about one fetch per scope is made for the whole fleet.
+
+Then the tier wired into the real middleware: cold fleets of 1, 2, 4 and 8 OS
+processes (``aociauth demo --fleet``'s workers) pulling the manifests of the
+same 100 repositories from the in-process registry, alone and sharing; the
+warm path's client CPU with and without the tier (and the Redis commands it
+runs: none); and a cold burst while Redis is healthy, killed mid-burst, or
+stalled (every request must succeed, the added time stay bounded).
 """
 
 from __future__ import annotations
@@ -200,13 +207,202 @@ def _fleet_table(url: str, quick: bool) -> Table:
     return table
 
 
-async def _with_server(quick: bool) -> tuple[Table, Table]:
+MIDDLEWARE_REPOS = 100
+FLEET_SIZES = (1, 2, 4, 8)
+TOKEN_LATENCY_MS = 20.0
+
+
+async def _middleware_fleet_table(url: str) -> Table:
+    """Cold fleets of real middlewares in OS processes, alone and sharing through ``url``."""
+    from aociauth.fleet_demo import FleetOptions, run_fleet_demo
+
+    table = Table(
+        f"A cold fleet through the real middleware: N processes each pull the manifests of "
+        f"the same {MIDDLEWARE_REPOS} repositories, 16 at a time "
+        f"(a token request takes {TOKEN_LATENCY_MS:.0f} ms)",
+        [
+            "processes",
+            "token requests, alone",
+            "token requests, shared tier",
+            "from Redis",
+            "slowest ms, alone",
+            "slowest ms, shared tier",
+            "failed",
+        ],
+    )
+    for n in FLEET_SIZES:
+        options = FleetOptions(
+            processes=n,
+            repos=MIDDLEWARE_REPOS,
+            concurrency=16,
+            latency_ms=TOKEN_LATENCY_MS,
+            redis_url=url,
+        )
+        alone, shared = (await run_fleet_demo(options)).runs
+        table.add(
+            n,
+            alone.token_server_requests,
+            shared.token_server_requests,
+            shared.shared_hits,
+            ms(alone.wall_time_s),
+            ms(shared.wall_time_s),
+            alone.failed + shared.failed,
+        )
+    return table
+
+
+async def _warm_table(url: str, quick: bool) -> Table:
+    """Client CPU per warm request, with and without the tier; Redis commands run meanwhile."""
+    import aiohttp
+
+    import aociauth
+    from aociauth.redis import RedisTokenStore
+
+    from ._common import StubServer, timed
+
+    rounds, n = (5, 2000) if quick else (11, 4000)
+    counter = _CommandCounter(url)
+    table = Table(
+        f"The warm path, {MIDDLEWARE_REPOS} repositories cached: {n} GETs a round, "
+        f"{CONCURRENCY} at a time, {rounds} rounds; medians",
+        ["variant", "CPU us/req", "CPU range", "Redis commands during the rounds"],
+    )
+    store = RedisTokenStore.from_url(url, key=KEY, prefix=f"w{secrets.token_hex(4)}")
+    with StubServer() as stub:
+        urls = [f"{stub.url}/v2/bench/w{i}/manifests/latest" for i in range(MIDDLEWARE_REPOS)]
+        variants = {
+            "no shared tier": aociauth.new_std_transport(),
+            "shared tier (Redis)": aociauth.new_std_transport(
+                aociauth.StdTransportParams(shared_cache=store)
+            ),
+        }
+        sessions = {k: aiohttp.ClientSession(middlewares=[mw]) for k, mw in variants.items()}
+
+        async def go(session: aiohttp.ClientSession, count: int) -> None:
+            async def worker(offset: int) -> None:
+                for i in range(offset, count, CONCURRENCY):
+                    async with session.get(urls[i % len(urls)]) as resp:
+                        await resp.read()
+                        if resp.status != 200:
+                            raise RuntimeError(f"stub answered {resp.status}")
+
+            await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
+
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
+        commands: dict[str, int] = dict.fromkeys(variants, 0)
+        try:
+            for session in sessions.values():
+                await go(session, len(urls) * 2)  # learn the challenge, cache every token
+            for r in range(rounds):
+                for name in list(variants)[r % 2 :] + list(variants)[: r % 2]:
+                    before = await counter.calls()
+                    measured = await timed(lambda name=name: go(sessions[name], n))  # type: ignore[misc]
+                    commands[name] += await counter.calls() - before
+                    cpu[name].append(measured.cpu / n)
+        finally:
+            for session in sessions.values():
+                await session.close()
+            for mw in variants.values():
+                await mw.close()
+            await store.aclose()
+            await counter.aclose()
+    for name, values in cpu.items():
+        table.add(name, us(median(values)), f"{us(min(values))}-{us(max(values))}", commands[name])
+    return table
+
+
+class _CommandCounter:
+    """Commands Redis has run (INFO commandstats), INFO itself left out."""
+
+    def __init__(self, url: str) -> None:
+        from redis.asyncio import Redis
+
+        self._client = Redis.from_url(url)
+
+    async def calls(self) -> int:
+        info = await self._client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in info.items() if k != "cmdstat_info")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def _fault_table(server: Any) -> Table:
+    """One cold middleware, 100 repositories at once: Redis healthy, killed mid-burst, stalled."""
+    import aiohttp
+
+    import aociauth
+    from aociauth.redis import RedisTokenStore
+
+    from ._common import PASSWORD, USER, bearer_registry, password_config, pull_manifest
+
+    table = Table(
+        f"Faults: one cold middleware pulls {MIDDLEWARE_REPOS} repositories at once "
+        f"(a token request takes {TOKEN_LATENCY_MS:.0f} ms; Redis call timeout 200 ms)",
+        ["Redis", "requests ok", "failed", "token requests", "wall ms", "outages", "errors"],
+    )
+    repos = [f"fault/r{i:03d}" for i in range(MIDDLEWARE_REPOS)]
+    for case in ("healthy", "killed mid-burst", "stalled (SIGSTOP)", "no shared tier"):
+        async with bearer_registry(repos, token_latency=TOKEN_LATENCY_MS / 1000) as (reg, ts):
+            store = RedisTokenStore.from_url(
+                server.url, key=secrets.token_bytes(32), prefix=f"f{secrets.token_hex(4)}"
+            )
+            params = aociauth.StdTransportParams(
+                config=password_config(reg.host, USER, PASSWORD),
+                shared_cache=None if case == "no shared tier" else store,
+            )
+            ok = failed = 0
+
+            async def one(session: aiohttp.ClientSession, repo: str) -> None:
+                nonlocal ok, failed
+                try:
+                    await pull_manifest(session, reg.url, repo)
+                    ok += 1
+                except (aiohttp.ClientError, aociauth.OCIAuthError, RuntimeError):
+                    failed += 1
+
+            try:
+                if case == "stalled (SIGSTOP)":
+                    server.pause()
+                async with (
+                    aociauth.new_std_transport(params) as mw,
+                    aiohttp.ClientSession(middlewares=[mw]) as session,
+                ):
+                    started = time.perf_counter()
+                    burst = asyncio.gather(*(one(session, r) for r in repos))
+                    if case == "killed mid-burst":
+                        await ts.wait_for_requests(MIDDLEWARE_REPOS // 2, timeout=60)
+                        await server.kill()
+                    await burst
+                    wall = time.perf_counter() - started
+            finally:
+                if case == "stalled (SIGSTOP)":
+                    server.resume()
+                if case == "killed mid-burst":
+                    await server.start()
+                await store.aclose()
+            table.add(
+                case,
+                ok,
+                failed,
+                mw.stats.total_token_requests,
+                ms(wall),
+                store.stats.outages,
+                store.stats.errors,
+            )
+    return table
+
+
+async def _with_server(quick: bool) -> list[Table]:
     from aociauth.testing.redis import RedisServer
 
     async with RedisServer() as server:
-        store_table = await _store_table(server.url, quick)
-        fleet_table = await asyncio.to_thread(_fleet_table, server.url, quick)
-    return store_table, fleet_table
+        tables = [await _store_table(server.url, quick)]
+        tables.append(await asyncio.to_thread(_fleet_table, server.url, quick))
+        tables.append(await _middleware_fleet_table(server.url))
+        tables.append(await _warm_table(server.url, quick))
+        tables.append(await _fault_table(server))
+    return tables
 
 
 def run(quick: bool) -> Report:
@@ -219,8 +415,7 @@ def run(quick: bool) -> Report:
             "skipped: redis-server is not on PATH (Debian: apt-get install redis-server)"
         )
         return report
-    store_table, fleet_table = run_async(_with_server(quick))
-    report.tables += [store_table, fleet_table]
+    report.tables += run_async(_with_server(quick))
     report.notes.append(
         "Every entry is sealed with AES-GCM and each lookup opens the entries of one "
         "bucket: the store's CPU is in these figures. The fleet's processes start "

@@ -708,3 +708,36 @@ async def test_shared_fetch_without_redis_just_fetches(
         assert got.value == "tok-a"
     assert counts == {"a": 3}
     assert store.stats.outages == 1
+
+
+async def test_the_holder_releases_its_lock_even_in_the_back_off(
+    server: RedisServer, stores: StoreFactory, raw: Redis
+) -> None:
+    # One slow call puts the store in its back-off; the lock it holds must still go
+    # when it leaves, or every other process waits the lock's whole lifetime.
+    store = stores(timeout=0.2, backoff=30.0, max_backoff=30.0, lock_ttl=60.0)
+    scope = scope_of("team/app")
+    async with store.fetch_lock(ALICE, REALM, scope) as mine:
+        assert mine
+        assert await raw.exists(store.lock_key(ALICE, REALM, scope)) == 1
+        server.pause()
+        try:
+            assert await store.get(ALICE, REALM, scope) is None
+        finally:
+            server.resume()
+        assert store.stats.outages == 1
+    assert await raw.exists(store.lock_key(ALICE, REALM, scope)) == 0
+
+
+async def test_a_burst_waiting_for_a_connection_is_not_an_outage(stores: StoreFactory) -> None:
+    # Thousands of lookups through one connection: the last waits far longer than the
+    # call timeout for its turn, while no call itself is slow. Counted against the
+    # timeout, such a burst tripped the circuit and lost its writes; queued in the
+    # store, none times out.
+    store = stores(timeout=0.5, max_connections=1)
+    calls = 4000
+    results = await asyncio.gather(*(store.get(ALICE, REALM, scope_of("a")) for _ in range(calls)))
+    assert results == [None] * calls
+    assert store.stats.errors == 0
+    assert store.stats.outages == 0
+    assert store.stats.misses == calls

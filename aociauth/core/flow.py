@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -68,7 +69,13 @@ from aociauth.errors import (
     TokenServerError,
 )
 from aociauth.inference import infer_scope
-from aociauth.realm import RealmDecision, RealmPolicy, check_realm, on_this_machine
+from aociauth.realm import (
+    RealmDecision,
+    RealmPolicy,
+    RealmVerdict,
+    check_realm,
+    on_this_machine,
+)
 from aociauth.scope import Scope, new_scope, parse_scope, unlimited_scope
 from aociauth.stats import AuthStats
 from aociauth.tokens import (
@@ -193,6 +200,9 @@ class FetchJob:
     challenge: Challenge
     required: Scope
     wanted: Scope
+    #: The token this fetch replaces: the one being refreshed ahead, or the one the
+    #: registry just refused. A shared cache must not hand it back.
+    replacing: AccessToken | None = None
 
 
 @dataclass(frozen=True)
@@ -512,6 +522,8 @@ class AuthCore:
         #: How each partition's last token was asked for (a Requester's ``how``).
         self._asked_as: dict[int, How] = {}
         self._inflight: dict[FetchKey, float] = {}
+        #: Tokens taken from elsewhere (:meth:`adopt_token`), while they are referenced.
+        self._adopted: weakref.WeakSet[AccessToken] = weakref.WeakSet()
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
         #: Partitions whose credentials a token server refused last time they went.
@@ -559,6 +571,30 @@ class AuthCore:
                 if tok is not None:
                     return tok
         return None
+
+    def adopt_token(self, identity: Identity, token: AccessToken) -> AccessToken | None:
+        """Take into the identity's cache a token obtained elsewhere (another process's,
+        from a shared cache), so the next request finds it here: what was cached, or
+        None when nothing of it is usable.
+
+        Its scope is only believed as far as the token's own ``access`` claim, when
+        it has one, allows (:func:`~aociauth.tokens.granted_scope`): what travelled
+        cannot grant more than the token does.
+        """
+        scope = token.scope
+        granted = granted_scope(token.value)
+        if granted is not None and not granted.contains(scope):
+            scope = new_scope(*(rs for rs in scope if rs in granted))
+            if scope.is_empty() and not token.scope.is_empty():
+                return None
+        tok = AccessToken(
+            token.value, scope, token.issued_at, token.expires_at, granted is not None
+        )
+        if not tok.usable(self.now):
+            return None
+        self.cache.put(identity.partition, tok)
+        self._adopted.add(tok)
+        return tok
 
     # -- the adapters' notifications ----------------------------------------
 
@@ -902,7 +938,14 @@ class AuthCore:
                 return self._deny(st, ident)
         yield PrepareResend()
         got = yield from self._acquire(
-            st, ident, ch, ch_scope, want.union(required), self.now, newer_than=sent_at
+            st,
+            ident,
+            ch,
+            ch_scope,
+            want.union(required),
+            self.now,
+            newer_than=sent_at,
+            replacing=sent,
         )
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
@@ -913,6 +956,26 @@ class AuthCore:
             return Fail(got)
         reply = yield Resend(got.authorization)
         self.stats.retries_after_401 += 1
+        if reply.status == 401 and got in self._adopted:
+            # Another process's token, refused: it may have been revoked since it was
+            # shared, so the refusal is not final until a token of our own is refused.
+            self.stats.responses_401 += 1
+            self.cache.discard(ident.partition, got)
+            yield PrepareResend()
+            got = yield from self._acquire(
+                st,
+                ident,
+                ch,
+                ch_scope,
+                want.union(required),
+                self.now,
+                newer_than=self.now,
+                replacing=got,
+            )
+            if isinstance(got, OCIAuthError):
+                return Fail(got)
+            reply = yield Resend(got.authorization)
+            self.stats.retries_after_401 += 1
         if reply.status == 401:
             self.stats.responses_401 += 1
             self.stats.rewritten_403 += 1
@@ -1066,7 +1129,7 @@ class AuthCore:
             return None
         self._inflight[key] = self.now
         self.stats.refreshes_ahead += 1
-        return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope))
+        return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope, tok))
 
     def _acquire(
         self,
@@ -1079,6 +1142,7 @@ class AuthCore:
         *,
         newer_than: float = -math.inf,
         trial: bool = False,
+        replacing: AccessToken | None = None,
     ) -> Generator[Effect, Any, AccessToken | OCIAuthError]:
         """A token holding ``required`` (asking for ``want`` too), shared by concurrent requests.
 
@@ -1096,7 +1160,7 @@ class AuthCore:
         if key is None:
             key = FetchKey(ident.partition, realm, service, required.union(want))
             self._inflight.setdefault(key, now)
-        job = FetchJob(st, ident, ch, required, key.scope)
+        job = FetchJob(st, ident, ch, required, key.scope, replacing)
         if trial and new:
             self._trials[st.key] = (key, job)
             while len(self._trials) > self.policy.max_origins:
@@ -1188,6 +1252,34 @@ class AuthCore:
 
     def _plan(self, st: OriginState, job: FetchJob) -> tuple[URL, bool] | OCIAuthError:
         """Where the token request goes and whether credentials go with it."""
+        verdict = self._verdict(st, job)
+        if isinstance(verdict, OCIAuthError):
+            return verdict
+        use_creds = verdict.decision is RealmDecision.CREDENTIALS
+        if not use_creds and (job.identity.basic or self.refresh_token(job.identity)):
+            self.stats.anonymous_realm_downgrades += 1
+            log.warning(
+                "realm for %s is not trusted with credentials (%s); asking anonymously",
+                st.host,
+                verdict.reason,
+            )
+        return verdict.url, use_creds
+
+    def fetch_uses_credentials(self, job: FetchJob) -> bool | None:
+        """Whether the fetch of ``job`` would send the identity's credentials to its realm
+        (False: it would ask anonymously), or None when it would make no token request
+        (no realm, or one the realm policy refuses). Decides nothing and counts nothing:
+        a shared cache asks it to file a token under the right identity."""
+        st = self.origins.get(job.origin.url) or job.origin
+        verdict = self._verdict(st, job)
+        if isinstance(verdict, OCIAuthError):
+            return None
+        ident = job.identity
+        creds = bool(ident.basic or self.refresh_token(ident))
+        return creds and verdict.decision is RealmDecision.CREDENTIALS
+
+    def _verdict(self, st: OriginState, job: FetchJob) -> RealmVerdict | OCIAuthError:
+        """The realm policy's verdict on the challenge's realm (made absolute)."""
         realm = job.challenge.params.get("realm", "")
         if not realm:
             return ChallengeError(
@@ -1208,15 +1300,7 @@ class AuthCore:
                 registry=st.host,
                 step="realm",
             )
-        use_creds = verdict.decision is RealmDecision.CREDENTIALS
-        if not use_creds and (job.identity.basic or self.refresh_token(job.identity)):
-            self.stats.anonymous_realm_downgrades += 1
-            log.warning(
-                "realm for %s is not trusted with credentials (%s); asking anonymously",
-                st.host,
-                verdict.reason,
-            )
-        return verdict.url, use_creds
+        return verdict
 
     def _ask(
         self,
