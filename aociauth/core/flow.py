@@ -124,6 +124,7 @@ class FlowPolicy:
     max_scope_bytes: int = 4096
     cache_size: int = 10_000
     max_origins: int = 4096
+    coalesce_token_requests: int = 50
 
 
 # -- values the flows exchange -------------------------------------------------
@@ -391,6 +392,10 @@ class AuthCore:
         self._inflight: dict[FetchKey, float] = {}
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
         self._known_namespaces: dict[OriginKey, tuple[str, ...]] = {}
+        #: Scopes of requests waiting (on a first contact, or on a fetch they cannot
+        #: join) per (partition, realm): the next token request asks for them too.
+        self._held: dict[tuple[Hashable, str], dict[int, Scope]] = {}
+        self._tickets = 0
         #: The hot path's memory, per (method, URL, info scope, wanted scope).
         self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
@@ -601,15 +606,23 @@ class AuthCore:
         st = self.origins.current(st)
 
         probe = False
-        # Only registry calls are held back: a CDN hop has no challenge to learn.
-        while p.coalesce_first_contact and st.holds_back:
-            if st.phase is Phase.NEW:
-                st = self.origins.apply(st, ProbeSent())
-                probe = True
-                break
-            stats.first_contact_waits += 1
-            yield AwaitProbe(st.url)
-            st = self.origins.current(st)
+        held: tuple[Hashable, str, int] | None = None
+        try:
+            # Only registry calls are held back: a CDN hop has no challenge to learn.
+            while p.coalesce_first_contact and st.holds_back:
+                if st.phase is Phase.NEW:
+                    st = self.origins.apply(st, ProbeSent())
+                    probe = True
+                    break
+                stats.first_contact_waits += 1
+                if held is None and api:
+                    # The probe's token request can ask for this request's scope too.
+                    held = self._hold(ident.partition, "", required.union(want))
+                yield AwaitProbe(st.url)
+                st = self.origins.current(st)
+        finally:
+            if held is not None:
+                self._unhold(held)
 
         sent = self.cache.get(ident.partition, required, self.now)
         if sent is not None:
@@ -771,17 +784,97 @@ class AuthCore:
         """
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
-        tok = self.cache.get(ident.partition, required, now)
+        partition = ident.partition
+        tok = self.cache.get(partition, required, now)
         if tok is not None and tok.issued_at >= newer_than:
             return tok
-        key = self._joinable(ident.partition, realm, required)
+        key = self._joinable(partition, realm, required)
+        coalesce = self.policy.coalesce_token_requests > 1 and not st.narrow_only
+        if key is None and coalesce and (busy := self._busy(partition, realm)) is not None:
+            # A fetch this request cannot join is out: wait for it once (at most one
+            # token latency), then the next request asks for every scope held meanwhile.
+            held = self._hold(partition, realm, required.union(want))
+            self.stats.fetch_waits += 1
+            try:
+                yield FetchToken(busy, FetchJob(st, ident, ch, busy.scope, busy.scope))
+            finally:
+                self._unhold(held)
+            st = self.origins.current(st)
+            tok = self.cache.get(partition, required, self.now)
+            if tok is not None and tok.issued_at >= newer_than:
+                return tok
+            key = self._joinable(partition, realm, required)
+        joined = key is not None
         if key is None:
-            key = FetchKey(ident.partition, realm, service, required.union(want))
-            self._inflight.setdefault(key, now)
+            # A server that refuses wide scopes is asked for the required one alone
+            # (fetch_flow): a key claiming more would let others join in vain.
+            scope = required if st.narrow_only else required.union(want)
+            if coalesce:
+                scope = self._coalesced(partition, realm, scope)
+            key = FetchKey(partition, realm, service, scope)
+            self._inflight.setdefault(key, self.now)
         got: AccessToken | OCIAuthError = yield FetchToken(
             key, FetchJob(st, ident, ch, required, key.scope)
         )
+        if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
+            # The fetch joined got less than it asked for (a wide scope refused or
+            # granted in part): ask for this request's own scope.
+            key = self._joinable(partition, realm, required) or FetchKey(
+                partition, realm, service, required
+            )
+            self._inflight.setdefault(key, self.now)
+            got = yield FetchToken(key, FetchJob(st, ident, ch, required, required))
         return got
+
+    def _hold(self, partition: Hashable, realm: str, scope: Scope) -> tuple[Hashable, str, int]:
+        """Note a waiting request's scope, for the next token request to ask for too."""
+        self._tickets += 1
+        self._held.setdefault((partition, realm), {})[self._tickets] = scope
+        return partition, realm, self._tickets
+
+    def _unhold(self, held: tuple[Hashable, str, int]) -> None:
+        partition, realm, ticket = held
+        waiting = self._held.get((partition, realm))
+        if waiting is not None:
+            waiting.pop(ticket, None)
+            if not waiting:
+                del self._held[(partition, realm)]
+
+    def _busy(self, partition: Hashable, realm: str) -> FetchKey | None:
+        """A fetch in flight (not a refresh) for the partition at the realm."""
+        for k in self._inflight:
+            if not k.refresh and k.partition == partition and k.realm == realm:
+                return k
+        return None
+
+    def _coalesced(self, partition: Hashable, realm: str, scope: Scope) -> Scope:
+        """``scope`` and the scopes held for the partition (the realm's, and those held by
+        a first contact, which knows no realm yet), in the order they were held, up to
+        ``coalesce_token_requests`` items and ``max_scope_bytes``."""
+        p = self.policy
+        waiting = [*self._held.get((partition, realm), {}).values()]
+        if realm:
+            waiting += self._held.get((partition, ""), {}).values()
+        if not waiting:
+            return scope
+        items = len(scope) if not scope.is_unlimited() else p.coalesce_token_requests
+        size = len(str(scope))
+        extra: list[Scope] = []
+        for held in waiting:
+            if scope.contains(held) or held.is_unlimited():
+                continue
+            n, b = len(held), len(str(held)) + 1
+            if items + n > p.coalesce_token_requests or size + b > p.max_scope_bytes:
+                break
+            extra.append(held)
+            items += n
+            size += b
+        if not extra:
+            return scope
+        self.stats.coalesced_scopes += len(extra)
+        for held in extra:
+            scope = scope.union(held)
+        return scope
 
     def _joinable(self, partition: Hashable, realm: str, required: Scope) -> FetchKey | None:
         """A fetch in flight that asks for everything ``required`` holds: its answer (even
