@@ -69,6 +69,10 @@ class StdTransportParams:
     #: :class:`aociauth.redis.RedisTokenStore`): a local miss looks there before asking
     #: a token server, and a fetched token is written back. None: this process alone.
     shared_cache: SharedTokenStore | None = None
+    #: Concurrent token misses for one registry and identity share a token request of
+    #: up to this many scope items (1: every miss asks alone, as the original does).
+    #: A token's size grows with its scope, and it goes with every later request.
+    coalesce_token_requests: int = 1
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:
@@ -80,6 +84,7 @@ class StdTransportParams:
             "coalesce_first_contact": False,
             "refresh_ahead": False,
             "serialize_token_fetches": True,
+            "coalesce_token_requests": 1,
         }
         base.update(kwargs)
         return cls(**base)
@@ -97,4 +102,5 @@ class StdTransportParams:
             max_scope_bytes=self.max_scope_bytes,
             cache_size=self.cache_size,
             helper_rerun_interval=self.helper_rerun_interval,
+            coalesce_token_requests=self.coalesce_token_requests,
         )

@@ -34,6 +34,10 @@ class AuthStats:
     ahead_waits: int = 0
     refused_ahead: int = 0
     first_contact_waits: int = 0
+    #: Scopes of other waiting requests added to a token request (coalesced misses).
+    coalesced_scopes: int = 0
+    #: Requests that waited for a token fetch they could not join, to share the next.
+    fetch_waits: int = 0
     refreshes_ahead: int = 0
     config_lookups: int = 0
     helper_runs: int = 0

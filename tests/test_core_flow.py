@@ -937,7 +937,7 @@ def test_a_request_joins_a_fetch_in_flight_that_covers_its_scope() -> None:
 def test_a_fetch_in_flight_that_does_not_fit_is_not_joined(
     facts: RequestFacts, line: str, entry: ConfigEntry
 ) -> None:
-    core = open_core(AFTER_401)
+    core = open_core(FlowPolicy(authorize_ahead=False, coalesce_token_requests=1))
     first = start(core, put("a"), Reply(401, (bearer_line("repository:a:pull,push"),)))
     core.adopt(core.origin_of(REG), "", entry)  # who the next request is, looked up or not
     flow = core.request_flow(facts)
@@ -2180,3 +2180,181 @@ def test_a_one_scope_origin_denying_part_of_a_mount_is_not_asked_again() -> None
     assert len(calls) == 1  # already asked in one parameter: the denial is real
     assert isinstance(got, AccessToken)
     assert got.scope == PULL_B
+
+
+# -- coalescing concurrent misses -------------------------------------------------
+
+
+def repo(n: int) -> Scope:
+    return parse_scope(f"repository:r{n}:pull")
+
+
+class Flows:
+    """Several request flows of one core, stepped by hand as a driver would."""
+
+    def __init__(self, core: AuthCore) -> None:
+        self.core = core
+        self.flows: list[Any] = []
+
+    def begin(self, facts: RequestFacts, entry: ConfigEntry = CREDS) -> object:
+        flow = self.core.request_flow(facts)
+        self.flows.append(flow)
+        effect = self.core.resume(flow, None, 0.0)
+        while isinstance(effect, LookupCredentials):
+            effect = self.core.resume(flow, entry, 0.0)
+        return effect
+
+    def step(self, i: int, value: object) -> object:
+        """The flow's next effect once sent ``value`` (past a PrepareResend)."""
+        effect = self.core.resume(self.flows[i], value, 0.0)
+        if isinstance(effect, PrepareResend):
+            effect = self.core.resume(self.flows[i], None, 0.0)
+        return effect
+
+
+def test_the_probes_token_request_asks_for_the_waiters_scopes_too() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    assert f.begin(get("r0")) == Send(None, probe=True)
+    for n in range(1, 4):
+        assert f.begin(get(f"r{n}")) == AwaitProbe(REG)
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1)).union(repo(2)).union(repo(3))
+    assert fetch.job.required == repo(0)
+    assert core.stats.coalesced_scopes == 3
+
+
+def test_the_coalesced_scope_is_capped_in_items_in_the_order_held() -> None:
+    core = AuthCore(FlowPolicy(coalesce_token_requests=3))
+    f = Flows(core)
+    f.begin(get("r0"))
+    for n in range(1, 6):
+        f.begin(get(f"r{n}"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1)).union(repo(2))
+
+
+def test_the_coalesced_scope_is_capped_in_bytes() -> None:
+    core = AuthCore(FlowPolicy(max_scope_bytes=40))
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    f.begin(get("r2"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1))  # 17 + 18 bytes; a third is 53
+
+
+def test_a_miss_that_cannot_join_waits_once_then_shares_the_next_request() -> None:
+    core = bearer_core(AFTER_401)
+    f = Flows(core)
+    first = f.begin(get("r0"))
+    assert first == Send(None)
+    busy = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(busy, FetchToken)
+    waits = []
+    for n in (1, 2, 3):
+        assert f.begin(get(f"r{n}")) == Send(None)
+        waits.append(f.step(n, Reply(401, (bearer_line(f"repository:r{n}:pull"),))))
+    # Each waits for the fetch out, which it cannot join (the driver joins it).
+    assert [w.key for w in waits if isinstance(w, FetchToken)] == [busy.key] * 3
+    assert core.stats.fetch_waits == 3
+    tok = AccessToken("T0", repo(0), 0.0, 300.0)
+    core.cache.put(identity(core).partition, tok)
+    core.fetch_ended(busy.key)
+    nxt = f.step(1, tok)
+    assert isinstance(nxt, FetchToken)
+    assert nxt.key.scope == repo(1).union(repo(2)).union(repo(3))
+    for n in (2, 3):
+        joined = f.step(n, tok)
+        assert isinstance(joined, FetchToken)
+        assert joined.key == nxt.key  # the same fetch: one token request for the three
+    assert core.stats.fetch_waits == 3  # nobody waits twice
+
+
+def test_a_joined_fetch_that_got_less_is_followed_by_the_requests_own() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    core.origins.apply(core.origin_of(REG), Answered(bearer_challenge("repository:r0:pull")))
+    core.probe_ended(REG)
+    narrowed = AccessToken("T0", repo(0), 0.0, 300.0)  # the wide scope was refused
+    joined = f.step(1, None)
+    assert isinstance(joined, FetchToken)
+    assert joined.key == fetch.key
+    core.fetch_ended(fetch.key)
+    # Ahead of sending, the shared fetch's lack is not worth a fetch of its own...
+    assert f.step(1, narrowed) == Send(None)
+    # ...after the registry's challenge, it is.
+    own = f.step(1, Reply(401, (bearer_line("repository:r1:pull"),)))
+    assert isinstance(own, FetchToken)
+    assert own.key.scope == repo(1)
+    assert own.job.required == repo(1)
+
+
+def test_scopes_never_cross_identities() -> None:
+    core = AuthCore()
+    core.set_namespaces(lambda host: ("team",))  # team/ has credentials of its own
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("team/x"), entry=ConfigEntry(username="bob", password="other"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0)
+
+
+def test_nothing_is_coalesced_for_a_picky_server_or_when_turned_off() -> None:
+    for policy, narrow in ((FlowPolicy(), True), (FlowPolicy(coalesce_token_requests=1), False)):
+        core = AuthCore(policy)
+        if narrow:
+            core.origins.apply(core.origin_of(REG), WideScopeRefused())
+        f = Flows(core)
+        f.begin(get("r0"))
+        f.begin(get("r1"))
+        fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+        assert isinstance(fetch, FetchToken)
+        assert fetch.key.scope == repo(0)
+
+
+def test_a_waiter_that_goes_away_is_no_longer_asked_for() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    f.begin(get("r2"))
+    f.flows[1].close()  # cancelled while it waited
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(2))
+
+
+def test_after_a_401_a_joined_fetch_that_got_less_is_followed_by_the_requests_own() -> None:
+    core = bearer_core(AFTER_401)
+    f = Flows(core)
+    for n in (0, 1, 2):
+        assert f.begin(get(f"r{n}")) == Send(None)
+    busy = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(busy, FetchToken)
+    for n in (1, 2):
+        waiting = f.step(n, Reply(401, (bearer_line(f"repository:r{n}:pull"),)))
+        assert isinstance(waiting, FetchToken)
+        assert waiting.key == busy.key
+    core.fetch_ended(busy.key)
+    r0 = AccessToken("T0", repo(0), 0.0, 300.0)
+    batch = f.step(1, r0)
+    assert isinstance(batch, FetchToken)
+    assert batch.key.scope == repo(1).union(repo(2))
+    joined = f.step(2, r0)
+    assert isinstance(joined, FetchToken)
+    assert joined.key == batch.key
+    # The wide request was refused and narrowed to r1's own scope: r2 asks for its own.
+    core.fetch_ended(batch.key)
+    own = f.step(2, AccessToken("T1", repo(1), 0.0, 300.0))
+    assert isinstance(own, FetchToken)
+    assert own.key.scope == repo(2)
+    assert own.job.required == repo(2)

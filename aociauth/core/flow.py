@@ -138,6 +138,7 @@ class FlowPolicy:
     #: Seconds before refused credentials of a credential helper are asked for again
     #: at the same (origin, namespace); see :meth:`AuthCore.renewed`.
     helper_rerun_interval: float = 60.0
+    coalesce_token_requests: int = 50
 
 
 # -- values the flows exchange -------------------------------------------------
@@ -534,6 +535,10 @@ class AuthCore:
         #: The first fetch ahead under way per origin whose token server has granted
         #: none yet: other requests wait for it (see _attach).
         self._trials: dict[OriginKey, tuple[FetchKey, FetchJob]] = {}
+        #: Scopes of requests waiting (on a first contact, or on a fetch they cannot
+        #: join) per (partition, realm): the next token request asks for them too.
+        self._held: dict[tuple[Hashable, str], dict[int, Scope]] = {}
+        self._tickets = 0
         #: The hot path's memory, per (method, URL, info scope, wanted scope).
         self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
@@ -850,15 +855,23 @@ class AuthCore:
         st = self.origins.current(st)
 
         probe = False
-        # Only registry calls are held back: a CDN hop has no challenge to learn.
-        while p.coalesce_first_contact and st.holds_back:
-            if st.phase is Phase.NEW:
-                st = self.origins.apply(st, ProbeSent())
-                probe = True
-                break
-            stats.first_contact_waits += 1
-            yield AwaitProbe(st.url)
-            st = self.origins.current(st)
+        held: tuple[Hashable, str, int] | None = None
+        try:
+            # Only registry calls are held back: a CDN hop has no challenge to learn.
+            while p.coalesce_first_contact and st.holds_back:
+                if st.phase is Phase.NEW:
+                    st = self.origins.apply(st, ProbeSent())
+                    probe = True
+                    break
+                stats.first_contact_waits += 1
+                if held is None and api:
+                    # The probe's token request can ask for this request's scope too.
+                    held = self._hold(ident.partition, "", required.union(want))
+                yield AwaitProbe(st.url)
+                st = self.origins.current(st)
+        finally:
+            if held is not None:
+                self._unhold(held)
 
         sent = self.cache.get(ident.partition, required, self.now)
         if sent is not None:
@@ -1058,7 +1071,13 @@ class AuthCore:
             unproven = not st.ahead_worked
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
-        got = yield from self._acquire(st, ident, ch, required, want, now, trial=unproven)
+        got, joined = yield from self._obtain(
+            st, ident, ch, required, want, now, -math.inf, unproven, None
+        )
+        if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
+            # The fetch joined got less than this request needs (a wide scope refused,
+            # or granted in part): not worth a fetch ahead of its own; the challenge decides.
+            return None, None, None, ident
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
@@ -1149,24 +1168,122 @@ class AuthCore:
         A cached token counts only if it was obtained after ``newer_than`` (the
         time the refused request went out): an older one is what was refused.
         ``trial``: a new fetch is the origin's first fetch ahead, which others wait for.
+        When the fetch joined got less than ``required`` (a wide scope refused, or
+        granted in part), this request's own scope is fetched.
         """
+        got, joined = yield from self._obtain(
+            st, ident, ch, required, want, now, newer_than, trial, replacing
+        )
+        if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
+            realm, service = ch.params.get("realm", ""), ch.params.get("service", "")
+            key = self._joinable(ident.partition, realm, required) or FetchKey(
+                ident.partition, realm, service, required
+            )
+            self._inflight.setdefault(key, self.now)
+            got = yield FetchToken(key, FetchJob(st, ident, ch, required, required, replacing))
+        return got
+
+    def _obtain(
+        self,
+        st: OriginState,
+        ident: Identity,
+        ch: Challenge,
+        required: Scope,
+        want: Scope,
+        now: float,
+        newer_than: float,
+        trial: bool,
+        replacing: AccessToken | None,
+    ) -> Generator[Effect, Any, tuple[AccessToken | OCIAuthError, bool]]:
+        """A cached token, or the answer of a fetch made or joined (and whether joined)."""
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
-        tok = self.cache.get(ident.partition, required, now)
+        partition = ident.partition
+        tok = self.cache.get(partition, required, now)
         if tok is not None and tok.issued_at >= newer_than:
-            return tok
-        key = self._joinable(ident.partition, realm, required)
-        new = key is None
+            return tok, False
+        key = self._joinable(partition, realm, required)
+        coalesce = self.policy.coalesce_token_requests > 1 and not st.narrow_only
+        if key is None and coalesce and (busy := self._busy(partition, realm)) is not None:
+            # A fetch this request cannot join is out: wait for it once (at most one
+            # token latency), then the next request asks for every scope held meanwhile.
+            held = self._hold(partition, realm, required.union(want))
+            self.stats.fetch_waits += 1
+            try:
+                yield FetchToken(busy, FetchJob(st, ident, ch, busy.scope, busy.scope))
+            finally:
+                self._unhold(held)
+            st = self.origins.current(st)
+            tok = self.cache.get(partition, required, self.now)
+            if tok is not None and tok.issued_at >= newer_than:
+                return tok, False
+            key = self._joinable(partition, realm, required)
+        joined = key is not None
         if key is None:
-            key = FetchKey(ident.partition, realm, service, required.union(want))
-            self._inflight.setdefault(key, now)
+            # A server that refuses wide scopes is asked for the required one alone
+            # (fetch_flow): a key claiming more would let others join in vain.
+            scope = required if st.narrow_only else required.union(want)
+            if coalesce:
+                scope = self._coalesced(partition, realm, scope)
+            key = FetchKey(partition, realm, service, scope)
+            self._inflight.setdefault(key, self.now)
         job = FetchJob(st, ident, ch, required, key.scope, replacing)
-        if trial and new:
+        if trial and not joined:
             self._trials[st.key] = (key, job)
             while len(self._trials) > self.policy.max_origins:
                 del self._trials[next(iter(self._trials))]
         got: AccessToken | OCIAuthError = yield FetchToken(key, job)
-        return got
+        return got, joined
+
+    def _hold(self, partition: Hashable, realm: str, scope: Scope) -> tuple[Hashable, str, int]:
+        """Note a waiting request's scope, for the next token request to ask for too."""
+        self._tickets += 1
+        self._held.setdefault((partition, realm), {})[self._tickets] = scope
+        return partition, realm, self._tickets
+
+    def _unhold(self, held: tuple[Hashable, str, int]) -> None:
+        partition, realm, ticket = held
+        waiting = self._held.get((partition, realm))
+        if waiting is not None:
+            waiting.pop(ticket, None)
+            if not waiting:
+                del self._held[(partition, realm)]
+
+    def _busy(self, partition: Hashable, realm: str) -> FetchKey | None:
+        """A fetch in flight (not a refresh) for the partition at the realm."""
+        for k in self._inflight:
+            if not k.refresh and k.partition == partition and k.realm == realm:
+                return k
+        return None
+
+    def _coalesced(self, partition: Hashable, realm: str, scope: Scope) -> Scope:
+        """``scope`` and the scopes held for the partition (the realm's, and those held by
+        a first contact, which knows no realm yet), in the order they were held, up to
+        ``coalesce_token_requests`` items and ``max_scope_bytes``."""
+        p = self.policy
+        waiting = [*self._held.get((partition, realm), {}).values()]
+        if realm:
+            waiting += self._held.get((partition, ""), {}).values()
+        if not waiting:
+            return scope
+        items = len(scope) if not scope.is_unlimited() else p.coalesce_token_requests
+        size = len(str(scope))
+        extra: list[Scope] = []
+        for held in waiting:
+            if scope.contains(held) or held.is_unlimited():
+                continue
+            n, b = len(held), len(str(held)) + 1
+            if items + n > p.coalesce_token_requests or size + b > p.max_scope_bytes:
+                break
+            extra.append(held)
+            items += n
+            size += b
+        if not extra:
+            return scope
+        self.stats.coalesced_scopes += len(extra)
+        for held in extra:
+            scope = scope.union(held)
+        return scope
 
     def _joinable(self, partition: Hashable, realm: str, required: Scope) -> FetchKey | None:
         """A fetch in flight that asks for everything ``required`` holds: its answer (even
