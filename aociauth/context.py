@@ -21,6 +21,7 @@ __all__ = [
     "RequestInfo",
     "request_info_from_context",
     "scope_from_context",
+    "scopes_from_context",
     "with_request_info",
     "with_scope",
 ]
@@ -89,6 +90,14 @@ def with_request_info(info: RequestInfo) -> Iterator[RequestInfo]:
 def request_info_from_context() -> RequestInfo:
     """Return the :class:`RequestInfo` set by :func:`with_request_info`, or an empty one."""
     return _request_info_var.get(_NO_INFO)
+
+
+def scopes_from_context() -> tuple[Scope | None, Scope]:
+    """For the middleware, once per request: the :class:`RequestInfo`'s required scope
+    (None when no :func:`with_request_info` block is active) and the
+    :func:`with_scope` scope."""
+    info = _request_info_var.get(None)
+    return (None if info is None else info.required_scope), _scope_var.get(_EMPTY)
 
 
 def request_info_is_set() -> bool:

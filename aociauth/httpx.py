@@ -59,7 +59,7 @@ from aociauth._responses import denied_body
 from aociauth._singleflight import SingleFlight
 from aociauth._urls import parse_retry_after
 from aociauth.config import ConfigFile
-from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
+from aociauth.context import scopes_from_context
 from aociauth.core import (
     AuthCore,
     AwaitProbe,
@@ -228,13 +228,12 @@ class RegistryAuth(httpx.Auth):
         assert self._credentials is not None
         self._credentials.watch(anyio.current_time())
         callers = request.headers.get_list("Authorization")
+        info_scope, wanted = scopes_from_context()
         facts = RequestFacts(
             method=request.method,
             url=URL(str(request.url), encoded=True),
-            info_scope=request_info_from_context().required_scope
-            if request_info_is_set()
-            else None,
-            wanted=scope_from_context(),
+            info_scope=info_scope,
+            wanted=wanted,
             callers_authorization=bool(callers),
         )
         flow = self._core.request_flow(facts)

@@ -41,7 +41,7 @@ from aociauth._singleflight import SingleFlight
 from aociauth._token_sessions import TokenSessions
 from aociauth._urls import parse_retry_after
 from aociauth.config import ConfigFile
-from aociauth.context import request_info_from_context, request_info_is_set, scope_from_context
+from aociauth.context import scopes_from_context
 from aociauth.core import (
     AuthCore,
     AwaitProbe,
@@ -78,6 +78,7 @@ __all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transpo
 log = logging.getLogger("aociauth")
 
 Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
+_tuple_new = tuple.__new__
 
 
 class AuthMiddleware:
@@ -192,12 +193,11 @@ class AuthMiddleware:
             raise self._closed_error()
         followed = hide_followed_redirect(req)
         callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
-        facts = RequestFacts(
-            req.method,
-            req.url,
-            request_info_from_context().required_scope if request_info_is_set() else None,
-            scope_from_context(),
-            bool(callers_auth),
+        info_scope, wanted = scopes_from_context()
+        # tuple.__new__ is RequestFacts(...) without the NamedTuple's Python __new__: this
+        # runs for every request.
+        facts = _tuple_new(
+            RequestFacts, (req.method, req.url, info_scope, wanted, bool(callers_auth))
         )
         core = self._core
         core.now = asyncio.get_running_loop().time()
@@ -233,7 +233,8 @@ class AuthMiddleware:
             )
         if followed or is_presigned(req.url):
             hide_presigned(resp, every_value=followed)
-        note_redirect(req, resp)
+        if 300 <= resp.status < 400:
+            note_redirect(req, resp)
         return resp
 
     async def _drive(

@@ -375,6 +375,7 @@ class Pass:
 
 _PASS = Pass()
 _ANSWERED = Answered()
+_tuple_new = tuple.__new__
 
 
 #: How a token request went: see :class:`Requester`.
@@ -796,10 +797,11 @@ class AuthCore:
             ):
                 self.stats.requests += 1
                 self.stats.cache_hits += 1
-                return Prepared(
+                # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
+                return _tuple_new(Prepared, (
                     hot.st, hot.ident, hot.required, hot.want, hot.known, hot.tok, None,
                     hot.tok.authorization, False, facts, now,
-                )  # fmt: skip
+                ))  # fmt: skip
             del self._hot[key]
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
@@ -898,7 +900,9 @@ class AuthCore:
         if status == 429:
             # A rate limit is not an auth failure: passed back untouched, no refetch.
             self.stats.registry_429s += 1
-        if prep.st.holds_back:
+        phase = prep.st.phase
+        # st.holds_back, spelt out: no property call, and no Enum.__hash__ (Python code).
+        if phase is Phase.NEW or phase is Phase.PROBING:
             self.origins.apply(prep.st, _ANSWERED)
         return _PASS
 
