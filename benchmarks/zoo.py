@@ -1,6 +1,7 @@
 """The registry zoo: every flow against every emulated public registry, per registry.
 
-Runs :func:`aociauth.testing.zoo.run_zoo` (the same flows as ``python -m
+Runs :func:`aociauth.testing.zoo.run_zoo` through both adapters, the aiohttp
+middleware and the httpx ``RegistryAuth`` (the same flows as ``python -m
 aociauth.testing.zoo`` and ``tests/test_zoo.py``) and tabulates, per
 registry, the flows passed, the registry's 401 answers, the requests to its
 token endpoint, what the audit of every request found (leaks) and the flows
@@ -22,7 +23,7 @@ TITLE = "Registry zoo"
 def run(quick: bool) -> Report:
     """Run every flow against every registry of the zoo; one row per registry."""
     with tempfile.TemporaryDirectory(prefix="aociauth-zoo-") as workdir:
-        outcomes = run_async(run_zoo(workdir, PROFILES))
+        outcomes = run_async(run_zoo(workdir, PROFILES, ("aiohttp", "httpx")))
     table = Table(
         "Flows per registry (401s and token requests summed over its flows)",
         ("registry", "flows passed", "401s", "token requests", "leaks", "failures"),

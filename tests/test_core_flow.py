@@ -2358,3 +2358,21 @@ def test_after_a_401_a_joined_fetch_that_got_less_is_followed_by_the_requests_ow
     assert isinstance(own, FetchToken)
     assert own.key.scope == repo(2)
     assert own.job.required == repo(2)
+
+
+def test_a_challenge_without_a_scope_is_answered_for_the_requests_own_scope() -> None:
+    # Quay's challenge names no scope; a token of another repository, fetched after
+    # this request went out, must not be taken for it.
+    no_scope = 'Bearer realm="https://reg.example/token",service="reg"'
+    core = bearer_core(AFTER_401, challenge=Challenge("bearer", {"realm": REALM, "service": "reg"}))
+    flow = core.request_flow(get("a"))
+    value: object = None
+    effect = core.resume(flow, value, 1.0)
+    while not isinstance(effect, Send):
+        effect = core.resume(flow, CREDS if isinstance(effect, LookupCredentials) else None, 1.0)
+    core.cache.put(identity(core).partition, AccessToken("B", PULL_B, 2.0, 500.0))
+    effect = core.resume(flow, Reply(401, (no_scope,)), 3.0)
+    if isinstance(effect, PrepareResend):
+        effect = core.resume(flow, None, 3.0)
+    assert isinstance(effect, FetchToken)
+    assert effect.job.required == PULL_A

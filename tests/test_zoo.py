@@ -52,10 +52,11 @@ def _cases() -> list[object]:
     return cases
 
 
+@pytest.mark.parametrize("adapter", ["aiohttp", "httpx"])
 @pytest.mark.parametrize(("profile", "flow"), _cases())
-async def test_flow(profile: RegistryProfile, flow: Flow, tmp_path: Path) -> None:
+async def test_flow(profile: RegistryProfile, flow: Flow, adapter: str, tmp_path: Path) -> None:
     async with Zoo([profile], workdir=tmp_path) as zoo:
-        outcome = await run_flow(zoo, profile.key, flow)
+        outcome = await run_flow(zoo, profile.key, flow, adapter)
         leaks = audit(zoo)
     assert leaks == []
     assert outcome.passed, outcome.detail
@@ -203,3 +204,11 @@ def test_the_cli_prints_the_table_and_succeeds(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert out.startswith("| registry | flows passed | 401s | token requests |")
     assert "| ECR | 5/5 |" in out
+
+
+def test_the_cli_runs_the_flows_through_both_adapters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--registry", "quay", "--adapter", "both"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| Quay")]
+    assert [row.split("|")[1].strip() for row in rows] == ["Quay", "Quay (httpx)"]
+    # The same flows cost the same through either adapter.
+    assert rows[0].split("|")[2:] == rows[1].split("|")[2:]

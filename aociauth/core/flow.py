@@ -954,11 +954,15 @@ class AuthCore:
                 self.stats.rewritten_403 += 1
                 return self._deny(st, ident)
         yield PrepareResend()
+        # A challenge without a scope (Quay's) asks for nothing in particular: the token
+        # must then hold the request's own scope, or any cached token (the latest, of
+        # another repository) would do, and be refused.
+        needed = required if ch_scope.is_empty() else ch_scope
         got = yield from self._acquire(
             st,
             ident,
             ch,
-            ch_scope,
+            needed,
             want.union(required),
             self.now,
             newer_than=sent_at,
@@ -968,7 +972,7 @@ class AuthCore:
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
                 wider = want.union(required)
-                got = yield from self._acquire(st, renewed, ch, ch_scope, wider, self.now)
+                got = yield from self._acquire(st, renewed, ch, needed, wider, self.now)
         if isinstance(got, OCIAuthError):
             return Fail(got)
         reply = yield Resend(got.authorization)

@@ -3,7 +3,9 @@
 Prints one row per registry: flows passed, the registry's 401s, requests to
 its token endpoint, audit findings (leaks) and the flows that failed (those
 an open issue explains are marked). ``--registry KEY`` (repeatable) picks
-registries, ``--json`` prints every outcome instead. The exit status is 1
+registries, ``--adapter httpx`` (or ``both``) drives the flows through
+:class:`aociauth.httpx.RegistryAuth` instead of (or as well as) the aiohttp
+middleware, ``--json`` prints every outcome instead. The exit status is 1
 when a flow failed that no open issue explains, or when the audit found
 anything.
 """
@@ -25,11 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = [p.key for p in PROFILES]
     parser = argparse.ArgumentParser(prog="python -m aociauth.testing.zoo", description=__doc__)
     parser.add_argument("--registry", action="append", choices=keys, help="registry to run")
+    parser.add_argument(
+        "--adapter",
+        choices=("aiohttp", "httpx", "both"),
+        default="aiohttp",
+        help="which client drives the flows (default: the aiohttp middleware)",
+    )
     parser.add_argument("--json", action="store_true", help="print every outcome as JSON")
     args = parser.parse_args(argv)
     chosen = [p for p in PROFILES if not args.registry or p.key in args.registry]
     with tempfile.TemporaryDirectory(prefix="aociauth-zoo-") as workdir:
-        outcomes = asyncio.run(run_zoo(workdir, chosen))
+        adapters = ("aiohttp", "httpx") if args.adapter == "both" else (args.adapter,)
+        outcomes = asyncio.run(run_zoo(workdir, chosen, adapters))
     if args.json:
         print(json.dumps(outcomes_as_json(outcomes), indent=2))
     else:

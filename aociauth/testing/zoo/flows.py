@@ -94,6 +94,12 @@ class Watch:
     zoo: Zoo
     zr: ZooRegistry
     start: int
+    #: Which client drives the flow: ``"aiohttp"`` (the middleware) or ``"httpx"``.
+    adapter: str = "aiohttp"
+
+    def client(self, config: ConfigFile | None, **params: Any) -> Any:
+        """The zoo's client for this flow's adapter (see :meth:`Zoo.client`)."""
+        return self.zoo.client(config, adapter=self.adapter, **params)
 
     @property
     def profile(self) -> RegistryProfile:
@@ -178,7 +184,7 @@ async def public_pull(w: Watch) -> str:
     zr = w.zr
     repository = f"{w.profile.anonymous_namespace}/tool"
     zr.seed(repository)
-    async with w.zoo.client(ConfigFile()) as (_, session):
+    async with w.client(ConfigFile()) as (_, session):
         await pull(session, zr, repository)
     hops = len(w.cdn_hops())
     if w.profile.blob_host and hops < 2:
@@ -190,7 +196,7 @@ async def private_pull(w: Watch) -> str:
     """Pull from every private namespace with the registry's real config form."""
     zr = w.zr
     config = w.zoo.load_config(w.zoo.config_document(zr.key))
-    async with w.zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         for namespace in w.profile.namespaces:
             repository = f"{namespace}/app"
             zr.seed(repository)
@@ -241,7 +247,7 @@ async def token_revoked(w: Watch) -> str:
     assert token_server is not None
     namespace = w.profile.namespaces[0]
     config = zoo.load_config(zoo.config_document(zr.key))
-    async with zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         zr.seed(f"{namespace}/app")
         await pull(session, zr, f"{namespace}/app")
         token_server.issuer = TokenIssuer(service=token_server.service)
@@ -258,7 +264,7 @@ async def burst(w: Watch) -> str:
     for repository in repositories:
         zr.seed(repository)
     config = w.zoo.load_config(w.zoo.config_document(zr.key))
-    async with w.zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         pulls = [
             pull(session, zr, repositories[i % len(repositories)]) for i in range(_BURST_PULLS)
         ]
@@ -277,7 +283,7 @@ async def mount(w: Watch) -> str:
     source, target = f"{namespace}/base", f"{namespace}/derived"
     layer = zr.seed(source).layer_digests[0]
     config = w.zoo.load_config(w.zoo.config_document(zr.key))
-    async with w.zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         url = zr.url(f"/v2/{target}/blobs/uploads/?mount={layer}&from={source}")
         async with session.post(url) as resp:
             status = resp.status
@@ -293,7 +299,7 @@ async def wrong_password(w: Watch) -> str:
     zr.seed(repository)
     config = w.zoo.load_config(w.zoo.config_document(zr.key, wrong=True))
     errors = []
-    async with w.zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         for _ in range(2):
             try:
                 await pull(session, zr, repository)
@@ -321,7 +327,7 @@ async def expired_helper(w: Watch) -> str:
     config = zoo.load_config(zoo.config_document(zr.key, form))
     namespace = w.profile.namespaces[0]
     earlier = len(zoo.helper_runs())  # other flows' runs, in a zoo shared with them
-    async with zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         zr.seed(f"{namespace}/before")
         await pull(session, zr, f"{namespace}/before")
         old = zoo.helper_answer(form.helper, form.key)[1]
@@ -349,7 +355,7 @@ async def one_scope_batch(w: Watch) -> str:
     wanted = new_scope(*(ResourceScope(TYPE_REPOSITORY, r, ACTION_PULL) for r in repositories))
     config = w.zoo.load_config(w.zoo.config_document(zr.key))
     failed = []
-    async with w.zoo.client(config) as (_, session):
+    async with w.client(config) as (_, session):
         with with_scope(wanted):
             for repository in repositories:
                 try:
@@ -371,7 +377,7 @@ async def rate_limit(w: Watch) -> str:
     # Anonymous tokens have the empty subject; it has used all but one pull.
     registry.pulls[""] = registry.pull_limit - 1
     try:
-        async with w.zoo.client(ConfigFile()) as (mw, session):
+        async with w.client(ConfigFile()) as (mw, session):
             await pull(session, zr, repository)
             tokens = len(w.token_requests())
             refused = await get_manifest(session, zr, repository)
@@ -565,16 +571,29 @@ class FlowOutcome:
     token_requests: int
     requests: int
     known_issue: str | None
+    #: The client that drove the flow: ``"aiohttp"`` or ``"httpx"``.
+    adapter: str = "aiohttp"
 
 
-async def run_flow(zoo: Zoo, key: str, flow: Flow) -> FlowOutcome:
-    """Run ``flow`` against the zoo's registry ``key``, then audit its requests."""
+async def run_flow(zoo: Zoo, key: str, flow: Flow, adapter: str = "aiohttp") -> FlowOutcome:
+    """Run ``flow`` against the zoo's registry ``key`` through ``adapter`` (``"aiohttp"``
+    or ``"httpx"``), then audit its requests."""
     zr = zoo[key]
-    watch = Watch(zoo, zr, len(zoo.exchanges))
+    watch = Watch(zoo, zr, len(zoo.exchanges), adapter)
+    failures: tuple[type[BaseException], ...] = (
+        FlowFailed,
+        OCIAuthError,
+        aiohttp.ClientError,
+        asyncio.TimeoutError,
+    )
+    if adapter == "httpx":
+        import httpx
+
+        failures += (httpx.HTTPError,)
     try:
         detail = await asyncio.wait_for(flow.run(watch), FLOW_TIMEOUT)
         passed = True
-    except (FlowFailed, OCIAuthError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except failures as exc:
         passed = False
         detail = f"{type(exc).__name__}: {exc}"
     return FlowOutcome(
@@ -587,20 +606,25 @@ async def run_flow(zoo: Zoo, key: str, flow: Flow) -> FlowOutcome:
         token_requests=len(watch.token_requests()),
         requests=len(watch.exchanges()),
         known_issue=flow.known_issue(zr.profile),
+        adapter=adapter,
     )
 
 
 async def run_zoo(
-    workdir: Path | str, profiles: Iterable[RegistryProfile] = PROFILES
+    workdir: Path | str,
+    profiles: Iterable[RegistryProfile] = PROFILES,
+    adapters: Sequence[str] = ("aiohttp",),
 ) -> list[FlowOutcome]:
-    """Run every applicable flow against every registry of one zoo, one after another."""
+    """Run every applicable flow against every registry of one zoo, one after another,
+    through each of ``adapters``."""
     chosen = tuple(profiles)
     outcomes = []
     async with Zoo(chosen, workdir=workdir) as zoo:
-        for profile in chosen:
-            for flow in FLOWS:
-                if flow.applies(profile):
-                    outcomes.append(await run_flow(zoo, profile.key, flow))
+        for adapter in adapters:
+            for profile in chosen:
+                for flow in FLOWS:
+                    if flow.applies(profile):
+                        outcomes.append(await run_flow(zoo, profile.key, flow, adapter))
     return outcomes
 
 
@@ -621,30 +645,35 @@ def summarize(
     outcomes: Iterable[FlowOutcome], profiles: Iterable[RegistryProfile] = PROFILES
 ) -> list[RegistryReport]:
     """One :class:`RegistryReport` per registry that ran, in profile order."""
-    by_key: dict[str, list[FlowOutcome]] = {}
+    by_key: dict[tuple[str, str], list[FlowOutcome]] = {}
     for outcome in outcomes:
-        by_key.setdefault(outcome.registry, []).append(outcome)
+        by_key.setdefault((outcome.registry, outcome.adapter), []).append(outcome)
+    adapters = dict.fromkeys(adapter for _, adapter in by_key)
     reports = []
-    for profile in profiles:
-        ran = by_key.get(profile.key)
-        if not ran:
-            continue
-        failures = tuple(
-            o.flow + (f" ({o.known_issue.split(':', 1)[0]})" if o.known_issue else "")
-            for o in ran
-            if not o.passed
-        )
-        reports.append(
-            RegistryReport(
-                registry=profile.name,
-                passed=sum(o.passed for o in ran),
-                flows=len(ran),
-                unauthorized=sum(o.unauthorized for o in ran),
-                token_requests=sum(o.token_requests for o in ran),
-                failures=failures,
-                leaks=sum(len(o.leaks) for o in ran),
+    for adapter in adapters:
+        for profile in profiles:
+            ran = by_key.get((profile.key, adapter))
+            if not ran:
+                continue
+            failures = tuple(
+                o.flow + (f" ({o.known_issue.split(':', 1)[0]})" if o.known_issue else "")
+                for o in ran
+                if not o.passed
             )
-        )
+            reports.append(
+                RegistryReport(
+                    # The aiohttp middleware's rows keep the registry's name alone.
+                    registry=profile.name
+                    if adapter == "aiohttp"
+                    else f"{profile.name} ({adapter})",
+                    passed=sum(o.passed for o in ran),
+                    flows=len(ran),
+                    unauthorized=sum(o.unauthorized for o in ran),
+                    token_requests=sum(o.token_requests for o in ran),
+                    failures=failures,
+                    leaks=sum(len(o.leaks) for o in ran),
+                )
+            )
     return reports
 
 

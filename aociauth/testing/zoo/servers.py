@@ -30,19 +30,22 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from aociauth.config import ConfigFile, load_with_env
-from aociauth.middleware import AuthMiddleware, new_std_transport
+from aociauth.middleware import new_std_transport
 from aociauth.params import StdTransportParams
 from aociauth.testing._http import Exchange, LoopbackServer
 from aociauth.testing.registry import RecordingServer, Registry, SeededImage
 from aociauth.testing.tls import TLSContexts, make_tls
 from aociauth.testing.tokenserver import TokenServer
 from aociauth.testing.zoo.profiles import PROFILES, CredentialForm, RegistryProfile
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Zoo", "ZooHostError", "ZooRegistry", "ZooResolver"]
 
@@ -476,9 +479,13 @@ class Zoo:
 
     @contextlib.asynccontextmanager
     async def client(
-        self, config: ConfigFile | None, **params: Any
-    ) -> AsyncIterator[tuple[AuthMiddleware, aiohttp.ClientSession]]:
+        self, config: ConfigFile | None, *, adapter: str = "aiohttp", **params: Any
+    ) -> AsyncIterator[tuple[Any, Any]]:
         """A middleware with ``config`` (and ``params``), and a session through it.
+
+        ``adapter="httpx"`` gives an :class:`aociauth.httpx.RegistryAuth` and a
+        :class:`HttpxSession` instead (the part of aiohttp's session the flows
+        use), over an httpx transport that reaches the zoo's names, and only them.
 
         The middleware's token requests go through a session of ours
         (``StdTransportParams(session=...)``) with the zoo's resolver and CA.
@@ -492,6 +499,12 @@ class Zoo:
         the address check is the caller's, and the zoo's resolver knows only
         zoo names.
         """
+        if adapter == "httpx":
+            async with self._httpx_client(config, **params) as pair:
+                yield pair
+            return
+        if adapter != "aiohttp":
+            raise ValueError(f"no such adapter {adapter!r}: 'aiohttp' or 'httpx'")
         token_session = aiohttp.ClientSession(connector=self.connector())
         mw = new_std_transport(StdTransportParams(config=config, session=token_session, **params))
         session = aiohttp.ClientSession(middlewares=[mw], connector=self.connector())
@@ -502,6 +515,111 @@ class Zoo:
             await mw.close()
             await token_session.close()
 
+    @contextlib.asynccontextmanager
+    async def _httpx_client(
+        self, config: ConfigFile | None, **params: Any
+    ) -> AsyncIterator[tuple[Any, HttpxSession]]:
+        import httpx
+
+        from aociauth.httpx import RegistryAuth
+
+        if self.tls is None:
+            raise RuntimeError("the zoo is not running")
+        transport = _zoo_transport(self.ports, self.tls.client)
+        token_client = httpx.AsyncClient(transport=transport)
+        auth = RegistryAuth(StdTransportParams(config=config, **params), client=token_client)
+        client = httpx.AsyncClient(
+            auth=auth, transport=_zoo_transport(self.ports, self.tls.client), follow_redirects=True
+        )
+        try:
+            yield auth, HttpxSession(client)
+        finally:
+            await client.aclose()
+            await auth.aclose()
+            await token_client.aclose()
+
 
 def _basic(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _zoo_transport(ports: Mapping[str, int], ssl_context: Any) -> httpx.AsyncBaseTransport:
+    """An httpx transport that sends a zoo name's requests to its loopback server.
+
+    The request keeps its URL and ``Host``; the connection goes to 127.0.0.1
+    and the server's port, with the name as TLS server name (httpcore's
+    ``sni_hostname``), so the zoo's certificates verify as the real ones would.
+    A name the zoo does not serve is refused, as :class:`ZooResolver` refuses it.
+    (Made here: httpx is imported only by those who use it.)
+    """
+    import httpx
+
+    class ZooTransport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self._ports = dict(ports)
+            self._inner = httpx.AsyncHTTPTransport(verify=ssl_context)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            host = request.url.host
+            port = self._ports.get(host.lower().rstrip("."))
+            if port is None:
+                raise httpx.ConnectError(f"{host} is not a zoo host", request=request)
+            inner = httpx.Request(
+                request.method,
+                request.url.copy_with(host="127.0.0.1", port=port),
+                headers=request.headers,
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
+            )
+            return await self._inner.handle_async_request(inner)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return ZooTransport()
+
+
+class HttpxResponse:
+    """An httpx response as the flows read an aiohttp one: ``status``, ``headers``, ``read()``."""
+
+    def __init__(self, response: Any) -> None:
+        from multidict import CIMultiDict, CIMultiDictProxy
+
+        self._response = response
+        self.status: int = response.status_code
+        self.headers = CIMultiDictProxy(CIMultiDict(response.headers.multi_items()))
+
+    async def read(self) -> bytes:
+        """The body."""
+        body: bytes = await self._response.aread()
+        return body
+
+
+class _HttpxCall:
+    def __init__(self, client: Any, method: str, url: str, headers: Mapping[str, str] | None):
+        self._client, self._method, self._url, self._headers = client, method, url, headers
+        self._response: Any = None
+
+    async def __aenter__(self) -> HttpxResponse:
+        self._response = await self._client.request(
+            self._method, self._url, headers=dict(self._headers or {})
+        )
+        return HttpxResponse(self._response)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._response.aclose()
+
+
+class HttpxSession:
+    """The part of :class:`aiohttp.ClientSession` the zoo's flows use, over httpx."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> _HttpxCall:
+        """``async with session.get(url) as resp``."""
+        return _HttpxCall(self.client, "GET", url, headers)
+
+    def post(self, url: str, *, headers: Mapping[str, str] | None = None) -> _HttpxCall:
+        """``async with session.post(url) as resp``."""
+        return _HttpxCall(self.client, "POST", url, headers)
