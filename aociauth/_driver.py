@@ -39,7 +39,7 @@ from aociauth.core import (
     TokenReply,
 )
 from aociauth.core.rules import backoff, is_retryable
-from aociauth.errors import CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.shared_cache import SharedIdentity, SharedToken, SharedTokenStore, shared_fetch
 from aociauth.stats import AuthStats
 from aociauth.tokens import AccessToken
@@ -149,19 +149,34 @@ class Credentials:
                     entry = await self._ask_config(effect)
                 traced.found(entry.entry)
         except Exception as exc:
-            # A user's Config may raise anything; the caller gets one clear error type.
-            # Our own errors carry no secret; a foreign message is scrubbed first.
-            why = str(exc) if isinstance(exc, OCIAuthError) else redact_text(str(exc))
-            failure = CredentialLookupError(
-                f"cannot acquire auth info for registry {effect.host!r}: {why}",
-                registry=effect.host,
-                step="config",
-            )
-            failure.__cause__ = exc
-            self._remember(key, failure)
-            raise failure from exc
-        self._remember(key, entry)
-        return entry
+            failure = self._lookup_failed(effect.host, exc)
+        else:
+            self._remember(key, entry)
+            return entry
+        self._remember(key, failure)
+        # Raised outside the except block: a foreign exception (which may quote a
+        # signed URL) must not ride along as __context__ either.
+        raise failure
+
+    def _lookup_failed(self, host: str, exc: Exception) -> CredentialLookupError:
+        """The caller's one clear error for a failed lookup, scrubbed of any secret.
+
+        Errors a ConfigFile raised carry no secret and stay the ``__cause__``. A custom
+        Config may raise anything with any text: its exception is replaced by a
+        ConfigError naming its type and holding its scrubbed message.
+        """
+        if isinstance(exc, OCIAuthError) and isinstance(self._config, ConfigFile):
+            why, cause = str(exc), exc
+        else:
+            why = redact_text(str(exc))
+            cause = ConfigError(f"{type(exc).__name__}: {why}", registry=host, step="config")
+        failure = CredentialLookupError(
+            f"cannot acquire auth info for registry {host!r}: {why}",
+            registry=host,
+            step="config",
+        )
+        failure.__cause__ = cause
+        return failure
 
     def _remember(self, key: EntryKey, value: LookupAnswer | OCIAuthError) -> None:
         self._entries[key] = value
