@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -52,6 +52,7 @@ __all__ = [
     "Attempt",
     "Credentials",
     "EntryKey",
+    "FetchLocks",
     "SharedTier",
     "fetch_token",
     "retrying_token_call",
@@ -67,6 +68,36 @@ EntryKey = tuple[URL, str]
 #: One attempt at a token call: given the call, its headers and how to name the server
 #: in messages, the reply and the server's Retry-After in seconds (None if it gave none).
 Attempt = Callable[[TokenCall, dict[str, str], str], Awaitable[tuple[TokenReply, float | None]]]
+
+
+class FetchLocks:
+    """One lock per origin (``serialize_token_fetches``), kept only while in use.
+
+    A lock is forgotten when the last fetch holding or waiting for it leaves: a
+    registry redirecting to ever new hosts must not grow this table.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold the lock of ``key`` for the body of the ``async with``."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (anyio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
 
 class Credentials:

@@ -19,13 +19,12 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+from hardening import PASSWORD, assert_clean, exception_texts, install_helper
 
 import aociauth
 from aociauth.httpx import RegistryAuth
 from aociauth.testing.registry import Registry
 from aociauth.testing.tokenserver import TokenServer
-
-from hardening import PASSWORD, assert_clean, exception_texts, install_helper
 
 ALICE = {"alice": PASSWORD}
 WAITERS = 50
@@ -84,9 +83,7 @@ async def test_close_ends_every_waiter_on_a_shared_fetch_with_our_error(
                 await asyncio.sleep(0)
             assert not any(t.done() for t in tasks)
             await asyncio.wait_for(mw.close(), 10)
-            results = await asyncio.wait_for(
-                asyncio.gather(*tasks, return_exceptions=True), 10
-            )
+            results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
             ts.resume()
         gc.collect()
     for r in results:
