@@ -29,7 +29,7 @@ from yarl import URL
 from aociauth import _trace
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
-from aociauth.config import ConfigEntry, ConfigFile, Resolution, _show
+from aociauth.config import _CONTROL, ConfigEntry, ConfigFile, Resolution, _fields, _show
 from aociauth.core import (
     AuthCore,
     FetchJob,
@@ -247,9 +247,36 @@ class Credentials:
         else:
             entry = await self._config.entry_for_registry(host)
         name = _show(type(self._config).__name__)
+        if not isinstance(entry, ConfigEntry):
+            raise ConfigError(
+                f"the configured {name} returned {type(entry).__name__}, not a ConfigEntry",
+                registry=host,
+                step="config",
+            )
+        # As for a helper's answer (ConfigFile): a credential that would break, or inject
+        # into, the header or form it goes in is refused here, not by aiohttp later.
+        bad = [f for f, text in _fields(entry) if _unsendable(text)]
+        if bad:
+            raise ConfigError(
+                f"the configured {name}'s entry for {host}: its {bad[0]} is not a string,"
+                " holds a control character or is not valid Unicode",
+                registry=host,
+                step="config",
+            )
         if entry == ConfigEntry():
             return LookupAnswer(entry, f"the configured {name} had none")
         return LookupAnswer(entry, f"the configured {name}")
+
+
+def _unsendable(text: object) -> bool:
+    """Whether a credential cannot go in a header or form as it is (a custom Config's)."""
+    if not isinstance(text, str) or _CONTROL.search(text):
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    return False
 
 
 #: Why a lookup was not made: the core saw plain http to a host it spoke https to.
