@@ -39,13 +39,16 @@ NAME = "redirect-hosts"
 TITLE = "Redirect hosts: memory after N distinct redirect targets"
 
 CHECKPOINTS = (1_000, 10_000, 100_000)
+BLOB = "sha256:" + "ab" * 32
 POLICY = FlowPolicy(max_origins=256, cache_size=100)
 
 
 def _request(core: AuthCore, i: int) -> None:
     """One redirected blob GET to host ``i``: 200 at once, or challenged one time in ten."""
     host = f"h{i}.cdn.example"
-    flow = core.request_flow(RequestFacts("GET", URL(f"https://{host}/v2/a/blobs/sha256:{i}")))
+    # One blob path on every host: what grows is the hosts. (Distinct paths would also
+    # fill the route-inference cache, bounded at 16,384 paths.)
+    flow = core.request_flow(RequestFacts("GET", URL(f"https://{host}/v2/a/blobs/{BLOB}")))
     replies = [Reply(200)]
     if i % 10 == 0:
         line = f'Bearer realm="https://{host}/token",service="cdn",scope="repository:a:pull"'
