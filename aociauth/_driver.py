@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -29,7 +29,7 @@ from yarl import URL
 from aociauth import _trace
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
-from aociauth.config import ConfigEntry, ConfigFile, Resolution, _show
+from aociauth.config import _CONTROL, ConfigEntry, ConfigFile, Resolution, _fields, _show
 from aociauth.core import (
     AuthCore,
     FetchJob,
@@ -39,7 +39,7 @@ from aociauth.core import (
     TokenReply,
 )
 from aociauth.core.rules import backoff, is_retryable
-from aociauth.errors import CredentialLookupError, OCIAuthError, TokenServerError
+from aociauth.errors import ConfigError, CredentialLookupError, OCIAuthError, TokenServerError
 from aociauth.shared_cache import SharedIdentity, SharedToken, SharedTokenStore, shared_fetch
 from aociauth.stats import AuthStats
 from aociauth.tokens import AccessToken
@@ -52,6 +52,7 @@ __all__ = [
     "Attempt",
     "Credentials",
     "EntryKey",
+    "FetchLocks",
     "SharedTier",
     "fetch_token",
     "retrying_token_call",
@@ -67,6 +68,36 @@ EntryKey = tuple[URL, str]
 #: One attempt at a token call: given the call, its headers and how to name the server
 #: in messages, the reply and the server's Retry-After in seconds (None if it gave none).
 Attempt = Callable[[TokenCall, dict[str, str], str], Awaitable[tuple[TokenReply, float | None]]]
+
+
+class FetchLocks:
+    """One lock per origin (``serialize_token_fetches``), kept only while in use.
+
+    A lock is forgotten when the last fetch holding or waiting for it leaves: a
+    registry redirecting to ever new hosts must not grow this table.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold the lock of ``key`` for the body of the ``async with``."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (anyio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
 
 class Credentials:
@@ -149,19 +180,34 @@ class Credentials:
                     entry = await self._ask_config(effect)
                 traced.found(entry.entry)
         except Exception as exc:
-            # A user's Config may raise anything; the caller gets one clear error type.
-            # Our own errors carry no secret; a foreign message is scrubbed first.
-            why = str(exc) if isinstance(exc, OCIAuthError) else redact_text(str(exc))
-            failure = CredentialLookupError(
-                f"cannot acquire auth info for registry {effect.host!r}: {why}",
-                registry=effect.host,
-                step="config",
-            )
-            failure.__cause__ = exc
-            self._remember(key, failure)
-            raise failure from exc
-        self._remember(key, entry)
-        return entry
+            failure = self._lookup_failed(effect.host, exc)
+        else:
+            self._remember(key, entry)
+            return entry
+        self._remember(key, failure)
+        # Raised outside the except block: a foreign exception (which may quote a
+        # signed URL) must not ride along as __context__ either.
+        raise failure
+
+    def _lookup_failed(self, host: str, exc: Exception) -> CredentialLookupError:
+        """The caller's one clear error for a failed lookup, scrubbed of any secret.
+
+        Errors a ConfigFile raised carry no secret and stay the ``__cause__``. A custom
+        Config may raise anything with any text: its exception is replaced by a
+        ConfigError naming its type and holding its scrubbed message.
+        """
+        if isinstance(exc, OCIAuthError) and isinstance(self._config, ConfigFile):
+            why, cause = str(exc), exc
+        else:
+            why = redact_text(str(exc))
+            cause = ConfigError(f"{type(exc).__name__}: {why}", registry=host, step="config")
+        failure = CredentialLookupError(
+            f"cannot acquire auth info for registry {host!r}: {why}",
+            registry=host,
+            step="config",
+        )
+        failure.__cause__ = cause
+        return failure
 
     def _remember(self, key: EntryKey, value: LookupAnswer | OCIAuthError) -> None:
         self._entries[key] = value
@@ -201,9 +247,36 @@ class Credentials:
         else:
             entry = await self._config.entry_for_registry(host)
         name = _show(type(self._config).__name__)
+        if not isinstance(entry, ConfigEntry):
+            raise ConfigError(
+                f"the configured {name} returned {type(entry).__name__}, not a ConfigEntry",
+                registry=host,
+                step="config",
+            )
+        # As for a helper's answer (ConfigFile): a credential that would break, or inject
+        # into, the header or form it goes in is refused here, not by aiohttp later.
+        bad = [f for f, text in _fields(entry) if _unsendable(text)]
+        if bad:
+            raise ConfigError(
+                f"the configured {name}'s entry for {host}: its {bad[0]} is not a string,"
+                " holds a control character or is not valid Unicode",
+                registry=host,
+                step="config",
+            )
         if entry == ConfigEntry():
             return LookupAnswer(entry, f"the configured {name} had none")
         return LookupAnswer(entry, f"the configured {name}")
+
+
+def _unsendable(text: object) -> bool:
+    """Whether a credential cannot go in a header or form as it is (a custom Config's)."""
+    if not isinstance(text, str) or _CONTROL.search(text):
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    return False
 
 
 #: Why a lookup was not made: the core saw plain http to a host it spoke https to.

@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 import anyio
 
 from aociauth import _trace
+from aociauth._redact import redact_text
 from aociauth.config import ConfigEntry
 from aociauth.errors import HelperError, HelperNotFoundError, HelperTimeoutError
 
@@ -371,10 +372,14 @@ def _text(data: bytearray) -> str:
 
 
 def _tidy(stderr: bytes) -> str:
-    """The end of a helper's standard error, as one line of printable text."""
+    """The end of a helper's standard error, as one line of printable text.
+
+    Scrubbed like any foreign text: a helper in front of a vault may print the URL it
+    called, userinfo and signed query included.
+    """
     text = stderr.decode("utf-8", "replace")[-_STDERR_SHOWN:]
     kept = "".join(c if c.isprintable() else " " if c in "\t\n\r" else "" for c in text)
-    return " ".join(kept.split())
+    return redact_text(" ".join(kept.split()))
 
 
 def _show(name: str) -> str:

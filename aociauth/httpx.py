@@ -52,7 +52,14 @@ import anyio
 import httpx
 from yarl import URL
 
-from aociauth._driver import Credentials, EntryKey, SharedTier, fetch_token, retrying_token_call
+from aociauth._driver import (
+    Credentials,
+    EntryKey,
+    FetchLocks,
+    SharedTier,
+    fetch_token,
+    retrying_token_call,
+)
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError, loopback_allowed, refused_address
 from aociauth._responses import denied_body
@@ -139,7 +146,7 @@ class RegistryAuth(httpx.Auth):
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] | None = None
         self._credentials: Credentials | None = None
         self._probes: dict[URL, anyio.Event] = {}
-        self._locks: dict[URL, anyio.Lock] = {}
+        self._locks = FetchLocks()
         self._closed = False
         store = self._p.shared_cache
         self._shared = None if store is None else SharedTier(store, self.stats)
@@ -311,7 +318,7 @@ class RegistryAuth(httpx.Auth):
     async def _fetch(self, job: FetchJob) -> AccessToken | OCIAuthError:
         lock: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
         if self._p.serialize_token_fetches:
-            lock = self._locks.setdefault(job.origin.url, anyio.Lock())
+            lock = self._locks.hold(job.origin.url)
         async with lock:
             return await fetch_token(self._core, job, self._token_call, self._shared)
 

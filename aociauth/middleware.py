@@ -25,7 +25,14 @@ from aiohttp import ClientRequest, ClientResponse, hdrs
 from yarl import URL
 
 from aociauth._addresses import TrustDecision
-from aociauth._driver import Credentials, EntryKey, SharedTier, fetch_token, retrying_token_call
+from aociauth._driver import (
+    Credentials,
+    EntryKey,
+    FetchLocks,
+    SharedTier,
+    fetch_token,
+    retrying_token_call,
+)
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError
 from aociauth._responses import (
@@ -115,7 +122,7 @@ class AuthMiddleware:
             on_change=self._core.forget_credentials,
         )
         self._probes: dict[URL, asyncio.Event] = {}
-        self._locks: dict[URL, asyncio.Lock] = {}
+        self._locks = FetchLocks()
         self._sessions = TokenSessions()
         self._closed = False
         store = self._p.shared_cache
@@ -339,7 +346,7 @@ class AuthMiddleware:
         """Run the core's fetch flow for ``job``, performing its token calls."""
         lock: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
         if self._p.serialize_token_fetches:
-            lock = self._locks.setdefault(job.origin.url, asyncio.Lock())
+            lock = self._locks.hold(job.origin.url)
         clock = asyncio.get_running_loop().time
         async with lock:
             return await fetch_token(self._core, job, self._token_call, self._shared, clock)

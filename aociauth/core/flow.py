@@ -30,7 +30,7 @@ import math
 import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from yarl import URL
 
@@ -116,6 +116,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("aociauth")
+_V = TypeVar("_V")
 
 
 # -- settings ------------------------------------------------------------------
@@ -517,6 +518,7 @@ class AuthCore:
         self.origins = Origins(self.policy.max_origins)
         self.cache = TokenCache(self.policy.cache_size)
         self._partitions: dict[tuple[OriginKey, str, Hashable], int] = {}
+        self._next_partition = 0
         #: The identity adopted per (origin, namespace): asked of the config once.
         self._identities: dict[tuple[OriginKey, str], Identity] = {}
         #: The current refresh token of each partition.
@@ -559,6 +561,14 @@ class AuthCore:
     def origin_of(self, url: URL) -> OriginState:
         """The state of the origin ``url`` belongs to."""
         return self.origins.state(url, registry_host)
+
+    def _keep(self, table: dict[int, _V], partition: int, value: _V) -> None:
+        """``table[partition] = value``, the least recently set entry out past the bound
+        (a fetch may end after its partition was evicted)."""
+        table.pop(partition, None)
+        table[partition] = value
+        while len(table) > 2 * self.policy.max_origins:
+            del table[next(iter(table))]
 
     def refresh_token(self, identity: Identity) -> str:
         """The identity's current refresh token."""
@@ -645,13 +655,23 @@ class AuthCore:
         answer = entry if isinstance(entry, LookupAnswer) else LookupAnswer(entry)
         entry = answer.entry
         key = (st.key, namespace, entry)
-        part = self._partitions.get(key)
+        part = self._partitions.pop(key, None)
         if part is None:
-            part = self._partitions[key] = len(self._partitions)
+            part = self._next_partition
+            self._next_partition += 1
             if entry.access_token:
                 self.cache.put(
                     part, AccessToken(entry.access_token, unlimited_scope(), -math.inf, math.inf)
                 )
+        # Most recently adopted last; past the bound, the least recent partition goes
+        # with what is kept per partition: a registry redirecting to ever new hosts
+        # must not grow these tables (issue 10, item 9).
+        self._partitions[key] = part
+        while len(self._partitions) > 2 * self.policy.max_origins:
+            gone = self._partitions.pop(next(iter(self._partitions)))
+            self._refresh.pop(gone, None)
+            self._asked_as.pop(gone, None)
+            self._refused_creds.pop(gone, None)
         basic = ""
         if entry.username and entry.password:
             basic = basic_authorization(entry.username, entry.password)
@@ -1342,7 +1362,7 @@ class AuthCore:
             # Only an answer to this identity's own credentials may change who it is: a
             # realm asked anonymously (by policy, or for want of credentials) hands out
             # a refresh token to anyone, and it is not ours to keep.
-            self._refresh[job.identity.partition] = answer.refresh_token
+            self._keep(self._refresh, job.identity.partition, answer.refresh_token)
         granted = granted_scope(answer.token)
         if (
             granted is not None
@@ -1364,7 +1384,7 @@ class AuthCore:
                     st = self.origins.apply(st, WideScopeRefused(one_scope=True))
                     answer, scope, granted = narrow, job.required, narrow_granted
                     if answer.refresh_token and narrow_ours:
-                        self._refresh[job.identity.partition] = answer.refresh_token
+                        self._keep(self._refresh, job.identity.partition, answer.refresh_token)
         if granted is not None and not granted.contains(scope):
             # A subset grant (allowed by the spec): cache what the token can really do,
             # so it is neither sent in vain for the rest nor refetched for what it has.
@@ -1475,7 +1495,7 @@ class AuthCore:
             answer = parse_token_response(reply.body, registry=st.host)
         except TokenResponseError as exc:
             return exc
-        self._asked_as[ident.partition] = how
+        self._keep(self._asked_as, ident.partition, how)
         return answer
 
     @staticmethod
