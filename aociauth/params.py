@@ -71,8 +71,10 @@ class StdTransportParams:
     shared_cache: SharedTokenStore | None = None
     #: Concurrent token misses for one registry and identity share a token request of
     #: up to this many scope items (1: every miss asks alone, as the original does).
-    #: A token's size grows with its scope, and it goes with every later request.
-    coalesce_token_requests: int = 1
+    #: A token's size grows with its scope, and it goes with every later request: 50
+    #: keeps a cold burst over 100 repositories at 2 token requests and the token
+    #: under about 5 KB (benchmarks/coalesce.py; docs/benchmarks.md).
+    coalesce_token_requests: int = 50
 
     @classmethod
     def original_policy(cls, **kwargs: Any) -> StdTransportParams:

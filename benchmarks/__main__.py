@@ -26,6 +26,7 @@ MODULES = (
     "reference",
     "shared_cache",
     "zoo",
+    "coalesce",
 )
 
 
