@@ -243,8 +243,21 @@ class TokenCache:
         return list(seen)
 
     def put(self, partition: Hashable, token: AccessToken) -> None:
-        """Add a token; evict the least recently used one past the bound."""
-        for key in self._keys(partition, token.scope):
+        """Add a token, dropping those it supersedes (no more scope, no longer life);
+        evict the least recently used one past the bound."""
+        keys = self._keys(partition, token.scope)
+        # A lookup stops at the newest match, so a superseded token behind it would be
+        # kept (expired) until the bound evicted it: with wide tokens (shared token
+        # requests) that is megabytes held for nothing.
+        superseded = {
+            old
+            for key in keys
+            for old in self._buckets.get(key, ())
+            if old.expires_at <= token.expires_at and token.scope.contains(old.scope)
+        }
+        for old in superseded:
+            self.discard(partition, old)
+        for key in keys:
             self._buckets.setdefault(key, []).insert(0, token)
         self._lru[token] = partition
         self._latest[partition] = token

@@ -162,6 +162,32 @@ def test_expired_tokens_are_dropped_when_met() -> None:
     assert len(c) == 0
 
 
+def test_a_token_drops_the_tokens_it_supersedes() -> None:
+    """A newer token with at least their scope and life replaces them: an expired one
+    behind it in a bucket would never be met by a lookup, only by the bound."""
+    c = TokenCache()
+    a = tok("repository:a:pull", issued=0, life=10)
+    c.put("p", a)
+    wide = tok("repository:a:pull repository:b:pull", issued=5, life=10)
+    c.put("p", wide)
+    assert len(c) == 1
+    assert c.get("p", parse_scope("repository:a:pull"), 6) is wide
+    # Narrower, or shorter-lived, or another partition's: kept beside it.
+    narrow = tok("repository:b:pull", issued=6, life=10)
+    c.put("p", narrow)
+    short = tok("repository:a:pull repository:b:pull repository:c:pull", issued=1, life=10)
+    c.put("p", short)
+    c.put("q", tok("repository:a:pull repository:b:pull", issued=9, life=10))
+    assert len(c) == 4
+    # A refresh of the wide token (same scope, later expiry) replaces it, and the
+    # narrow one it now outlives; the three-repository token stays.
+    fresh = tok("repository:a:pull repository:b:pull", issued=12, life=10)
+    c.put("p", fresh)
+    assert len(c) == 3
+    assert c.get("p", parse_scope("repository:b:pull"), 12) is fresh
+    assert c.get("p", parse_scope("repository:c:pull"), 9) is short
+
+
 def test_bound_evicts_least_recently_used() -> None:
     c = TokenCache(max_entries=3)
     a, b, d = tok("repository:a:pull"), tok("repository:b:pull"), tok("repository:d:pull")
