@@ -71,9 +71,9 @@ class StdTransportParams:
     shared_cache: SharedTokenStore | None = None
     #: Concurrent token misses for one registry and identity share a token request of
     #: up to this many scope items (1: every miss asks alone, as the original does).
-    #: A token's size grows with its scope, and it goes with every later request: 50
-    #: keeps a cold burst over 100 repositories at 2 token requests and the token
-    #: under about 5 KB (benchmarks/coalesce.py; docs/benchmarks.md).
+    #: A token's size grows with its scope, and it goes with every later request: at 50
+    #: a cold burst over 100 repositories makes 2 token requests and its tokens stay near
+    #: 5 KB, under the 8 KB header limits of common servers (docs/benchmarks.md).
     coalesce_token_requests: int = 50
 
     @classmethod
