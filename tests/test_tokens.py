@@ -162,30 +162,26 @@ def test_expired_tokens_are_dropped_when_met() -> None:
     assert len(c) == 0
 
 
-def test_a_token_drops_the_tokens_it_supersedes() -> None:
-    """A newer token with at least their scope and life replaces them: an expired one
-    behind it in a bucket would never be met by a lookup, only by the bound."""
+def test_a_token_drops_the_expired_tokens_of_its_resources() -> None:
+    """An expired token behind a newer one in a bucket would never be met by a lookup
+    (it stops at the newer), only by the bound: a new token drops those of its
+    resources that had expired when it was issued."""
     c = TokenCache()
     a = tok("repository:a:pull", issued=0, life=10)
+    b = tok("repository:b:pull", issued=0, life=10)
     c.put("p", a)
-    wide = tok("repository:a:pull repository:b:pull", issued=5, life=10)
+    c.put("p", b)
+    c.put("q", tok("repository:a:pull", issued=0, life=10))
+    # Issued while a is still usable: a stays (it may still serve, or be refused later).
+    wide = tok("repository:a:pull repository:c:pull", issued=5, life=10)
     c.put("p", wide)
-    assert len(c) == 1
-    assert c.get("p", parse_scope("repository:a:pull"), 6) is wide
-    # Narrower, or shorter-lived, or another partition's: kept beside it.
-    narrow = tok("repository:b:pull", issued=6, life=10)
-    c.put("p", narrow)
-    short = tok("repository:a:pull repository:b:pull repository:c:pull", issued=1, life=10)
-    c.put("p", short)
-    c.put("q", tok("repository:a:pull repository:b:pull", issued=9, life=10))
     assert len(c) == 4
-    # A refresh of the wide token (same scope, later expiry) replaces it, and the
-    # narrow one it now outlives; the three-repository token stays.
-    fresh = tok("repository:a:pull repository:b:pull", issued=12, life=10)
-    c.put("p", fresh)
-    assert len(c) == 3
-    assert c.get("p", parse_scope("repository:b:pull"), 12) is fresh
-    assert c.get("p", parse_scope("repository:c:pull"), 9) is short
+    # Issued once a had expired: a goes; b (another resource) and q's token stay.
+    later = tok("repository:a:pull", issued=10, life=10)
+    c.put("p", later)
+    assert len(c) == 4
+    assert c.get("p", parse_scope("repository:a:pull"), 10) is later
+    assert c.get("p", parse_scope("repository:c:pull"), 10) is wide
 
 
 def test_bound_evicts_least_recently_used() -> None:
