@@ -343,11 +343,14 @@ def render_plain(result: FleetResult, out: TextIO) -> None:
                 file=out,
             )
     else:
+        # About what one process asks for (its misses may share token requests, so
+        # fewer than one per repository); the other processes would find it in Redis.
+        one = -(-alone.token_server_requests // o.processes)
         print(
             f"Each process asked the token server for its own tokens: "
             f"{alone.token_server_requests} requests. Sharing tokens through Redis, the fleet "
-            f"would ask about once per repository ({o.repos}), saving about "
-            f"{max(0, alone.token_server_requests - o.repos)}. No Redis here: install "
+            f"would ask about as often as one process ({one}), saving about "
+            f"{max(0, alone.token_server_requests - one)}. No Redis here: install "
             "redis-server (Debian: apt-get install redis-server) and run this again, or "
             "pass --redis redis://HOST:6379/0. See 'Running a fleet' in the README.",
             file=out,

@@ -258,6 +258,11 @@ class RegistryAuth(httpx.Auth):
                         request.headers["Authorization"] = effect.authorization
                     try:
                         response = yield request
+                        if effect.probe and response.status_code == 401:
+                            # Read before the waiters wake, not at PrepareResend: they
+                            # must find this request's token fetch under way, to join it
+                            # or be coalesced into it, as in the aiohttp adapter.
+                            await response.aread()
                     finally:
                         if effect.probe:
                             self._probe_ended(request)

@@ -243,8 +243,21 @@ class TokenCache:
         return list(seen)
 
     def put(self, partition: Hashable, token: AccessToken) -> None:
-        """Add a token; evict the least recently used one past the bound."""
-        for key in self._keys(partition, token.scope):
+        """Add a token, dropping those of its resources that had expired when it was
+        issued; evict the least recently used one past the bound."""
+        keys = self._keys(partition, token.scope)
+        # A lookup stops at the newest match, so an expired token behind it would be
+        # kept until the bound evicted it: with wide tokens (shared token requests)
+        # that is megabytes held for nothing.
+        expired = {
+            old
+            for key in keys
+            for old in self._buckets.get(key, ())
+            if not old.usable(token.issued_at)
+        }
+        for old in expired:
+            self.discard(partition, old)
+        for key in keys:
             self._buckets.setdefault(key, []).insert(0, token)
         self._lru[token] = partition
         self._latest[partition] = token

@@ -27,6 +27,7 @@ MODULES = (
     "shared_cache",
     "zoo",
     "redirect_hosts",
+    "coalesce",
 )
 
 

@@ -2,12 +2,14 @@
 
 Run it: ``python examples/batch_scope.py`` (needs ``pip install -e '.[testing]'``).
 
-By default aociauth fetches a token per repository, each with just the scope
-its request needs. When a program knows it is about to touch a set of
-repositories, ``with_scope(scope)`` says so: every token fetched inside the
-block asks for that whole scope too, so the first token covers the batch
-and every later request is served from the cache. The scope follows the
-tasks ``asyncio.gather`` makes inside the block.
+Requests that miss a token at the same time already share a token request
+(``coalesce_token_requests``, up to 50 scope items). Requests made one after
+another do not: each asks for just the scope it needs, a token request per
+repository. When a program knows it is about to touch a set of repositories,
+``with_scope(scope)`` says so: every token fetched inside the block asks for
+that whole scope too, so the first token covers the batch and every later
+request is served from the cache. The scope also follows the tasks
+``asyncio.gather`` makes inside the block.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ async def list_tags(session: aiohttp.ClientSession, base: str, repository: str) 
 
 
 async def list_all(registry: Registry, config: aociauth.ConfigFile) -> aociauth.AuthStats:
-    """List the tags of every repository at once, with a fresh middleware."""
+    """List the tags of every repository, one after another, with a fresh middleware."""
     mw = aociauth.new_std_transport(aociauth.StdTransportParams(config=config))
     async with mw, aiohttp.ClientSession(middlewares=[mw]) as session:
-        await asyncio.gather(*(list_tags(session, registry.url, r) for r in REPOSITORIES))
+        for repository in REPOSITORIES:
+            await list_tags(session, registry.url, repository)
     return mw.stats
 
 

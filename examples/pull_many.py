@@ -5,9 +5,11 @@ Run it: ``python examples/pull_many.py`` (needs ``pip install -e '.[testing]'``)
 It starts a token server and a registry that wants bearer tokens on
 127.0.0.1, stores 50 small images in 50 repositories, and pulls each one's
 manifest and config blob, 16 at a time, through one AuthMiddleware. The
-middleware meets the registry's challenge once; after that it fetches each
-repository's token before the request that needs it, so no other request
-is answered 401. The counters at the end say so.
+middleware meets the registry's challenge once; after that it fetches
+tokens before the requests that need them, so no other request is answered
+401, and the repositories that miss a token at the same time share one token
+request (``coalesce_token_requests``): each repository's scope is asked for
+once, most of them in another's request. The counters at the end say so.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ async def main() -> None:
         print(f"requests sent: {stats.requests}")
         print(f"401 responses: {stats.responses_401}")
         print(f"token requests: {stats.total_token_requests}")
+        print(f"scopes asked in another repository's token request: {stats.coalesced_scopes}")
         print(f"cache hits: {stats.cache_hits}")
         print(f"token server saw: {token_server.counters.requests} requests")
 

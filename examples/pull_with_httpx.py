@@ -6,8 +6,9 @@ It starts a token server and a registry that wants bearer tokens on
 127.0.0.1, stores 20 small images, and pulls each one's manifest and config
 blob with ``httpx.AsyncClient(auth=RegistryAuth(...))``. The flow is the one
 the aiohttp middleware runs (the same core decides), so the counts are the
-same: one 401 for the registry's first challenge, then one token per
-repository, fetched before the request that needs it.
+same: one 401 for the registry's first challenge, and one token request for
+all 20 repositories, since the 19 requests held back behind the first add
+their scopes to its token request (``coalesce_token_requests``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ either adapter. A server that grants them loses nothing: one 401 for a burst.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import anyio
 import anyio.from_thread
@@ -59,26 +60,34 @@ async def pull_all(c: Client, reg: Registry, n: int, *, concurrent: bool) -> lis
     return answers
 
 
-@pytest.mark.parametrize(("n", "concurrent"), [(100, True), (10, False)])
+@pytest.mark.parametrize(
+    ("n", "concurrent", "cap"), [(100, True, 1), (100, True, 50), (10, False, 50)]
+)
 async def test_a_picky_token_server_costs_at_most_n_plus_2_token_requests(
-    env: Env, n: int, concurrent: bool
+    env: Env, n: int, concurrent: bool, cap: int
 ) -> None:
     try:
         ts, reg = await pair(env, n, picky=True)
-        async with env.client(alice(reg)) as c:
+        async with env.client(replace(alice(reg), coalesce_token_requests=cap)) as c:
             answers = await pull_all(c, reg, n, concurrent=concurrent)
             stats = c.stats
     finally:
         await env.stop()
     assert [a.status for a in answers] == [200] * n
-    # The first contact's, the one refused ahead, and one per other repository (the
-    # goal is n + 2 at most).
+    # Each repository is answered 401 once: its token comes from its challenge.
+    assert reg.counters.unauthorized == n
+    if cap > 1 and concurrent:
+        # The first contact's token request carries the scopes of the 49 requests held
+        # behind it, which the registry has not challenged for: refused, as is the one
+        # trial fetch ahead; then one per repository (the goal is n + 2 at most).
+        assert ts.counters.requests == n + 2
+        assert [len(r.scopes) for r in ts.requests if r.status == 401] == [50, 1]
+        return
+    # The first contact's, the one refused ahead, and one per other repository.
     assert ts.counters.requests == n + 1
     # One fetch ahead was tried, refused, and none after it.
     assert (stats.fetches_ahead, stats.fetches_ahead_failed) == (1, 1)
     assert ts.counters.unauthorized == 1
-    # Each repository is answered 401 once: its token comes from its challenge.
-    assert reg.counters.unauthorized == n
     if concurrent:
         assert stats.ahead_waits == n - 2  # all but the first contact and the trial
 
@@ -95,7 +104,13 @@ async def test_a_token_server_that_grants_ahead_loses_nothing(
     finally:
         await env.stop()
     assert [a.status for a in answers] == [200] * n
-    assert ts.counters.requests == n
+    # A burst's concurrent misses share token requests of up to 50 scopes (the
+    # default cap); one pull after another asks once per repository. Either way each
+    # repository's scope is asked for exactly once.
+    assert ts.counters.requests == (2 if concurrent else n)
+    assert sorted(item for r in ts.requests for item in r.scopes) == sorted(
+        f"repository:team/app{i}:pull" for i in range(n)
+    )
     assert reg.counters.unauthorized == 1
     assert stats.fetches_ahead == n - 1
     assert stats.fetches_ahead_failed == 0
@@ -125,4 +140,6 @@ def test_a_picky_token_server_burst_through_httpx_on_trio(
 
     tokens, unauthorized, statuses = anyio.run(main, backend="trio")
     assert statuses == [200] * n
-    assert (tokens, unauthorized) == (n + 1, n)
+    # As on asyncio: the first contact's wide request and the trial refused, then one
+    # token request per repository.
+    assert (tokens, unauthorized) == (n + 2, n)

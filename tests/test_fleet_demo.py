@@ -27,6 +27,9 @@ needs_redis = pytest.mark.skipif(
 )
 
 REPOS = 6
+#: Token requests a cold worker makes for its REPOS pulls: they miss at once and share
+#: one token request (coalesce_token_requests), so what Redis saves is counted in those.
+ASKS = 1
 
 
 async def demo(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -53,8 +56,8 @@ def fleet_args(processes: int = 2) -> list[str]:
 def check_alone(run: dict[str, Any], processes: int) -> None:
     assert run["pulled"] == processes * REPOS
     assert run["failed"] == 0
-    # Alone, each cold process asks for every repository's token.
-    assert run["token_server_requests"] == processes * REPOS
+    # Alone, each cold process asks for every repository's token (in one request).
+    assert run["token_server_requests"] == processes * ASKS
     assert run["token_requests"] == run["token_server_requests"]
     assert run["shared_hits"] == 0
 
@@ -70,11 +73,11 @@ async def test_a_fleet_shares_through_a_redis_server_it_starts() -> None:
     assert shared["pulled"] == 3 * REPOS
     assert shared["failed"] == 0
     assert shared["store"]["errors"] == 0
-    # One token request per repository for the whole fleet; the rest came from Redis.
-    assert shared["token_server_requests"] == REPOS
-    assert shared["token_requests"] == REPOS
-    assert shared["shared_hits"] == 2 * REPOS
-    assert shared["store"]["writes"] == REPOS
+    # One process's token requests for the whole fleet; the others' came from Redis.
+    assert shared["token_server_requests"] == ASKS
+    assert shared["token_requests"] == ASKS
+    assert shared["shared_hits"] == 2 * ASKS
+    assert shared["store"]["writes"] == ASKS
 
 
 @needs_redis
@@ -85,8 +88,8 @@ async def test_a_fleet_shares_through_the_redis_it_is_given_and_hides_its_passwo
         assert code == 0, err
         keys = (await server.command("AUTH", password), await server.command("DBSIZE"))
     assert f"the Redis at {server.host}" in out
-    assert f"asked the token server {REPOS} times instead of {2 * REPOS}" in out
-    assert f"{REPOS} requests saved (50%)" in out
+    assert f"asked the token server {ASKS} times instead of {2 * ASKS}" in out
+    assert f"{ASKS} requests saved (50%)" in out
     assert password not in out + err
     assert keys[1] != b":0\r\n"  # the tokens really went to that Redis
 
@@ -98,8 +101,8 @@ async def test_without_redis_the_demo_says_what_it_would_save(tmp_path: Path) ->
     assert "each process alone" in out
     assert "sharing tokens" not in out
     assert f"token requests{' ' * 2}" in out
-    assert f"{2 * REPOS} requests" in out
-    assert f"saving about {REPOS}" in out
+    assert f"{2 * ASKS} requests" in out
+    assert f"saving about {ASKS}" in out
     assert "apt-get install redis-server" in out
     assert "--redis" in out
 

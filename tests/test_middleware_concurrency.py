@@ -74,7 +74,9 @@ async def test_twenty_scopes_fetch_in_parallel(stack: list[object]) -> None:
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    # Each miss asks alone: shared token requests would fold the twenty into two, and
+    # this test is about distinct fetches never waiting for each other (no lock).
+    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()), coalesce_token_requests=1)
     # Teach the middleware the registry's challenge first.
     async with session.post(s.url("/test/warm"), data=b"test body") as r:
         assert r.status == 200

@@ -559,7 +559,11 @@ async def run_demo(*args: str, env: dict[str, str] | None = None) -> tuple[int, 
 
 
 async def test_demo_trace_prints_the_spans_as_a_tree() -> None:
-    code, out, err = await run_demo("--trace", "--repos", "5", "--latency-ms", "0")
+    # One pull at a time: each repository's token is a fetch of its own (concurrent
+    # misses would share one), so the tree has five fetches to fold.
+    code, out, err = await run_demo(
+        "--trace", "--repos", "5", "--latency-ms", "0", "--concurrency", "1"
+    )
     assert code == 0, err
     tree = out[out.index("trace: ") :].splitlines()
     assert tree[0] == (

@@ -311,7 +311,7 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Tally]], int, dict[str, int
     "denied_rewritten_403": (denied, 2, {"get_basic": 1}),
     "token_server_503_twice": (token_server_503_twice, 1, {"get_basic": 3}),
     "burst_of_1000_to_one_repository": (burst, 1, {"get_basic": 1}),
-    "twenty_new_repositories": (twenty_new_repositories, 1, {"get_basic": 20}),
+    "twenty_new_repositories": (twenty_new_repositories, 1, {"get_basic": 1}),
     "redirect_to_another_origin": (redirect_to_another_origin, 1, {"get_basic": 1}),
 }
 

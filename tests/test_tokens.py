@@ -162,6 +162,28 @@ def test_expired_tokens_are_dropped_when_met() -> None:
     assert len(c) == 0
 
 
+def test_a_token_drops_the_expired_tokens_of_its_resources() -> None:
+    """An expired token behind a newer one in a bucket would never be met by a lookup
+    (it stops at the newer), only by the bound: a new token drops those of its
+    resources that had expired when it was issued."""
+    c = TokenCache()
+    a = tok("repository:a:pull", issued=0, life=10)
+    b = tok("repository:b:pull", issued=0, life=10)
+    c.put("p", a)
+    c.put("p", b)
+    c.put("q", tok("repository:a:pull", issued=0, life=10))
+    # Issued while a is still usable: a stays (it may still serve, or be refused later).
+    wide = tok("repository:a:pull repository:c:pull", issued=5, life=10)
+    c.put("p", wide)
+    assert len(c) == 4
+    # Issued once a had expired: a goes; b (another resource) and q's token stay.
+    later = tok("repository:a:pull", issued=10, life=10)
+    c.put("p", later)
+    assert len(c) == 4
+    assert c.get("p", parse_scope("repository:a:pull"), 10) is later
+    assert c.get("p", parse_scope("repository:c:pull"), 10) is wide
+
+
 def test_bound_evicts_least_recently_used() -> None:
     c = TokenCache(max_entries=3)
     a, b, d = tok("repository:a:pull"), tok("repository:b:pull"), tok("repository:d:pull")
