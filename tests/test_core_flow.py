@@ -2376,3 +2376,23 @@ def test_a_challenge_without_a_scope_is_answered_for_the_requests_own_scope() ->
         effect = core.resume(flow, None, 3.0)
     assert isinstance(effect, FetchToken)
     assert effect.job.required == PULL_A
+
+
+def test_a_joiner_of_a_one_scope_servers_fetch_fetches_its_own_ahead() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1))
+    core.probe_ended(REG)
+    joined = f.step(1, None)
+    assert isinstance(joined, FetchToken)
+    assert joined.key == fetch.key
+    # The fetch learnt that the token server reads one scope parameter (fetch_flow).
+    core.origins.apply(core.origin_of(REG), WideScopeRefused(one_scope=True))
+    core.fetch_ended(fetch.key)
+    own = f.step(1, AccessToken("T0", repo(0), 0.0, 300.0))
+    assert isinstance(own, FetchToken)  # ahead: no request sent without a token
+    assert own.key.scope == repo(1)

@@ -1103,9 +1103,13 @@ class AuthCore:
             st, ident, ch, required, want, now, -math.inf, unproven, None
         )
         if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
-            # The fetch joined got less than this request needs (a wide scope refused,
-            # or granted in part): not worth a fetch ahead of its own; the challenge decides.
-            return None, None, None, ident
+            # The fetch joined got less than this request needs. If its server turned out
+            # to read one scope parameter, this request's scope alone will be granted:
+            # fetch it ahead. Otherwise (a wide scope refused, or granted in part) a fetch
+            # ahead of its own is not worth it; the registry's challenge decides.
+            if not self.origins.current(st).one_scope:
+                return None, None, None, ident
+            got = yield from self._acquire(st, ident, ch, required, want, self.now)
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
