@@ -28,6 +28,7 @@ MODULES = (
     "zoo",
     "redirect_hosts",
     "coalesce",
+    "picky",
 )
 
 
