@@ -245,6 +245,31 @@ async def _converse(
     def fail(message: str, cls: type[HelperError] = HelperError, **extra: Any) -> NoReturn:
         _fail(name, about, message, cls, **extra)
 
+    code, stdout, stderr_bytes = await _run_process(name, action, stdin_text, env, time_limit, fail)
+    if code != 0:
+        if NOT_FOUND_MESSAGE in (_text(stdout), _text(stderr_bytes)):
+            return None
+        stderr = _tidy(stderr_bytes)
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        fail(f"failed ({how})" + (f": {stderr}" if stderr else ""), stderr=stderr, exit_code=code)
+    return stdout
+
+
+async def _run_process(
+    name: str,
+    verb: str,
+    stdin_text: str,
+    env: dict[str, str] | None,
+    time_limit: float | None,
+    fail: Callable[..., NoReturn],
+) -> tuple[int | None, bytes, bytes]:
+    """Run ``docker-credential-NAME VERB`` with ``stdin_text`` on its standard input,
+    bounded in time and output, its process group killed and reaped whatever happens.
+
+    Returns the exit code, standard output and standard error. ``fail`` raises the
+    caller's error for a refused name, a helper not found or not runnable, no answer
+    within ``time_limit`` seconds, and too much output.
+    """
     if not _VALID_NAME.fullmatch(name):
         # The name comes from a configuration file; a "/" or a leading "-"
         # would make it a path or an option rather than a helper on PATH.
@@ -257,7 +282,7 @@ async def _converse(
         transport, proc = await loop.subprocess_exec(
             _HelperProcess,
             executable,
-            action,
+            verb,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -283,23 +308,18 @@ async def _converse(
     finally:
         with anyio.CancelScope(shield=True):
             await _dispose(transport, proc)
-
-    stderr = _tidy(bytes(proc.stderr))
     if timed_out:
         fail(
             f"no answer within {time_limit:g} s; its process group was killed",
             HelperTimeoutError,
-            stderr=stderr,
+            stderr=_tidy(bytes(proc.stderr)),
         )
     if proc.stdout_overflow:
-        fail(f"more than {MAX_HELPER_OUTPUT} bytes on standard output", stderr=stderr)
-    code = transport.get_returncode()
-    if code != 0:
-        if NOT_FOUND_MESSAGE in (_text(proc.stdout), _text(proc.stderr)):
-            return None
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        fail(f"failed ({how})" + (f": {stderr}" if stderr else ""), stderr=stderr, exit_code=code)
-    return bytes(proc.stdout)
+        fail(
+            f"more than {MAX_HELPER_OUTPUT} bytes on standard output",
+            stderr=_tidy(bytes(proc.stderr)),
+        )
+    return transport.get_returncode(), bytes(proc.stdout), bytes(proc.stderr)
 
 
 async def _dispose(transport: asyncio.SubprocessTransport, proc: _HelperProcess) -> None:
@@ -367,7 +387,7 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(name)
 
 
-def _text(data: bytearray) -> str:
+def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
@@ -472,47 +492,6 @@ async def _run_verb(
 
     if time_limit is not None and not time_limit > 0:
         raise ValueError("timeout must be positive, or None")
-    if not _VALID_NAME.fullmatch(name):
-        fail("refused: a helper name may only hold letters, digits, '.', '_' and '-'")
     frozen = None if env is None else dict(env)
-    search_path = (os.environ if frozen is None else frozen).get("PATH", os.defpath)
-    executable = _find(_PREFIX + name, search_path)
-    if executable is None:
-        fail("not found on PATH", HelperNotFoundError)
-    loop = asyncio.get_running_loop()
-    try:
-        transport, proc = await loop.subprocess_exec(
-            _HelperProcess,
-            executable,
-            verb,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=frozen,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        fail(f"cannot run it: {exc.strerror or type(exc).__name__}")
-    try:
-        stdin = transport.get_pipe_transport(0)
-        if isinstance(stdin, asyncio.WriteTransport):
-            stdin.write(stdin_text.encode("utf-8", "surrogateescape"))
-            stdin.close()
-        with anyio.move_on_after(time_limit) as deadline:
-            await proc.until(lambda: proc.exited or proc.stdout_overflow)
-        if not deadline.cancelled_caught:
-            with anyio.move_on_after(_PIPE_GRACE):
-                await proc.until(lambda: proc.pipes_closed or proc.stdout_overflow)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _dispose(transport, proc)
-    stderr = _tidy(bytes(proc.stderr))
-    if deadline.cancelled_caught:
-        fail(
-            f"no answer within {time_limit:g} s; its process group was killed",
-            HelperTimeoutError,
-            stderr=stderr,
-        )
-    if proc.stdout_overflow:
-        fail(f"more than {MAX_HELPER_OUTPUT} bytes on standard output", stderr=stderr)
-    return transport.get_returncode(), _text(proc.stdout), stderr
+    code, stdout, stderr = await _run_process(name, verb, stdin_text, frozen, time_limit, fail)
+    return code, _text(stdout), _tidy(stderr)
