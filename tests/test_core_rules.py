@@ -12,6 +12,7 @@ from yarl import URL
 
 from aociauth import parse_scope, unlimited_scope
 from aociauth._responses import is_presigned
+from aociauth._urls import parse_retry_after as retry_after
 from aociauth.core.rules import (
     OAUTH_CLIENT_ID,
     REFUSALS,
@@ -23,7 +24,6 @@ from aociauth.core.rules import (
     refresh_grant_form,
     refused_by_its_own_claims,
     registry_host,
-    retry_after,
     token_get_url,
     worth_asking_again,
 )

@@ -11,7 +11,6 @@ import functools
 
 from yarl import URL
 
-from aociauth._urls import parse_retry_after as retry_after
 from aociauth.scope import ACTION_PUSH, TYPE_REPOSITORY, Scope
 from aociauth.tokens import AccessToken
 
@@ -27,7 +26,6 @@ __all__ = [
     "refused_by_its_own_claims",
     "registry_host",
     "required_scope",
-    "retry_after",
     "token_get_url",
     "worth_asking_again",
 ]
