@@ -134,14 +134,16 @@ class Credentials:
         self._renewals: dict[EntryKey, int] = {}
         self._check_interval = check_interval
         self._on_change = on_change
-        self._next_check = -math.inf
+        #: When the config's files are next due a check (the driver's hot path tests it
+        #: before calling watch).
+        self.next_check = -math.inf
 
     def watch(self, now: float) -> None:
         """Check the config's files for changes if ``check_interval`` has passed since
         the last check (``now``: the adapter's monotonic clock)."""
-        if now < self._next_check:
+        if now < self.next_check:
             return
-        self._next_check = now + self._check_interval
+        self.next_check = now + self._check_interval
         self._reload()
 
     def _reload(self) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from .scope import Scope
+from .scope import EMPTY_SCOPE, Scope
 
 __all__ = [
     "RequestInfo",
@@ -26,7 +26,7 @@ __all__ = [
     "with_scope",
 ]
 
-_EMPTY = Scope()
+_EMPTY = EMPTY_SCOPE
 
 _scope_var: ContextVar[Scope] = ContextVar("aociauth.scope")
 _request_info_var: ContextVar[RequestInfo] = ContextVar("aociauth.request_info")

@@ -36,6 +36,7 @@ from aociauth._driver import (
 from aociauth._redact import redact_url
 from aociauth._resolver import RealmAddressError
 from aociauth._responses import (
+    _followed,
     denied_body,
     hide_followed_redirect,
     hide_presigned,
@@ -48,7 +49,7 @@ from aociauth._singleflight import SingleFlight
 from aociauth._token_sessions import TokenSessions
 from aociauth._urls import parse_retry_after
 from aociauth.config import ConfigFile
-from aociauth.context import scopes_from_context
+from aociauth.context import _request_info_var, _scope_var
 from aociauth.core import (
     AuthCore,
     AwaitProbe,
@@ -77,7 +78,7 @@ from aociauth.errors import (
     TokenServerError,
 )
 from aociauth.params import AuthStats, StdTransportParams
-from aociauth.scope import Scope
+from aociauth.scope import EMPTY_SCOPE, Scope
 from aociauth.tokens import AccessToken
 
 __all__ = ["AuthMiddleware", "AuthStats", "StdTransportParams", "new_std_transport"]
@@ -198,17 +199,22 @@ class AuthMiddleware:
         """Authorise ``req``, send it, and answer one usable 401 challenge."""
         if self._closed:
             raise self._closed_error()
-        followed = hide_followed_redirect(req)
-        callers_auth = req.headers.getall(hdrs.AUTHORIZATION, [])
-        info_scope, wanted = scopes_from_context()
-        # tuple.__new__ is RequestFacts(...) without the NamedTuple's Python __new__: this
-        # runs for every request.
-        facts = _tuple_new(
-            RequestFacts, (req.method, req.url, info_scope, wanted, bool(callers_auth))
-        )
+        # Spelt out for the hot path, where calls cost most: a redirect to hide is rare,
+        # and a caller's own Authorization too (None, not [], when there is none).
+        followed = _followed.get() is not None and hide_followed_redirect(req)
+        headers = req.headers
+        callers_auth = headers.getall(hdrs.AUTHORIZATION, None)
+        info = _request_info_var.get(None)
+        # tuple.__new__ is RequestFacts(...) without the NamedTuple's Python __new__.
+        facts = _tuple_new(RequestFacts, (
+            req.method, req.url, None if info is None else info.required_scope,
+            _scope_var.get(EMPTY_SCOPE), callers_auth is not None,
+        ))  # fmt: skip
         core = self._core
-        core.now = asyncio.get_running_loop().time()
-        self._credentials.watch(core.now)
+        core.now = now = asyncio.get_running_loop().time()
+        credentials = self._credentials
+        if now >= credentials.next_check:
+            credentials.watch(now)
         try:
             # The hot path: the core needs nothing but to send (a cached token, say).
             prep = core.ready(facts)
@@ -216,7 +222,7 @@ class AuthMiddleware:
                 resp = await self._drive(req, handler, core.request_flow(facts), None)
             else:
                 if prep.authorization is not None:
-                    req.headers[hdrs.AUTHORIZATION] = prep.authorization
+                    headers[hdrs.AUTHORIZATION] = prep.authorization
                 resp = await handler(req)
                 if resp.status == 401:
                     reply = Reply(401, tuple(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
@@ -227,20 +233,23 @@ class AuthMiddleware:
             # aiohttp's request_info (in a response, and in the ClientResponseError of
             # raise_for_status or of an answer it cannot parse) is a view of the request's
             # live headers: take our credential out once sent, whatever happened.
-            if req.headers.getall(hdrs.AUTHORIZATION, []) != callers_auth:
-                req.headers.popall(hdrs.AUTHORIZATION, None)
+            if callers_auth is None:
+                headers.popall(hdrs.AUTHORIZATION, None)
+            elif headers.getall(hdrs.AUTHORIZATION, None) != callers_auth:
+                headers.popall(hdrs.AUTHORIZATION, None)
                 for value in callers_auth:
-                    req.headers.add(hdrs.AUTHORIZATION, value)
-        if resp.status == 429:
+                    headers.add(hdrs.AUTHORIZATION, value)
+        status = resp.status
+        if status == 429:
             log.debug(
                 "%s answered 429 (Retry-After %s, RateLimit-Remaining %s)",
                 req.url.host,
                 resp.headers.get(hdrs.RETRY_AFTER),
                 resp.headers.get("RateLimit-Remaining"),
             )
-        if followed or is_presigned(req.url):
+        if followed or (req.url.raw_query_string and is_presigned(req.url)):
             hide_presigned(resp, every_value=followed)
-        if 300 <= resp.status < 400:
+        if 300 <= status < 400:
             note_redirect(req, resp)
         return resp
 

@@ -286,6 +286,10 @@ def _format(items: Iterable[ResourceScope]) -> str:
 
 _UNLIMITED = Scope._make(frozenset(), unlimited=True)
 
+#: The empty scope the request context defaults to and the core's request facts carry
+#: when none was given: one object, so the hot path tells "none given" by identity.
+EMPTY_SCOPE = Scope()
+
 
 def new_scope(*rss: ResourceScope) -> Scope:
     """Return the scope holding exactly ``rss`` (duplicates collapse), in canonical form."""

@@ -313,6 +313,12 @@ class TokenCache:
                 return tok
         return None
 
+    @property
+    def recency(self) -> OrderedDict[AccessToken, Hashable]:
+        """The cached tokens, least recently used first, each with its partition; for a
+        caller's hot path, which moves a token it uses to the end (no other change)."""
+        return self._lru
+
     def touch(self, token: AccessToken) -> bool:
         """Whether ``token`` is still cached; if so, it counts as just used."""
         try:

@@ -76,7 +76,7 @@ from aociauth.realm import (
     check_realm,
     on_this_machine,
 )
-from aociauth.scope import Scope, new_scope, parse_scope, unlimited_scope
+from aociauth.scope import EMPTY_SCOPE, Scope, new_scope, parse_scope, unlimited_scope
 from aociauth.stats import AuthStats
 from aociauth.tokens import (
     AccessToken,
@@ -145,7 +145,7 @@ class FlowPolicy:
 # -- values the flows exchange -------------------------------------------------
 
 
-_NO_SCOPE = Scope()
+_NO_SCOPE = EMPTY_SCOPE
 
 
 class RequestFacts(NamedTuple):
@@ -517,6 +517,9 @@ class AuthCore:
         self.stats = stats or AuthStats()
         self.origins = Origins(self.policy.max_origins)
         self.cache = TokenCache(self.policy.cache_size)
+        # The tables the hot path checks, held directly (see ready).
+        self._origin_table = self.origins.table
+        self._token_recency = self.cache.recency
         self._partitions: dict[tuple[OriginKey, str, Hashable], int] = {}
         self._next_partition = 0
         #: The identity adopted per (origin, namespace): asked of the config once.
@@ -543,7 +546,7 @@ class AuthCore:
         self._held: dict[tuple[Hashable, str], dict[int, Scope]] = {}
         self._tickets = 0
         #: The hot path's memory, per (method, URL, info scope, wanted scope).
-        self._hot: dict[tuple[str, URL, Scope | None, Scope], _Hot] = {}
+        self._hot: dict[tuple[object, ...], _Hot] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
 
@@ -805,22 +808,33 @@ class AuthCore:
         # The same request again (a puller's GETs of blobs and manifests) skips the
         # scope inference, the origin table and the cache search: what they gave last
         # time stands while the origin's state, the identity and the token do.
-        key = (facts.method, facts.url, facts.info_scope, facts.wanted)
+        method, url, info_scope, wanted, _ = facts
+        # A plain request (no scope given by the caller) is keyed without the scopes,
+        # sparing the hash of a Scope (Python code) on every request.
+        key: tuple[object, ...] = (
+            (method, url) if info_scope is None and wanted is _NO_SCOPE else facts[:4]
+        )
         hot = self._hot.get(key)
         now = self.now
         if hot is not None:
+            st, ident_key, hot_ident, hot_tok, fresh_until, required, want, known = hot
+            # Origins.holds and TokenCache.touch, spelt out: no call on the hot path.
+            origins = self._origin_table
             if (
-                now < hot.fresh_until
-                and self.origins.holds(hot.st)
-                and self._identities.get(hot.ident_key) is hot.ident
-                and self.cache.touch(hot.tok)
+                now < fresh_until
+                and origins.get(st.key) is st
+                and self._identities.get(ident_key) is hot_ident
+                and hot_tok in self._token_recency
             ):
-                self.stats.requests += 1
-                self.stats.cache_hits += 1
+                origins.move_to_end(st.key)
+                self._token_recency.move_to_end(hot_tok)
+                stats = self.stats
+                stats.requests += 1
+                stats.cache_hits += 1
                 # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
                 return _tuple_new(Prepared, (
-                    hot.st, hot.ident, hot.required, hot.want, hot.known, hot.tok, None,
-                    hot.tok.authorization, False, facts, now,
+                    st, hot_ident, required, want, known, hot_tok, None,
+                    hot_tok.authorization, False, facts, now,
                 ))  # fmt: skip
             del self._hot[key]
         p = self.policy

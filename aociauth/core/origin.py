@@ -239,6 +239,13 @@ class Origins:
             self._states.move_to_end(key)
         return st
 
+    @property
+    def table(self) -> OrderedDict[OriginKey, OriginState]:
+        """Each origin's current state by key, least recently used first; for a caller's
+        hot path, which moves an origin it uses to the end (no other change: states
+        change through :meth:`apply`)."""
+        return self._states
+
     def holds(self, st: OriginState) -> bool:
         """Whether ``st`` is still its origin's current state; if so, the origin counts
         as just used (as :meth:`state` would count it)."""
