@@ -51,7 +51,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -64,6 +63,7 @@ from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
+from aociauth._reference import NAME_MAX, is_digest, is_domain, is_name_component, is_tag
 from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.config import DOCKER_HUB_HOSTS, ConfigFile, Resolution, StoredCredential, load
 from aociauth.context import with_scope
@@ -125,18 +125,6 @@ DOCKER_HUB_API_HOST = "registry-1.docker.io"
 #: manifests over 4 MiB; this leaves room).
 MAX_BODY = 16 * 1024 * 1024
 _ERROR_BODY = 64 * 1024
-
-# docker/distribution reference grammar (reference/regexp.go). The component's
-# separator is made mandatory, matching the same strings without the
-# exponential backtracking of the original spelling.
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_DOMAIN = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
-_NAME_MAX = 255
 
 #: Seconds ``token``, ``fetch`` and ``login``'s check may take in all (``--timeout``): a frozen
 #: registry or token server ends the command instead of holding it for aiohttp's
@@ -228,29 +216,29 @@ def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True
         raise CLIError(f"invalid reference {text!r}: {why}", EXIT_USAGE)
 
     rest, _, digest = text.partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
+    if digest and not is_digest(digest):
         bad("malformed digest")
     tag = ""
     colon, slash = rest.rfind(":"), rest.rfind("/")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.fullmatch(tag):
+        if not is_tag(tag):
             bad("malformed tag")
     if (tag or digest) and not allow_tag:
         bad("give a repository without a tag or digest")
     first, sep, path = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         domain = first
-        if not _DOMAIN.fullmatch(domain):
+        if not is_domain(domain):
             bad("malformed registry host")
     else:
         domain, path = DOCKER_HUB, rest
     if domain == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"
-    if not path or not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
+    if not path or not all(is_name_component(c) for c in path.split("/")):
         bad("a repository name is lowercase letters, digits and separators (. _ __ -)")
-    if len(path) > _NAME_MAX:
-        bad(f"repository name longer than {_NAME_MAX} characters")
+    if len(path) > NAME_MAX:
+        bad(f"repository name longer than {NAME_MAX} characters")
     registry = DOCKER_HUB_API_HOST if domain == DOCKER_HUB else domain
     scheme = "http" if insecure or is_loopback(registry) else "https"
     return ImageReference(scheme, registry, path, tag, digest)
@@ -261,7 +249,7 @@ def _registry_host(text: str) -> str:
     if "//" in text:
         text = text.split("//", 1)[1]
     host = text.partition("/")[0]
-    if not host or not _DOMAIN.fullmatch(host):
+    if not host or not is_domain(host):
         raise CLIError(f"invalid registry {text!r}: expected HOST or HOST:PORT", EXIT_USAGE)
     return host
 
@@ -333,13 +321,10 @@ def _denied_hint(error: dict[str, Any]) -> str:
 
 def _login_hint(registry: str) -> str:
     """``; to log in, run ...``: the newcomer's fix for a registry that wants credentials."""
-    if not _REGISTRY_NAME.fullmatch(registry):
+    if not is_domain(registry):
         return ""  # not a host[:port] to put in a command line
     name = "" if registry in DOCKER_HUB_HOSTS else f" {registry}"
     return f"; to log in, run `aociauth login{name}` or `docker login{name}`"
-
-
-_REGISTRY_NAME = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 
 
 def _one_line(text: str) -> str:
