@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import getpass
 import ipaddress
@@ -78,7 +76,8 @@ from aociauth.login import (
     verify_credentials,
 )
 from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
-from aociauth.scope import ResourceScope, Scope, new_scope, parse_scope
+from aociauth.scope import Scope, parse_scope
+from aociauth.tokens import granted_scope
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -618,33 +617,6 @@ async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
 # -- token ---------------------------------------------------------------------------
 
 
-def _jwt_claims(token: str) -> dict[str, Any] | None:
-    """The claims of a JWT, unverified (for display only); None for an opaque token."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-def _granted_scope(claims: dict[str, Any]) -> Scope | None:
-    """The scope a distribution-style JWT grants (its ``access`` claim)."""
-    access = claims.get("access")
-    if not isinstance(access, list):
-        return None
-    items = [
-        ResourceScope(str(a.get("type", "")), str(a.get("name", "")), str(action))
-        for a in access
-        if isinstance(a, dict)
-        for action in (a.get("actions") or [])
-    ]
-    return new_scope(*items)
-
-
 _GRANT_KINDS = {
     "get_basic": "GET with Basic credentials",
     "get_anonymous": "GET, anonymous",
@@ -725,8 +697,7 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
         if kinds
         else "none: an access token from the configuration (registrytoken)"
     )
-    claims = _jwt_claims(tok.value)
-    granted = _granted_scope(claims) if claims is not None else None
+    granted = granted_scope(tok.value)
     problems = _token_problems(wanted, granted, tags_error)
     expires = tok.expires_at - now
     shown_token = tok.value if args.show_token else mask(tok.value)
