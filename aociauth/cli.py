@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import ipaddress
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ import anyio
 from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
+from aociauth._addresses import on_this_machine
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
 from aociauth._reference import NAME_MAX, is_digest, is_domain, is_name_component, is_tag
 from aociauth.challenge import parse_challenges, select_challenge
@@ -187,18 +187,18 @@ class ImageReference:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``name[:port]``) is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    """Whether the registry ``host`` (``name[:port]``, ``[ipv6][:port]``) is this machine.
+
+    The realm guard's rule (:func:`aociauth._addresses.on_this_machine`):
+    ``localhost`` and the names under it, and loopback addresses in any
+    spelling a resolver reads.
+    """
     name = host
     if name.startswith("["):
         name = name[1:].partition("]")[0]
     elif name.count(":") == 1:
         name = name.partition(":")[0]
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return on_this_machine(name)
 
 
 def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True) -> ImageReference:
