@@ -60,6 +60,7 @@ from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
 from aociauth._addresses import on_this_machine
+from aociauth._capped import collect_capped
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
 from aociauth._reference import NAME_MAX, is_digest, is_domain, is_name_component, is_tag
 from aociauth.challenge import parse_challenges, select_challenge
@@ -268,14 +269,11 @@ def _dump_json(data: Any, out: TextIO) -> None:
 
 
 async def _read_capped(resp: ClientResponse, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise CLIError(f"{redact_url(resp.url)}: body larger than {cap} bytes", EXIT_FAILED)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def too_big() -> CLIError:
+        return CLIError(f"{redact_url(resp.url)}: body larger than {cap} bytes", EXIT_FAILED)
+
+    chunks = resp.content.iter_chunked(64 * 1024)
+    return await collect_capped(chunks, cap, resp.content_length, too_big)
 
 
 async def _registry_error(resp: ClientResponse, what: str) -> CLIError:

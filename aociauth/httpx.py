@@ -52,6 +52,7 @@ import anyio
 import httpx
 from yarl import URL
 
+from aociauth._capped import collect_capped, declared_length
 from aociauth._driver import (
     Credentials,
     EntryKey,
@@ -482,17 +483,8 @@ async def _read_capped(resp: httpx.Response, cap: int, where: str, call: TokenCa
             status=resp.status_code,
         )
 
-    length = resp.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise too_big()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            raise too_big()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    declared = declared_length(resp.headers.get("Content-Length"))
+    return await collect_capped(resp.aiter_bytes(), cap, declared, too_big)
 
 
 def _forget_cookies(client: httpx.AsyncClient, resp: httpx.Response) -> None:
