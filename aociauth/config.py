@@ -63,6 +63,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, runtime_checkable
 
+from aociauth._redact import mask
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 
 if TYPE_CHECKING:
@@ -139,9 +140,13 @@ class ConfigEntry:
     def __repr__(self) -> str:
         shown = [f"username={self.username!r}"] if self.username else []
         shown += [
-            f"{name}=<set>"
-            for name in ("password", "refresh_token", "access_token")
-            if getattr(self, name)
+            f"{name}={mask(secret)}"
+            for name, secret in (
+                ("password", self.password),
+                ("refresh_token", self.refresh_token),
+                ("access_token", self.access_token),
+            )
+            if secret
         ]
         return f"ConfigEntry({', '.join(shown)})"
 

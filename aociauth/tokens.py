@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from aociauth._redact import mask, token_repr
 from aociauth.errors import TokenResponseError
 from aociauth.scope import ResourceScope, Scope, new_scope
 
@@ -60,8 +61,8 @@ class TokenResponse:
 
     def __repr__(self) -> str:
         return (
-            f"TokenResponse(token=<set>, refresh_token="
-            f"{'<set>' if self.refresh_token else '<empty>'}, expires_in={self.expires_in})"
+            f"TokenResponse(token={mask(self.token)}, refresh_token="
+            f"{mask(self.refresh_token)}, expires_in={self.expires_in})"
         )
 
 
@@ -202,9 +203,7 @@ class AccessToken:
     introspected: bool = False
 
     def __repr__(self) -> str:
-        return (
-            f"AccessToken(<redacted>, scope={str(self.scope)!r}, expires_at={self.expires_at:.1f})"
-        )
+        return token_repr("AccessToken", str(self.scope), self.expires_at)
 
     @functools.cached_property
     def authorization(self) -> str:
