@@ -173,7 +173,8 @@ class Credentials:
     async def _lookup(self, effect: LookupCredentials) -> LookupAnswer:
         key = (effect.origin, effect.namespace)
         try:
-            with _trace.credential_lookup(effect.host, effect.downgraded, self._config) as traced:
+            source = _source_kind(self._config)
+            with _trace.credential_lookup(effect.host, effect.downgraded, source) as traced:
                 if effect.downgraded:
                     entry = LookupAnswer(ConfigEntry(), _DOWNGRADED)
                 else:
@@ -290,6 +291,13 @@ def _place(source: str | None) -> str:
     if source == "DOCKER_AUTH_CONFIG" or source.startswith("<"):
         return _show(source)  # the variable, or ConfigFile.from_dict's "<dict>"
     return f"config file {_show(source)}"
+
+
+def _source_kind(config: Config | None) -> str:
+    """What a credential lookup's span says the credentials come from."""
+    if config is None:
+        return "none"
+    return "file" if isinstance(config, ConfigFile) else "custom"
 
 
 def _key(key: str) -> str:

@@ -61,13 +61,11 @@ import re
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, runtime_checkable
+from typing import Any, Literal, NoReturn, Protocol, runtime_checkable
 
-from aociauth._redact import mask
+from aociauth._entry import ConfigEntry
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
-
-if TYPE_CHECKING:
-    from aociauth.helpers import HelperLister, HelperRunner
+from aociauth.helpers import HelperLister, HelperRunner, exec_helper_with_env, list_helper_with_env
 
 __all__ = [
     "DOCKER_HUB_HOSTS",
@@ -115,40 +113,6 @@ _SHOWN_KEY_LENGTH = 256
 # C0 controls and DEL: in a credential they would break, or inject into, the
 # header or form it is sent in (aiohttp refuses CR/LF in headers with a ValueError).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True, repr=False)
-class ConfigEntry:
-    """The credentials for one registry (Go: ``ConfigEntry``).
-
-    Any field may be empty; all empty means no credentials. ``refresh_token``
-    is an OAuth2 refresh token (``identitytoken`` in ``config.json``, or a
-    helper's answer for user ``<token>``); ``access_token`` is a bearer token
-    sent to the registry as is (``registrytoken``); ``username`` and
-    ``password`` are for Basic authentication and token requests.
-
-    Entries are hashable and compare by value, so they can name a credential
-    identity. ``repr`` (and ``str``) show the username and which secret fields
-    are set, never a secret.
-    """
-
-    refresh_token: str = ""
-    access_token: str = ""
-    username: str = ""
-    password: str = ""
-
-    def __repr__(self) -> str:
-        shown = [f"username={self.username!r}"] if self.username else []
-        shown += [
-            f"{name}={mask(secret)}"
-            for name, secret in (
-                ("password", self.password),
-                ("refresh_token", self.refresh_token),
-                ("access_token", self.access_token),
-            )
-            if secret
-        ]
-        return f"ConfigEntry({', '.join(shown)})"
 
 
 @runtime_checkable
@@ -678,15 +642,10 @@ def _chain_of(env: Mapping[str, str]) -> tuple[_Source, ...]:
 
 
 def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:
-    # Imported here: helpers imports ConfigEntry from this module.
-    from aociauth.helpers import exec_helper_with_env
-
     return exec_helper_with_env(env)
 
 
 def _default_lister(env: Mapping[str, str] | None) -> HelperLister:
-    from aociauth.helpers import list_helper_with_env
-
     return list_helper_with_env(env)
 
 

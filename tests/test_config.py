@@ -7,6 +7,7 @@ processes). The rest proves what this project adds.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aociauth
 from aociauth.config import (
     DOCKER_HUB_SERVER_URL,
     MAX_CONFIG_SIZE,
@@ -1841,3 +1843,42 @@ async def test_a_store_that_is_not_installed_is_not_listed() -> None:
     )
     [place] = await c.stored_credentials()
     assert (place.registry, place.found.kind, place.used_instead) == ("r.test", "auths", None)
+
+
+# -- module boundaries ---------------------------------------------------------
+
+
+def _imports(module: str) -> tuple[set[str], set[str]]:
+    """The aociauth modules ``module`` imports at load time, and those it imports in functions.
+
+    Imports under ``if TYPE_CHECKING:`` are the type checker's and count as neither.
+    """
+    path = Path(aociauth.__file__).parent / f"{module.removeprefix('aociauth.')}.py"
+    tree = ast.parse(path.read_text())
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    inner = {id(n) for f in functions for n in ast.walk(f)}
+    typing_only = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    ]
+    skipped = {id(n) for block in typing_only for n in ast.walk(block)}
+    at_load: set[str] = set()
+    in_functions: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aociauth"):
+            (in_functions if id(node) in inner else at_load).add(node.module or "")
+    return at_load, in_functions
+
+
+def test_the_config_stands_on_the_helpers_and_not_the_other_way() -> None:
+    config_at_load, config_in_functions = _imports("aociauth.config")
+    assert "aociauth.helpers" in config_at_load
+    assert config_in_functions == set()  # no import hidden in a function to dodge a cycle
+    # What the helpers stand on never reaches back into the config.
+    for below in ("aociauth.helpers", "aociauth._trace", "aociauth._entry"):
+        at_load, _ = _imports(below)
+        assert "aociauth.config" not in at_load, below
+    assert aociauth.ConfigEntry.__module__ == "aociauth._entry"
