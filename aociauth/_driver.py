@@ -29,7 +29,15 @@ from yarl import URL
 from aociauth import _trace
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
-from aociauth.config import _CONTROL, ConfigEntry, ConfigFile, Resolution, _fields, _show
+from aociauth.config import (
+    _CONTROL,
+    ConfigEntry,
+    ConfigFile,
+    NamespacedConfig,
+    Resolution,
+    _fields,
+    _show,
+)
 from aociauth.core import (
     AuthCore,
     FetchJob,
@@ -241,10 +249,9 @@ class Credentials:
                 _described(res, self._config.sources),
                 res.kind in ("credHelpers", "credsStore"),
             )
-        by_repo = getattr(self._config, "entry_for_repository", None) if namespace else None
         entry: ConfigEntry
-        if by_repo is not None:
-            entry = await by_repo(host, namespace)
+        if namespace and isinstance(self._config, NamespacedConfig):
+            entry = await self._config.entry_for_repository(host, namespace)
         else:
             entry = await self._config.entry_for_registry(host)
         name = _show(type(self._config).__name__)

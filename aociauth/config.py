@@ -74,6 +74,7 @@ __all__ = [
     "Config",
     "ConfigEntry",
     "ConfigFile",
+    "NamespacedConfig",
     "Resolution",
     "StoredCredential",
     "load",
@@ -121,6 +122,11 @@ class Config(Protocol):
 
     Implement it to supply credentials from elsewhere (a vault, a test).
     It may be called concurrently.
+
+    One optional capability, named by a protocol of its own and detected with
+    ``isinstance``: a :class:`NamespacedConfig` also keeps credentials per
+    repository namespace (``quay.io/team``), as :class:`ConfigFile` does. A
+    Config without it is asked per registry only.
     """
 
     async def entry_for_registry(self, host: str) -> ConfigEntry:
@@ -128,6 +134,35 @@ class Config(Protocol):
 
         Return an empty :class:`ConfigEntry` when there are none; raise an
         :class:`~aociauth.OCIAuthError` when they cannot be determined.
+        """
+        ...
+
+
+@runtime_checkable
+class NamespacedConfig(Config, Protocol):
+    """A :class:`Config` with credentials per repository namespace, as :class:`ConfigFile` has.
+
+    Both adapters ask :meth:`namespaces` once per registry origin; a request
+    whose repository lies under one of the namespaces (``team`` covers
+    ``team`` and ``team/app``, the longest wins) is looked up with
+    :meth:`entry_for_repository` for that namespace, every other request with
+    :meth:`~Config.entry_for_registry`. Each namespace gets a token identity
+    of its own, so two namespaces' credentials never share a token.
+    """
+
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        """The credentials for ``repository`` on registry ``host``.
+
+        The adapters pass a namespace :meth:`namespaces` named, whole. Empty
+        and raising mean what they mean for :meth:`~Config.entry_for_registry`.
+        """
+        ...
+
+    def namespaces(self, host: str) -> tuple[str, ...]:
+        """The repository namespaces of ``host`` with credentials of their own.
+
+        Plain paths (``team``, ``team/app``), without the host; called once per
+        registry origin, so it must not block.
         """
         ...
 

@@ -66,7 +66,7 @@ from aociauth._resolver import RealmAddressError, loopback_allowed, refused_addr
 from aociauth._responses import denied_body
 from aociauth._singleflight import SingleFlight
 from aociauth._urls import parse_retry_after
-from aociauth.config import ConfigFile
+from aociauth.config import NamespacedConfig
 from aociauth.context import scopes_from_context
 from aociauth.core import (
     AuthCore,
@@ -137,7 +137,7 @@ class RegistryAuth(httpx.Auth):
         self._p = params or StdTransportParams()
         self.stats = AuthStats()
         self._core = AuthCore(self._p.flow_policy(), self.stats)
-        if isinstance(self._p.config, ConfigFile):
+        if isinstance(self._p.config, NamespacedConfig):
             self._core.set_namespaces(self._p.config.namespaces)
         self._client = client
         self._owned: httpx.AsyncClient | None = None

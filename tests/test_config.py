@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from aociauth.config import (
     Config,
     ConfigEntry,
     ConfigFile,
+    NamespacedConfig,
     Resolution,
     load,
     load_with_env,
@@ -36,6 +38,9 @@ from aociauth.config import (
 from aociauth.core.rules import basic_authorization
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 from aociauth.helpers import HelperRunner
+from aociauth.httpx import RegistryAuth
+from aociauth.middleware import StdTransportParams
+from aociauth.testing import Registry, TokenServer
 
 
 async def no_runner(helper_name: str, server_url: str) -> ConfigEntry:
@@ -1882,3 +1887,78 @@ def test_the_config_stands_on_the_helpers_and_not_the_other_way() -> None:
         at_load, _ = _imports(below)
         assert "aociauth.config" not in at_load, below
     assert aociauth.ConfigEntry.__module__ == "aociauth._entry"
+
+
+# -- the optional capability: credentials per namespace ---------------------------
+
+ROBOT, ALICE = "robot-ns-password", "alice-ns-password"
+MANIFEST = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+
+
+class _Vault:
+    """A custom Config that counts what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ...]] = []
+
+    async def entry_for_registry(self, host: str) -> ConfigEntry:
+        self.asked.append(("registry", host))
+        return ConfigEntry(username="alice", password=ALICE)
+
+
+class _NamespacedVault(_Vault):
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        self.asked.append(("repository", host, repository))
+        return ConfigEntry(username="robot", password=ROBOT)
+
+    def namespaces(self, host: str) -> tuple[str, ...]:
+        self.asked.append(("namespaces", host))
+        return ("team",)
+
+
+class _HalfVault(_Vault):
+    """entry_for_repository without namespaces: not the capability."""
+
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        raise AssertionError("asked per repository without naming namespaces")
+
+
+def test_the_capability_is_named_by_a_protocol() -> None:
+    assert isinstance(ConfigFile(), NamespacedConfig)
+    assert isinstance(_NamespacedVault(), NamespacedConfig)
+    assert isinstance(_Vault(), Config)
+    assert not isinstance(_Vault(), NamespacedConfig)
+    assert not isinstance(_HalfVault(), NamespacedConfig)
+
+
+@pytest.mark.parametrize("vault", [_NamespacedVault, _Vault, _HalfVault])
+async def test_a_custom_config_with_namespaces_is_asked_per_namespace(
+    vault: type[_Vault],
+) -> None:
+    config = vault()
+    async with (
+        TokenServer(users={"robot": ROBOT, "alice": ALICE}) as ts,
+        Registry(auth="bearer", token_server=ts) as reg,
+        RegistryAuth(StdTransportParams(config=config)) as auth,
+        httpx.AsyncClient(auth=auth) as client,
+    ):
+        reg.seed_image("team/app", "v1")
+        reg.seed_image("other/app", "v1")
+        for repository in ("team/app", "other/app", "team/app"):
+            r = await client.get(f"{reg.url}/v2/{repository}/manifests/v1", headers=MANIFEST)
+            assert r.status_code == 200
+        users = [(req.subject, req.scopes) for req in ts.requests]
+        host = reg.host
+    if vault is _NamespacedVault:
+        assert config.asked == [
+            ("namespaces", host),
+            ("repository", host, "team"),
+            ("registry", host),
+        ]
+        assert users == [
+            ("robot", ("repository:team/app:pull",)),
+            ("alice", ("repository:other/app:pull",)),
+        ]
+    else:
+        assert config.asked == [("registry", host)]
+        assert [u for u, _ in users] == ["alice", "alice"]
