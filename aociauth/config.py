@@ -53,17 +53,18 @@ import asyncio
 import base64
 import codecs
 import dataclasses
-import functools
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol, runtime_checkable
 
 from aociauth._entry import ConfigEntry
+from aociauth._singleflight import SingleFlight
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 from aociauth.helpers import HelperLister, HelperRunner, exec_helper_with_env, list_helper_with_env
 
@@ -302,9 +303,17 @@ class ConfigFile:
         self._env: Mapping[str, str] | None = None
         #: Each file that may be read, as it was on disk when last read.
         self._stamps: tuple[tuple[str, _Stamp], ...] = ()
-        self._inflight: dict[
-            tuple[asyncio.AbstractEventLoop, str, str], asyncio.Future[ConfigEntry]
-        ] = {}
+        #: Helper runs shared by (event loop, helper, server URL). Under asyncio
+        #: each run is a task of its own, so a caller that is cancelled leaves it
+        #: to the others; under trio, where no task may outlive its caller, the
+        #: first caller runs it and a waiter takes over if it leaves.
+        self._helper_runs: SingleFlight[_HelperRun, ConfigEntry] = SingleFlight(
+            spawn=self._spawn, abandoned=_helper_run_abandoned
+        )
+        self._inline_helper_runs: SingleFlight[_HelperRun, ConfigEntry] = SingleFlight(
+            spawn=None, abandoned=_helper_run_abandoned
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_dict(
@@ -503,24 +512,21 @@ class ConfigFile:
     async def _run_helper(self, helper: str, host: str) -> ConfigEntry:
         """Ask ``helper`` about ``host``, sharing a run already under way for the same question."""
         server_url = _server_url(host)
-        loop = asyncio.get_running_loop()
-        key = (loop, helper, server_url)
-        run = self._inflight.get(key)
-        if run is None:
-            run = loop.create_task(self._call_runner(helper, server_url, host))
-            self._inflight[key] = run
-            run.add_done_callback(functools.partial(self._forget, key))
-        # shield: a waiter that is cancelled leaves the run to the others (and
-        # marks a failure nobody waits for any more as retrieved).
-        return await asyncio.shield(run)
+        try:
+            loop: object = asyncio.get_running_loop()
+            flights = self._helper_runs
+        except RuntimeError:
+            # trio: one run a thread at a time, and no helper run outlives its caller.
+            loop, flights = threading.get_ident(), self._inline_helper_runs
+        return await flights.run(
+            (loop, helper, server_url), lambda: self._call_runner(helper, server_url, host)
+        )
 
-    def _forget(
-        self,
-        key: tuple[asyncio.AbstractEventLoop, str, str],
-        run: asyncio.Future[ConfigEntry],
-    ) -> None:
-        if self._inflight.get(key) is run:
-            del self._inflight[key]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only a weak reference to a task: the set keeps it running.
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _call_runner(self, helper: str, server_url: str, host: str) -> ConfigEntry:
         runner = self._runner
@@ -674,6 +680,15 @@ def _chain_of(env: Mapping[str, str]) -> tuple[_Source, ...]:
         data = _parse_json(raw, source)
         config._add(_parse_legacy(data, source) if legacy else _parse_document(data, source))
     return config._chain
+
+
+#: A shared helper run's key: (event loop, helper name, server URL).
+_HelperRun = tuple[object, str, str]
+
+
+def _helper_run_abandoned() -> HelperError:
+    """What a lookup gets when the helper run it waited for was cancelled (its loop closing)."""
+    return HelperError("the credential helper run this lookup waited for was cancelled")
 
 
 def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:

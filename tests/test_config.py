@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1104,6 +1105,85 @@ async def test_concurrent_lookups_share_one_helper_run() -> None:
     # Once answered, the next lookup asks again: remembering is the middleware's job.
     assert await c.entry_for_registry("r.test") == ConfigEntry(username="u", password="p2")
     assert runner.runs == 2
+
+
+class TrioGatedRunner:
+    """A runner that waits for an anyio gate (trio has no asyncio.Event), counting its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.gate = anyio.Event()
+
+    async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        self.runs += 1
+        await self.gate.wait()
+        return ConfigEntry(username="u", password=f"p{self.runs}")
+
+
+def test_concurrent_lookups_share_one_helper_run_on_trio_too() -> None:
+    # No task may outlive its caller on trio: the first lookup runs the helper itself.
+    async def main() -> tuple[set[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        found: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            found.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(lookup)
+            await anyio.wait_all_tasks_blocked()
+            runner.gate.set()
+        return set(found), runner.runs
+
+    assert anyio.run(main, backend="trio") == ({ConfigEntry(username="u", password="p1")}, 1)
+
+
+def test_on_trio_a_joiner_that_leaves_does_not_end_the_run() -> None:
+    async def main() -> tuple[list[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        got: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            got.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lookup)  # runs the helper
+            await anyio.wait_all_tasks_blocked()
+            async with anyio.create_task_group() as joiner:
+                joiner.start_soon(c.entry_for_registry, "r.test")
+                await anyio.wait_all_tasks_blocked()
+                joiner.cancel_scope.cancel()
+            runner.gate.set()
+        return got, runner.runs
+
+    assert anyio.run(main, backend="trio") == ([ConfigEntry(username="u", password="p1")], 1)
+
+
+def test_on_trio_a_waiter_takes_over_when_the_lookup_running_the_helper_leaves() -> None:
+    async def main() -> tuple[list[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        got: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            got.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as first:
+                first.start_soon(c.entry_for_registry, "r.test")  # runs the helper
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(lookup)  # joins that run
+                await anyio.wait_all_tasks_blocked()
+                first.cancel_scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            runner.gate.set()
+        return got, runner.runs
+
+    # The run was cancelled with its caller; the waiter ran the helper again.
+    assert anyio.run(main, backend="trio") == ([ConfigEntry(username="u", password="p2")], 2)
 
 
 async def test_hub_names_share_one_helper_run() -> None:
