@@ -244,7 +244,7 @@ def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True
     return ImageReference(scheme, registry, path, tag, digest)
 
 
-def _registry_host(text: str) -> str:
+def _host_of_get_argument(text: str) -> str:
     """A registry as ``get`` takes it: a host, or a URL key (``https://index.docker.io/v1/``)."""
     if "//" in text:
         text = text.split("//", 1)[1]
@@ -564,7 +564,7 @@ async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
         if args.repository:
             raise CLIError("--repository needs a REGISTRY", EXIT_USAGE)
         return await _cmd_get_all(args, out)
-    host = _registry_host(args.registry)
+    host = _host_of_get_argument(args.registry)
     config = _load_config()
     res = await config.resolve(host, args.repository or "")
     entry = res.entry
