@@ -42,8 +42,12 @@ __all__ = [
     "TrustDecision",
     "classify_address",
     "embedded_ipv4",
+    "folded_host_name",
     "forbidden_address",
+    "is_localhost_name",
+    "on_this_machine",
     "parse_address",
+    "parse_host",
     "parse_inet_aton",
 ]
 
@@ -267,3 +271,59 @@ def parse_address(text: str) -> IPAddress | None:
     if not host:
         raise ValueError("empty host")
     return parse_inet_aton(host)
+
+
+# RFC 1035 §2.3.1 labels, plus "_", which private networks use in host names.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_MAX_HOST_LENGTH = 253
+
+
+def folded_host_name(host: str) -> str:
+    """The form host names are compared in: lower case, no trailing dot."""
+    host = host.lower()
+    return host[:-1] if host.endswith(".") else host
+
+
+def parse_host(raw_host: str) -> IPAddress | str:
+    """Classify a URL's host as an IP address or a valid DNS name (folded).
+
+    Raises ValueError for anything else, so that nothing odd (spaces, numeric
+    names no resolver agrees on) reaches a token request or a message.
+    """
+    host = folded_host_name(raw_host)
+    if ":" in host:
+        return ipaddress.IPv6Address(host)
+    ipv4 = parse_inet_aton(host)
+    if ipv4 is not None:
+        return ipv4
+    if not host or len(host) > _MAX_HOST_LENGTH:
+        raise ValueError("bad host name length")
+    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError("not a host name")
+    return host
+
+
+def is_localhost_name(name: str) -> bool:
+    """Whether the folded host name ``name`` is ``localhost`` or a name under it.
+
+    RFC 6761 §6.3: such names are loopback, whatever a resolver would answer.
+    """
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def on_this_machine(host: str) -> bool:
+    """Whether ``host`` (a URL's host, an IPv6 address without brackets) names this machine.
+
+    The one rule for "this machine", for the realm guard and the command line
+    alike: a loopback address in any form a resolver reads (``127.1``,
+    ``0x7f.1``, ``::ffff:127.0.0.1``), or ``localhost`` and the names under it.
+    """
+    try:
+        parsed = parse_host(host)
+    except ValueError:
+        return False
+    if isinstance(parsed, str):
+        return is_localhost_name(parsed)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_loopback

@@ -29,7 +29,15 @@ from yarl import URL
 from aociauth import _trace
 from aociauth._redact import redact_text, redact_url
 from aociauth._singleflight import SingleFlight
-from aociauth.config import _CONTROL, ConfigEntry, ConfigFile, Resolution, _fields, _show
+from aociauth.config import (
+    _CONTROL,
+    ConfigEntry,
+    ConfigFile,
+    NamespacedConfig,
+    Resolution,
+    _fields,
+    _show,
+)
 from aociauth.core import (
     AuthCore,
     FetchJob,
@@ -175,7 +183,8 @@ class Credentials:
     async def _lookup(self, effect: LookupCredentials) -> LookupAnswer:
         key = (effect.origin, effect.namespace)
         try:
-            with _trace.credential_lookup(effect.host, effect.downgraded, self._config) as traced:
+            source = _source_kind(self._config)
+            with _trace.credential_lookup(effect.host, effect.downgraded, source) as traced:
                 if effect.downgraded:
                     entry = LookupAnswer(ConfigEntry(), _DOWNGRADED)
                 else:
@@ -242,10 +251,9 @@ class Credentials:
                 _described(res, self._config.sources),
                 res.kind in ("credHelpers", "credsStore"),
             )
-        by_repo = getattr(self._config, "entry_for_repository", None) if namespace else None
         entry: ConfigEntry
-        if by_repo is not None:
-            entry = await by_repo(host, namespace)
+        if namespace and isinstance(self._config, NamespacedConfig):
+            entry = await self._config.entry_for_repository(host, namespace)
         else:
             entry = await self._config.entry_for_registry(host)
         name = _show(type(self._config).__name__)
@@ -292,6 +300,13 @@ def _place(source: str | None) -> str:
     if source == "DOCKER_AUTH_CONFIG" or source.startswith("<"):
         return _show(source)  # the variable, or ConfigFile.from_dict's "<dict>"
     return f"config file {_show(source)}"
+
+
+def _source_kind(config: Config | None) -> str:
+    """What a credential lookup's span says the credentials come from."""
+    if config is None:
+        return "none"
+    return "file" if isinstance(config, ConfigFile) else "custom"
 
 
 def _key(key: str) -> str:

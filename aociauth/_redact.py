@@ -64,6 +64,11 @@ def mask(secret: str) -> str:
     return "<set>" if secret else "<empty>"
 
 
+def token_repr(kind: str, scope: str, expires_at: float) -> str:
+    """The ``repr`` of a bearer token held as ``kind``: what it is for, never the token."""
+    return f"{kind}(<redacted>, scope={scope!r}, expires_at={expires_at:.1f})"
+
+
 def _rebuilt(url: str | URL, query: Callable[[URL], list[tuple[str, str]]]) -> str:
     """``url`` without userinfo and fragment, with the query ``query`` makes of it.
 

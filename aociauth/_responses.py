@@ -20,6 +20,7 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from aociauth._capped import collect_capped
 from aociauth._redact import redact_query, redact_query_values
 from aociauth._urls import crosses_origin, join_url
 from aociauth.errors import TokenServerError
@@ -181,27 +182,17 @@ class _TooBig(Exception):
 
 async def read_capped(resp: ClientResponse, cap: int, where: str, registry: str) -> bytes:
     """The body, or an error once it passes ``cap`` bytes (nothing past the cap is read)."""
-    length = resp.content_length
-    if length is not None and length > cap:
-        raise TokenServerError(
+
+    def too_big() -> TokenServerError:
+        return TokenServerError(
             f"{where} sent a body larger than {cap} bytes",
             registry=registry,
             step="token",
             status=resp.status,
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise TokenServerError(
-                f"{where} sent a body larger than {cap} bytes",
-                registry=registry,
-                step="token",
-                status=resp.status,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    chunks = resp.content.iter_chunked(64 * 1024)
+    return await collect_capped(chunks, cap, resp.content_length, too_big)
 
 
 async def rewrite_403(resp: ClientResponse, body: bytes = DENIED_BODY) -> ClientResponse:

@@ -23,9 +23,9 @@ from types import TracebackType
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from aociauth._addresses import TrustDecision
+from aociauth._addresses import TrustDecision, on_this_machine
 from aociauth._resolver import RealmGuardResolver
-from aociauth.realm import RealmPolicy, on_this_machine
+from aociauth.realm import RealmPolicy
 
 __all__ = ["TokenSessions", "token_trust"]
 

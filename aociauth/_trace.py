@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, TypeAlias
 
-from aociauth.config import ConfigEntry, ConfigFile, Resolution
+from aociauth._entry import ConfigEntry
 from aociauth.core.rules import REFUSALS
 from aociauth.errors import AuthRequestError, HelperError, OCIAuthError
 from aociauth.scope import Scope
@@ -39,7 +39,7 @@ from aociauth.tokens import AccessToken
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from aociauth.config import Config
+    from aociauth.config import Resolution
     from aociauth.core import FetchJob, TokenCall, TokenReply
 
 try:
@@ -216,18 +216,18 @@ def _version() -> str:
 # -- the hooks -------------------------------------------------------------------
 
 
-def credential_lookup(
-    host: str, downgraded: bool, config: Config | None
-) -> AbstractContextManager[Recorder]:
-    """The span of one credential lookup for ``host``."""
+def credential_lookup(host: str, downgraded: bool, source: str) -> AbstractContextManager[Recorder]:
+    """The span of one credential lookup for ``host``.
+
+    ``source`` is where the credentials will come from: ``file`` for a
+    :class:`~aociauth.ConfigFile` (until :func:`config_answered` says which
+    part of the files answered), ``custom`` for another
+    :class:`~aociauth.Config`, ``none`` for none; a downgraded lookup asks none.
+    """
     if _off():
         return _NO_SPAN
-    if config is None or downgraded:
+    if downgraded:
         source = "none"
-    elif isinstance(config, ConfigFile):
-        source = "file"  # until config_answered says which part of the files answered
-    else:
-        source = "custom"
     attrs: dict[str, Value] = {
         "aociauth.registry": host,
         "aociauth.credentials.source": source,

@@ -42,16 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import getpass
-import ipaddress
 import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -63,7 +59,10 @@ import anyio
 from aiohttp import ClientRequest, ClientResponse
 from yarl import URL
 
+from aociauth._addresses import on_this_machine
+from aociauth._capped import collect_capped
 from aociauth._redact import mask, redact_headers, redact_text, redact_url
+from aociauth._reference import NAME_MAX, is_digest, is_domain, is_name_component, is_tag
 from aociauth.challenge import parse_challenges, select_challenge
 from aociauth.config import DOCKER_HUB_HOSTS, ConfigFile, Resolution, StoredCredential, load
 from aociauth.context import with_scope
@@ -78,7 +77,8 @@ from aociauth.login import (
     verify_credentials,
 )
 from aociauth.middleware import AuthMiddleware, StdTransportParams, new_std_transport
-from aociauth.scope import ResourceScope, Scope, new_scope, parse_scope
+from aociauth.scope import Scope, parse_scope
+from aociauth.tokens import granted_scope
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -125,18 +125,6 @@ DOCKER_HUB_API_HOST = "registry-1.docker.io"
 #: manifests over 4 MiB; this leaves room).
 MAX_BODY = 16 * 1024 * 1024
 _ERROR_BODY = 64 * 1024
-
-# docker/distribution reference grammar (reference/regexp.go). The component's
-# separator is made mandatory, matching the same strings without the
-# exponential backtracking of the original spelling.
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_DOMAIN = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
-_NAME_MAX = 255
 
 #: Seconds ``token``, ``fetch`` and ``login``'s check may take in all (``--timeout``): a frozen
 #: registry or token server ends the command instead of holding it for aiohttp's
@@ -200,18 +188,18 @@ class ImageReference:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``name[:port]``) is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    """Whether the registry ``host`` (``name[:port]``, ``[ipv6][:port]``) is this machine.
+
+    The realm guard's rule (:func:`aociauth._addresses.on_this_machine`):
+    ``localhost`` and the names under it, and loopback addresses in any
+    spelling a resolver reads.
+    """
     name = host
     if name.startswith("["):
         name = name[1:].partition("]")[0]
     elif name.count(":") == 1:
         name = name.partition(":")[0]
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return on_this_machine(name)
 
 
 def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True) -> ImageReference:
@@ -228,40 +216,40 @@ def parse_reference(text: str, *, insecure: bool = False, allow_tag: bool = True
         raise CLIError(f"invalid reference {text!r}: {why}", EXIT_USAGE)
 
     rest, _, digest = text.partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
+    if digest and not is_digest(digest):
         bad("malformed digest")
     tag = ""
     colon, slash = rest.rfind(":"), rest.rfind("/")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.fullmatch(tag):
+        if not is_tag(tag):
             bad("malformed tag")
     if (tag or digest) and not allow_tag:
         bad("give a repository without a tag or digest")
     first, sep, path = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         domain = first
-        if not _DOMAIN.fullmatch(domain):
+        if not is_domain(domain):
             bad("malformed registry host")
     else:
         domain, path = DOCKER_HUB, rest
     if domain == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"
-    if not path or not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
+    if not path or not all(is_name_component(c) for c in path.split("/")):
         bad("a repository name is lowercase letters, digits and separators (. _ __ -)")
-    if len(path) > _NAME_MAX:
-        bad(f"repository name longer than {_NAME_MAX} characters")
+    if len(path) > NAME_MAX:
+        bad(f"repository name longer than {NAME_MAX} characters")
     registry = DOCKER_HUB_API_HOST if domain == DOCKER_HUB else domain
     scheme = "http" if insecure or is_loopback(registry) else "https"
     return ImageReference(scheme, registry, path, tag, digest)
 
 
-def _registry_host(text: str) -> str:
+def _host_of_get_argument(text: str) -> str:
     """A registry as ``get`` takes it: a host, or a URL key (``https://index.docker.io/v1/``)."""
     if "//" in text:
         text = text.split("//", 1)[1]
     host = text.partition("/")[0]
-    if not host or not _DOMAIN.fullmatch(host):
+    if not host or not is_domain(host):
         raise CLIError(f"invalid registry {text!r}: expected HOST or HOST:PORT", EXIT_USAGE)
     return host
 
@@ -281,14 +269,11 @@ def _dump_json(data: Any, out: TextIO) -> None:
 
 
 async def _read_capped(resp: ClientResponse, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise CLIError(f"{redact_url(resp.url)}: body larger than {cap} bytes", EXIT_FAILED)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def too_big() -> CLIError:
+        return CLIError(f"{redact_url(resp.url)}: body larger than {cap} bytes", EXIT_FAILED)
+
+    chunks = resp.content.iter_chunked(64 * 1024)
+    return await collect_capped(chunks, cap, resp.content_length, too_big)
 
 
 async def _registry_error(resp: ClientResponse, what: str) -> CLIError:
@@ -333,13 +318,10 @@ def _denied_hint(error: dict[str, Any]) -> str:
 
 def _login_hint(registry: str) -> str:
     """``; to log in, run ...``: the newcomer's fix for a registry that wants credentials."""
-    if not _REGISTRY_NAME.fullmatch(registry):
+    if not is_domain(registry):
         return ""  # not a host[:port] to put in a command line
     name = "" if registry in DOCKER_HUB_HOSTS else f" {registry}"
     return f"; to log in, run `aociauth login{name}` or `docker login{name}`"
-
-
-_REGISTRY_NAME = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 
 
 def _one_line(text: str) -> str:
@@ -582,7 +564,7 @@ async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
         if args.repository:
             raise CLIError("--repository needs a REGISTRY", EXIT_USAGE)
         return await _cmd_get_all(args, out)
-    host = _registry_host(args.registry)
+    host = _host_of_get_argument(args.registry)
     config = _load_config()
     res = await config.resolve(host, args.repository or "")
     entry = res.entry
@@ -631,33 +613,6 @@ async def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # -- token ---------------------------------------------------------------------------
-
-
-def _jwt_claims(token: str) -> dict[str, Any] | None:
-    """The claims of a JWT, unverified (for display only); None for an opaque token."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-def _granted_scope(claims: dict[str, Any]) -> Scope | None:
-    """The scope a distribution-style JWT grants (its ``access`` claim)."""
-    access = claims.get("access")
-    if not isinstance(access, list):
-        return None
-    items = [
-        ResourceScope(str(a.get("type", "")), str(a.get("name", "")), str(action))
-        for a in access
-        if isinstance(a, dict)
-        for action in (a.get("actions") or [])
-    ]
-    return new_scope(*items)
 
 
 _GRANT_KINDS = {
@@ -740,8 +695,7 @@ async def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
         if kinds
         else "none: an access token from the configuration (registrytoken)"
     )
-    claims = _jwt_claims(tok.value)
-    granted = _granted_scope(claims) if claims is not None else None
+    granted = granted_scope(tok.value)
     problems = _token_problems(wanted, granted, tags_error)
     expires = tok.expires_at - now
     shown_token = tok.value if args.show_token else mask(tok.value)

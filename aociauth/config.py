@@ -53,20 +53,20 @@ import asyncio
 import base64
 import codecs
 import dataclasses
-import functools
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, runtime_checkable
+from typing import Any, Literal, NoReturn, Protocol, runtime_checkable
 
+from aociauth._entry import ConfigEntry
+from aociauth._singleflight import SingleFlight
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
-
-if TYPE_CHECKING:
-    from aociauth.helpers import HelperLister, HelperRunner
+from aociauth.helpers import HelperLister, HelperRunner, exec_helper_with_env, list_helper_with_env
 
 __all__ = [
     "DOCKER_HUB_HOSTS",
@@ -75,6 +75,7 @@ __all__ = [
     "Config",
     "ConfigEntry",
     "ConfigFile",
+    "NamespacedConfig",
     "Resolution",
     "StoredCredential",
     "load",
@@ -116,42 +117,17 @@ _SHOWN_KEY_LENGTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True, repr=False)
-class ConfigEntry:
-    """The credentials for one registry (Go: ``ConfigEntry``).
-
-    Any field may be empty; all empty means no credentials. ``refresh_token``
-    is an OAuth2 refresh token (``identitytoken`` in ``config.json``, or a
-    helper's answer for user ``<token>``); ``access_token`` is a bearer token
-    sent to the registry as is (``registrytoken``); ``username`` and
-    ``password`` are for Basic authentication and token requests.
-
-    Entries are hashable and compare by value, so they can name a credential
-    identity. ``repr`` (and ``str``) show the username and which secret fields
-    are set, never a secret.
-    """
-
-    refresh_token: str = ""
-    access_token: str = ""
-    username: str = ""
-    password: str = ""
-
-    def __repr__(self) -> str:
-        shown = [f"username={self.username!r}"] if self.username else []
-        shown += [
-            f"{name}=<set>"
-            for name in ("password", "refresh_token", "access_token")
-            if getattr(self, name)
-        ]
-        return f"ConfigEntry({', '.join(shown)})"
-
-
 @runtime_checkable
 class Config(Protocol):
     """Where the middleware gets credentials from (Go: ``Config``).
 
     Implement it to supply credentials from elsewhere (a vault, a test).
     It may be called concurrently.
+
+    One optional capability, named by a protocol of its own and detected with
+    ``isinstance``: a :class:`NamespacedConfig` also keeps credentials per
+    repository namespace (``quay.io/team``), as :class:`ConfigFile` does. A
+    Config without it is asked per registry only.
     """
 
     async def entry_for_registry(self, host: str) -> ConfigEntry:
@@ -159,6 +135,35 @@ class Config(Protocol):
 
         Return an empty :class:`ConfigEntry` when there are none; raise an
         :class:`~aociauth.OCIAuthError` when they cannot be determined.
+        """
+        ...
+
+
+@runtime_checkable
+class NamespacedConfig(Config, Protocol):
+    """A :class:`Config` with credentials per repository namespace, as :class:`ConfigFile` has.
+
+    Both adapters ask :meth:`namespaces` once per registry origin; a request
+    whose repository lies under one of the namespaces (``team`` covers
+    ``team`` and ``team/app``, the longest wins) is looked up with
+    :meth:`entry_for_repository` for that namespace, every other request with
+    :meth:`~Config.entry_for_registry`. Each namespace gets a token identity
+    of its own, so two namespaces' credentials never share a token.
+    """
+
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        """The credentials for ``repository`` on registry ``host``.
+
+        The adapters pass a namespace :meth:`namespaces` named, whole. Empty
+        and raising mean what they mean for :meth:`~Config.entry_for_registry`.
+        """
+        ...
+
+    def namespaces(self, host: str) -> tuple[str, ...]:
+        """The repository namespaces of ``host`` with credentials of their own.
+
+        Plain paths (``team``, ``team/app``), without the host; called once per
+        registry origin, so it must not block.
         """
         ...
 
@@ -298,9 +303,17 @@ class ConfigFile:
         self._env: Mapping[str, str] | None = None
         #: Each file that may be read, as it was on disk when last read.
         self._stamps: tuple[tuple[str, _Stamp], ...] = ()
-        self._inflight: dict[
-            tuple[asyncio.AbstractEventLoop, str, str], asyncio.Future[ConfigEntry]
-        ] = {}
+        #: Helper runs shared by (event loop, helper, server URL). Under asyncio
+        #: each run is a task of its own, so a caller that is cancelled leaves it
+        #: to the others; under trio, where no task may outlive its caller, the
+        #: first caller runs it and a waiter takes over if it leaves.
+        self._helper_runs: SingleFlight[_HelperRun, ConfigEntry] = SingleFlight(
+            spawn=self._spawn, abandoned=_helper_run_abandoned
+        )
+        self._inline_helper_runs: SingleFlight[_HelperRun, ConfigEntry] = SingleFlight(
+            spawn=None, abandoned=_helper_run_abandoned
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_dict(
@@ -499,24 +512,21 @@ class ConfigFile:
     async def _run_helper(self, helper: str, host: str) -> ConfigEntry:
         """Ask ``helper`` about ``host``, sharing a run already under way for the same question."""
         server_url = _server_url(host)
-        loop = asyncio.get_running_loop()
-        key = (loop, helper, server_url)
-        run = self._inflight.get(key)
-        if run is None:
-            run = loop.create_task(self._call_runner(helper, server_url, host))
-            self._inflight[key] = run
-            run.add_done_callback(functools.partial(self._forget, key))
-        # shield: a waiter that is cancelled leaves the run to the others (and
-        # marks a failure nobody waits for any more as retrieved).
-        return await asyncio.shield(run)
+        try:
+            loop: object = asyncio.get_running_loop()
+            flights = self._helper_runs
+        except RuntimeError:
+            # trio: one run a thread at a time, and no helper run outlives its caller.
+            loop, flights = threading.get_ident(), self._inline_helper_runs
+        return await flights.run(
+            (loop, helper, server_url), lambda: self._call_runner(helper, server_url, host)
+        )
 
-    def _forget(
-        self,
-        key: tuple[asyncio.AbstractEventLoop, str, str],
-        run: asyncio.Future[ConfigEntry],
-    ) -> None:
-        if self._inflight.get(key) is run:
-            del self._inflight[key]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only a weak reference to a task: the set keeps it running.
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _call_runner(self, helper: str, server_url: str, host: str) -> ConfigEntry:
         runner = self._runner
@@ -672,16 +682,20 @@ def _chain_of(env: Mapping[str, str]) -> tuple[_Source, ...]:
     return config._chain
 
 
-def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:
-    # Imported here: helpers imports ConfigEntry from this module.
-    from aociauth.helpers import exec_helper_with_env
+#: A shared helper run's key: (event loop, helper name, server URL).
+_HelperRun = tuple[object, str, str]
 
+
+def _helper_run_abandoned() -> HelperError:
+    """What a lookup gets when the helper run it waited for was cancelled (its loop closing)."""
+    return HelperError("the credential helper run this lookup waited for was cancelled")
+
+
+def _default_runner(env: Mapping[str, str] | None) -> HelperRunner:
     return exec_helper_with_env(env)
 
 
 def _default_lister(env: Mapping[str, str] | None) -> HelperLister:
-    from aociauth.helpers import list_helper_with_env
-
     return list_helper_with_env(env)
 
 

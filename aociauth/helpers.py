@@ -41,8 +41,8 @@ from typing import Any, NoReturn
 import anyio
 
 from aociauth import _trace
+from aociauth._entry import ConfigEntry
 from aociauth._redact import redact_text
-from aociauth.config import ConfigEntry
 from aociauth.errors import HelperError, HelperNotFoundError, HelperTimeoutError
 
 __all__ = [

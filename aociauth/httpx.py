@@ -52,6 +52,7 @@ import anyio
 import httpx
 from yarl import URL
 
+from aociauth._capped import collect_capped, declared_length
 from aociauth._driver import (
     Credentials,
     EntryKey,
@@ -65,7 +66,7 @@ from aociauth._resolver import RealmAddressError, loopback_allowed, refused_addr
 from aociauth._responses import denied_body
 from aociauth._singleflight import SingleFlight
 from aociauth._urls import parse_retry_after
-from aociauth.config import ConfigFile
+from aociauth.config import NamespacedConfig
 from aociauth.context import scopes_from_context
 from aociauth.core import (
     AuthCore,
@@ -136,7 +137,7 @@ class RegistryAuth(httpx.Auth):
         self._p = params or StdTransportParams()
         self.stats = AuthStats()
         self._core = AuthCore(self._p.flow_policy(), self.stats)
-        if isinstance(self._p.config, ConfigFile):
+        if isinstance(self._p.config, NamespacedConfig):
             self._core.set_namespaces(self._p.config.namespaces)
         self._client = client
         self._owned: httpx.AsyncClient | None = None
@@ -482,17 +483,8 @@ async def _read_capped(resp: httpx.Response, cap: int, where: str, call: TokenCa
             status=resp.status_code,
         )
 
-    length = resp.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) > cap:
-        raise too_big()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            raise too_big()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    declared = declared_length(resp.headers.get("Content-Length"))
+    return await collect_capped(resp.aiter_bytes(), cap, declared, too_big)
 
 
 def _forget_cookies(client: httpx.AsyncClient, resp: httpx.Response) -> None:

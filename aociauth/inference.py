@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from enum import Enum
 from functools import lru_cache
 
+from ._reference import DIGEST, NAME_MAX, is_name_component, is_repository_name, is_tag
 from .scope import (
     ACTION_PULL,
     ACTION_PUSH,
@@ -45,21 +46,11 @@ from .scope import (
 
 __all__ = ["infer_scope"]
 
-# distribution's reference grammar for one path component of a name. Its
-# spelling there, [a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*, lets the separator
-# be empty, which makes Python's backtracking matcher exponential on a long
-# near-miss; this form matches the same strings with a mandatory separator.
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-# reference.TagRegexp: \w is ASCII in Go's RE2.
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-# go-digest's DigestRegexp: algorithm ":" encoded.
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# The grammar (aociauth._reference): a route matches a digest by its grammar
+# alone, as distribution's router does before it asks for authorization.
+_DIGEST = re.compile(DIGEST)
 # The upload session id in the blob-upload-chunk route.
 _UPLOAD_ID = re.compile(r"[a-zA-Z0-9_.=-]+")
-
-# distribution's NameTotalLengthMax; longer names are refused before any
-# authorization is checked.
-_NAME_MAX = 255
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
 _ACTIONS: Mapping[str, tuple[str, ...]] = {
@@ -116,7 +107,7 @@ def infer_scope(method: str, path: str, query: Mapping[str, str] | None = None) 
     route, scope = found
     if route is _Route.UPLOAD_START and method == "POST" and query:
         source = query.get("from")
-        if source and _is_name(source):
+        if source and is_repository_name(source):
             scope = scope | new_scope(ResourceScope(TYPE_REPOSITORY, source, ACTION_PULL))
     return scope
 
@@ -169,9 +160,9 @@ def _repository_route(segments: list[str]) -> tuple[_Route, str] | None:
     # Walk back over the components that can be part of a valid name; the
     # name length limit keeps this short whatever the path's length.
     start, length = name_end, -1
-    while start > 1 and _COMPONENT.fullmatch(segments[start - 1]):
+    while start > 1 and is_name_component(segments[start - 1]):
         length += len(segments[start - 1]) + 1
-        if length > _NAME_MAX:
+        if length > NAME_MAX:
             break
         start -= 1
     for i in range(max(start - 1, 1), name_end - 1):
@@ -189,7 +180,7 @@ def _split_route(segments: list[str], end: int) -> tuple[_Route, int] | None:
     if end < 3:
         return None
     last, kind = segments[end - 1], segments[end - 2]
-    if kind == "manifests" and (_TAG.fullmatch(last) or _DIGEST.fullmatch(last)):
+    if kind == "manifests" and (is_tag(last) or _DIGEST.fullmatch(last)):
         return _Route.MANIFEST, end - 2
     if kind == "blobs":
         if last == "uploads":
@@ -204,10 +195,3 @@ def _split_route(segments: list[str], end: int) -> tuple[_Route, int] | None:
     if kind == "referrers" and _DIGEST.fullmatch(last):
         return _Route.REFERRERS, end - 2
     return None
-
-
-def _is_name(name: str) -> bool:
-    """Report whether ``name`` is a repository name in distribution's grammar."""
-    if not name or len(name) > _NAME_MAX:
-        return False
-    return all(_COMPONENT.fullmatch(c) for c in name.split("/"))

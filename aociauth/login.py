@@ -25,7 +25,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from aiohttp import ClientRequest, ClientResponse
 from aiohttp.client_middlewares import ClientMiddlewareType
 from yarl import URL
 
+from aociauth._reference import is_domain
 from aociauth.config import (
     DOCKER_HUB_HOSTS,
     DOCKER_HUB_SERVER_URL,
@@ -65,11 +65,6 @@ __all__ = [
 #: The host Docker Hub's registry API is served on.
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 
-_HOST = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]+\]|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)"
-    r"(?::[0-9]{1,5})?"
-)
-
 
 @dataclass(frozen=True)
 class LoginTarget:
@@ -95,7 +90,7 @@ def login_target(server: str) -> LoginTarget:
     if "://" in text:
         text = text.split("://", 1)[1]
     host = text.split("/", 1)[0].lower()
-    if not _HOST.fullmatch(host):
+    if not is_domain(host):
         raise ValueError(f"invalid registry {server!r}: expected HOST or HOST:PORT")
     if host in DOCKER_HUB_HOSTS:
         return LoginTarget(DOCKER_HUB_SERVER_URL, DOCKER_HUB_API_HOST)

@@ -39,7 +39,13 @@ from typing import TypeAlias
 import yarl
 from publicsuffixlist import PublicSuffixList
 
-from aociauth._addresses import TrustDecision, forbidden_address, parse_inet_aton
+from aociauth._addresses import (
+    TrustDecision,
+    folded_host_name,
+    forbidden_address,
+    is_localhost_name,
+    parse_host,
+)
 from aociauth._urls import join_url, parse_url
 
 __all__ = [
@@ -49,7 +55,6 @@ __all__ = [
     "RealmVerdict",
     "absolute_realm",
     "check_realm",
-    "on_this_machine",
 ]
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -64,10 +69,7 @@ DEFAULT_TRUSTED_REALMS: Mapping[str, frozenset[str]] = types.MappingProxyType(
     }
 )
 
-# RFC 1035 §2.3.1 labels, plus "_", which private networks use in host names.
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,15}")
-_MAX_HOST_LENGTH = 253
 
 
 class RealmDecision(enum.Enum):
@@ -95,12 +97,6 @@ class RealmVerdict:
     decision: RealmDecision
     reason: str
     url: yarl.URL = field(default_factory=yarl.URL, repr=False)
-
-
-def _host_key(host: str) -> str:
-    """The form host names are compared in: lower case, no trailing dot."""
-    host = host.lower()
-    return host[:-1] if host.endswith(".") else host
 
 
 def _normalise_host_name(name: str) -> str:
@@ -212,31 +208,12 @@ def _registrable_domain(host: str) -> str | None:
     return _psl().privatesuffix(host)
 
 
-def _parse_host(raw_host: str) -> _IPAddress | str:
-    """Classify a URL's host as an IP address or a valid DNS name.
-
-    Raises ValueError for anything else, so that nothing odd (spaces, numeric
-    names no resolver agrees on) reaches a token request or a message.
-    """
-    host = _host_key(raw_host)
-    if ":" in host:
-        return ipaddress.IPv6Address(host)
-    ipv4 = parse_inet_aton(host)
-    if ipv4 is not None:
-        return ipv4
-    if not host or len(host) > _MAX_HOST_LENGTH:
-        raise ValueError("bad host name length")
-    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise ValueError("not a host name")
-    return host
-
-
 def _canonical(raw_host: str) -> str:
     """The string two hosts are equal by: an address's compressed form, else the name."""
     try:
-        return str(_parse_host(raw_host))
+        return str(parse_host(raw_host))
     except ValueError:
-        return _host_key(raw_host)
+        return folded_host_name(raw_host)
 
 
 #: What a realm written as an address may be, unless it is the registry's own
@@ -254,25 +231,6 @@ def _is_internal(ip: _IPAddress, policy: RealmPolicy) -> bool:
     """
     trust = _LITERAL_TRUST_UNRESTRICTED if policy.allow_private_realms else _LITERAL_TRUST
     return bool(forbidden_address(ip, trust))
-
-
-def _is_local_name(name: str) -> bool:
-    # RFC 6761 §6.3: "localhost" and every name under it is loopback.
-    return name == "localhost" or name.endswith(".localhost")
-
-
-def on_this_machine(host: str) -> bool:
-    """Whether ``host`` (a URL's host) names this machine: a loopback address, in any
-    form a resolver reads, or ``localhost`` and the names under it."""
-    try:
-        parsed = _parse_host(host)
-    except ValueError:
-        return False
-    if isinstance(parsed, str):
-        return _is_local_name(parsed)
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        parsed = parsed.ipv4_mapped
-    return parsed.is_loopback
 
 
 def _describe(url: yarl.URL, host: _IPAddress | str) -> str:
@@ -305,7 +263,7 @@ def _parse_realm(realm: str) -> RealmVerdict | tuple[yarl.URL, _IPAddress | str]
     if not raw_host:
         return _refuse("realm URL has no host")
     try:
-        host = _parse_host(raw_host)
+        host = parse_host(raw_host)
     except ValueError:
         return _refuse(f"realm {scheme} URL has an invalid host")
     if has_userinfo:
@@ -344,15 +302,15 @@ def check_realm(
         return parsed
     url, realm_host = parsed
     try:
-        registry_host: _IPAddress | str = _parse_host(registry.raw_host)
+        registry_host: _IPAddress | str = parse_host(registry.raw_host)
     except ValueError:
-        registry_host = _host_key(registry.raw_host)
+        registry_host = folded_host_name(registry.raw_host)
     shown = _describe(url, realm_host)
     registry_name = str(registry_host)
     same_host = str(realm_host) == registry_name
 
     if isinstance(realm_host, str):
-        internal = _is_local_name(realm_host) and not policy.allow_private_realms
+        internal = is_localhost_name(realm_host) and not policy.allow_private_realms
     else:
         internal = _is_internal(realm_host, policy)
     if internal and not same_host:

@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
+from aociauth._redact import mask, token_repr
 from aociauth.errors import OCIAuthError
 from aociauth.scope import Scope
 
@@ -62,7 +63,7 @@ class SharedIdentity:
     def __repr__(self) -> str:
         return (
             f"SharedIdentity(registry={self.registry!r}, username={self.username!r}, "
-            f"secret={'<set>' if self.secret else '<empty>'})"
+            f"secret={mask(self.secret)})"
         )
 
 
@@ -84,9 +85,7 @@ class SharedToken:
     issued_at: float | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"SharedToken(<redacted>, scope={str(self.scope)!r}, expires_at={self.expires_at:.1f})"
-        )
+        return token_repr("SharedToken", str(self.scope), self.expires_at)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from aociauth._redact import mask, token_repr
 from aociauth.errors import TokenResponseError
 from aociauth.scope import ResourceScope, Scope, new_scope
 
@@ -25,7 +26,9 @@ __all__ = [
     "AccessToken",
     "TokenCache",
     "TokenResponse",
+    "decode_jwt_segment",
     "granted_scope",
+    "jwt_claims",
     "parse_token_response",
 ]
 
@@ -44,6 +47,8 @@ MAX_REFRESH_TOKEN_LENGTH = 32 * 1024
 # RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
+# RFC 4648 section 5, with at most two '=' of padding.
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ class TokenResponse:
 
     def __repr__(self) -> str:
         return (
-            f"TokenResponse(token=<set>, refresh_token="
-            f"{'<set>' if self.refresh_token else '<empty>'}, expires_in={self.expires_in})"
+            f"TokenResponse(token={mask(self.token)}, refresh_token="
+            f"{mask(self.refresh_token)}, expires_in={self.expires_in})"
         )
 
 
@@ -116,6 +121,46 @@ def parse_token_response(body: bytes, *, registry: str) -> TokenResponse:
     )
 
 
+def decode_jwt_segment(segment: str) -> bytes:
+    """Decode one segment of a compact JWS: base64url (RFC 7515 section 2).
+
+    The RFC omits the padding; a segment padded correctly is taken too, as
+    padding changes no byte and refusing it would only hide a grant. Anything
+    outside the base64url
+    alphabet (``+``, ``/``, whitespace), a wrong padding or an impossible
+    length raises :class:`ValueError`.
+    """
+    if not _B64URL.fullmatch(segment) or len(segment.rstrip("=")) % 4 == 1:
+        raise ValueError("a JWT segment that is not base64url")
+    if "=" in segment and len(segment) % 4:
+        raise ValueError("a JWT segment with a wrong padding")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error as exc:
+        raise ValueError("a JWT segment that is not base64url") from exc
+
+
+def jwt_claims(token: str) -> dict[str, object] | None:
+    """The claims of a compact JWS ``token``, unverified; None when it is not one.
+
+    The one reader of a token's claims, for the cache (:func:`granted_scope`)
+    and the command line's display: three segments, a base64url payload
+    (:func:`decode_jwt_segment`) of UTF-8 JSON (RFC 7519 section 7.2) that is an
+    object. A token longer than :data:`MAX_TOKEN_LENGTH` is not read, so a
+    hostile value costs no more than the longest token a server may send.
+    """
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        claims = json.loads(decode_jwt_segment(parts[1]).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
 def granted_scope(token: str) -> Scope | None:
     """What a distribution-style JWT says it grants (its ``access`` claim), or None.
 
@@ -125,15 +170,10 @@ def granted_scope(token: str) -> Scope | None:
     narrows what the cache believes a token can do, so an unreadable or foreign
     claim means "unknown" (None) and changes nothing.
     """
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
+    claims = jwt_claims(token)
+    if claims is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(raw)
-    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        return None
-    access = claims.get("access") if isinstance(claims, dict) else None
+    access = claims.get("access")
     if not isinstance(access, list):
         return None
     items: list[ResourceScope] = []
@@ -163,9 +203,7 @@ class AccessToken:
     introspected: bool = False
 
     def __repr__(self) -> str:
-        return (
-            f"AccessToken(<redacted>, scope={str(self.scope)!r}, expires_at={self.expires_at:.1f})"
-        )
+        return token_repr("AccessToken", str(self.scope), self.expires_at)
 
     @functools.cached_property
     def authorization(self) -> str:

@@ -27,11 +27,13 @@ from aociauth._addresses import (
     classify_address,
     embedded_ipv4,
     forbidden_address,
+    on_this_machine,
     parse_address,
     parse_inet_aton,
 )
 from aociauth._resolver import RealmAddressError, RealmGuardResolver
 from aociauth._token_sessions import TokenSessions, token_trust
+from aociauth.cli import is_loopback, parse_reference
 from aociauth.realm import RealmDecision, RealmPolicy, check_realm
 
 V4 = ipaddress.IPv4Address
@@ -391,3 +393,47 @@ async def test_hex_loopback_spelling_works_for_a_registry_on_this_machine(
     async with TokenSessions() as sessions, sessions.session_for(LOCAL_TRUST).get(url) as resp:
         assert resp.status == 200
     assert loopback_server.hits == [f"0x7f.1:{loopback_server.port}"]  # type: ignore[attr-defined]
+
+
+# -- this machine: one rule for the realm guard and the command line ----------
+
+#: (a URL's host, whether it names this machine)
+THIS_MACHINE = [
+    ("127.0.0.1", True),
+    ("127.200.3.4", True),
+    ("127.1", True),  # read as a resolver reads it
+    ("0x7f.1", True),
+    ("2130706433", True),
+    ("::1", True),
+    ("::ffff:127.0.0.1", True),
+    ("localhost", True),
+    ("LocalHost.", True),
+    ("registry.localhost", True),
+    ("localhost.example", False),
+    ("mylocalhost", False),
+    ("bad_name!.localhost", False),  # not a host name at all
+    ("::", False),
+    ("0.0.0.0", False),  # noqa: S104 - a string judged, not a bind
+    ("10.0.0.1", False),
+    ("2002:7f00:1::", False),  # 6to4 carrying 127.0.0.1 goes through a relay
+    ("ghcr.io", False),
+    ("", False),
+    ("bad host", False),
+]
+
+
+@pytest.mark.parametrize(("host", "local"), THIS_MACHINE)
+def test_which_hosts_are_this_machine(host: str, local: bool) -> None:
+    assert on_this_machine(host) is local
+
+
+@pytest.mark.parametrize(("host", "local"), THIS_MACHINE)
+def test_the_command_line_calls_loopback_what_the_realm_guard_calls_this_machine(
+    host: str, local: bool
+) -> None:
+    written = f"[{host}]" if ":" in host else host
+    assert is_loopback(written) is local
+    assert is_loopback(f"{written}:5000") is local
+    if (local and written and "." in written.strip(".")) or written.startswith("["):
+        scheme = parse_reference(f"{written}:5000/team/app").scheme
+        assert scheme == ("http" if local else "https")

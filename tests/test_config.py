@@ -7,6 +7,7 @@ processes). The rest proves what this project adds.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
@@ -17,16 +18,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import aociauth
 from aociauth.config import (
     DOCKER_HUB_SERVER_URL,
     MAX_CONFIG_SIZE,
     Config,
     ConfigEntry,
     ConfigFile,
+    NamespacedConfig,
     Resolution,
     load,
     load_with_env,
@@ -34,6 +39,9 @@ from aociauth.config import (
 from aociauth.core.rules import basic_authorization
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 from aociauth.helpers import HelperRunner
+from aociauth.httpx import RegistryAuth
+from aociauth.middleware import StdTransportParams
+from aociauth.testing import Registry, TokenServer
 
 
 async def no_runner(helper_name: str, server_url: str) -> ConfigEntry:
@@ -1099,6 +1107,85 @@ async def test_concurrent_lookups_share_one_helper_run() -> None:
     assert runner.runs == 2
 
 
+class TrioGatedRunner:
+    """A runner that waits for an anyio gate (trio has no asyncio.Event), counting its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.gate = anyio.Event()
+
+    async def __call__(self, helper_name: str, server_url: str) -> ConfigEntry:
+        self.runs += 1
+        await self.gate.wait()
+        return ConfigEntry(username="u", password=f"p{self.runs}")
+
+
+def test_concurrent_lookups_share_one_helper_run_on_trio_too() -> None:
+    # No task may outlive its caller on trio: the first lookup runs the helper itself.
+    async def main() -> tuple[set[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        found: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            found.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(lookup)
+            await anyio.wait_all_tasks_blocked()
+            runner.gate.set()
+        return set(found), runner.runs
+
+    assert anyio.run(main, backend="trio") == ({ConfigEntry(username="u", password="p1")}, 1)
+
+
+def test_on_trio_a_joiner_that_leaves_does_not_end_the_run() -> None:
+    async def main() -> tuple[list[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        got: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            got.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lookup)  # runs the helper
+            await anyio.wait_all_tasks_blocked()
+            async with anyio.create_task_group() as joiner:
+                joiner.start_soon(c.entry_for_registry, "r.test")
+                await anyio.wait_all_tasks_blocked()
+                joiner.cancel_scope.cancel()
+            runner.gate.set()
+        return got, runner.runs
+
+    assert anyio.run(main, backend="trio") == ([ConfigEntry(username="u", password="p1")], 1)
+
+
+def test_on_trio_a_waiter_takes_over_when_the_lookup_running_the_helper_leaves() -> None:
+    async def main() -> tuple[list[ConfigEntry], int]:
+        runner = TrioGatedRunner()
+        c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
+        got: list[ConfigEntry] = []
+
+        async def lookup() -> None:
+            got.append(await c.entry_for_registry("r.test"))
+
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as first:
+                first.start_soon(c.entry_for_registry, "r.test")  # runs the helper
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(lookup)  # joins that run
+                await anyio.wait_all_tasks_blocked()
+                first.cancel_scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            runner.gate.set()
+        return got, runner.runs
+
+    # The run was cancelled with its caller; the waiter ran the helper again.
+    assert anyio.run(main, backend="trio") == ([ConfigEntry(username="u", password="p2")], 2)
+
+
 async def test_hub_names_share_one_helper_run() -> None:
     runner = GatedRunner()
     c = ConfigFile.from_dict({"credsStore": "desktop"}, runner=runner)
@@ -1841,3 +1928,117 @@ async def test_a_store_that_is_not_installed_is_not_listed() -> None:
     )
     [place] = await c.stored_credentials()
     assert (place.registry, place.found.kind, place.used_instead) == ("r.test", "auths", None)
+
+
+# -- module boundaries ---------------------------------------------------------
+
+
+def _imports(module: str) -> tuple[set[str], set[str]]:
+    """The aociauth modules ``module`` imports at load time, and those it imports in functions.
+
+    Imports under ``if TYPE_CHECKING:`` are the type checker's and count as neither.
+    """
+    path = Path(aociauth.__file__).parent / f"{module.removeprefix('aociauth.')}.py"
+    tree = ast.parse(path.read_text())
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    inner = {id(n) for f in functions for n in ast.walk(f)}
+    typing_only = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    ]
+    skipped = {id(n) for block in typing_only for n in ast.walk(block)}
+    at_load: set[str] = set()
+    in_functions: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aociauth"):
+            (in_functions if id(node) in inner else at_load).add(node.module or "")
+    return at_load, in_functions
+
+
+def test_the_config_stands_on_the_helpers_and_not_the_other_way() -> None:
+    config_at_load, config_in_functions = _imports("aociauth.config")
+    assert "aociauth.helpers" in config_at_load
+    assert config_in_functions == set()  # no import hidden in a function to dodge a cycle
+    # What the helpers stand on never reaches back into the config.
+    for below in ("aociauth.helpers", "aociauth._trace", "aociauth._entry"):
+        at_load, _ = _imports(below)
+        assert "aociauth.config" not in at_load, below
+    assert aociauth.ConfigEntry.__module__ == "aociauth._entry"
+
+
+# -- the optional capability: credentials per namespace ---------------------------
+
+ROBOT, ALICE = "robot-ns-password", "alice-ns-password"
+MANIFEST = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+
+
+class _Vault:
+    """A custom Config that counts what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ...]] = []
+
+    async def entry_for_registry(self, host: str) -> ConfigEntry:
+        self.asked.append(("registry", host))
+        return ConfigEntry(username="alice", password=ALICE)
+
+
+class _NamespacedVault(_Vault):
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        self.asked.append(("repository", host, repository))
+        return ConfigEntry(username="robot", password=ROBOT)
+
+    def namespaces(self, host: str) -> tuple[str, ...]:
+        self.asked.append(("namespaces", host))
+        return ("team",)
+
+
+class _HalfVault(_Vault):
+    """entry_for_repository without namespaces: not the capability."""
+
+    async def entry_for_repository(self, host: str, repository: str) -> ConfigEntry:
+        raise AssertionError("asked per repository without naming namespaces")
+
+
+def test_the_capability_is_named_by_a_protocol() -> None:
+    assert isinstance(ConfigFile(), NamespacedConfig)
+    assert isinstance(_NamespacedVault(), NamespacedConfig)
+    assert isinstance(_Vault(), Config)
+    assert not isinstance(_Vault(), NamespacedConfig)
+    assert not isinstance(_HalfVault(), NamespacedConfig)
+
+
+@pytest.mark.parametrize("vault", [_NamespacedVault, _Vault, _HalfVault])
+async def test_a_custom_config_with_namespaces_is_asked_per_namespace(
+    vault: type[_Vault],
+) -> None:
+    config = vault()
+    async with (
+        TokenServer(users={"robot": ROBOT, "alice": ALICE}) as ts,
+        Registry(auth="bearer", token_server=ts) as reg,
+        RegistryAuth(StdTransportParams(config=config)) as auth,
+        httpx.AsyncClient(auth=auth) as client,
+    ):
+        reg.seed_image("team/app", "v1")
+        reg.seed_image("other/app", "v1")
+        for repository in ("team/app", "other/app", "team/app"):
+            r = await client.get(f"{reg.url}/v2/{repository}/manifests/v1", headers=MANIFEST)
+            assert r.status_code == 200
+        users = [(req.subject, req.scopes) for req in ts.requests]
+        host = reg.host
+    if vault is _NamespacedVault:
+        assert config.asked == [
+            ("namespaces", host),
+            ("repository", host, "team"),
+            ("registry", host),
+        ]
+        assert users == [
+            ("robot", ("repository:team/app:pull",)),
+            ("alice", ("repository:other/app:pull",)),
+        ]
+    else:
+        assert config.asked == [("registry", host)]
+        assert [u for u, _ in users] == ["alice", "alice"]

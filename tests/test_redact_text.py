@@ -18,6 +18,9 @@ from scripted import HTTPError, client, start
 import aociauth
 from aociauth import ConfigEntry
 from aociauth._redact import redact_query_values, redact_text
+from aociauth.scope import parse_scope
+from aociauth.shared_cache import SharedIdentity, SharedToken
+from aociauth.tokens import AccessToken, TokenResponse
 
 # A canary is long enough not to occur by chance and made of the characters the
 # shape allows in that position (RFC 3986 userinfo and query characters, or any
@@ -270,3 +273,29 @@ async def test_a_custom_configs_exception_reaches_the_caller_without_its_secrets
     assert "vault.example" in message  # still says where it failed
     assert "Zq-VAULT-PASSWORD" not in message
     assert "Zq-VAULT-TOKEN" not in message
+
+
+# -- reprs: every secret-bearing value says "<set>"/"<redacted>" the same way --
+
+
+def test_every_secret_bearing_value_hides_its_secret_the_same_way() -> None:
+    scope = parse_scope("repository:a:pull")
+    shown = {
+        repr(AccessToken("SECRET-1", scope, 0.0, 60.0)): (
+            "AccessToken(<redacted>, scope='repository:a:pull', expires_at=60.0)"
+        ),
+        repr(SharedToken("SECRET-2", scope, 1e9)): (
+            "SharedToken(<redacted>, scope='repository:a:pull', expires_at=1000000000.0)"
+        ),
+        repr(TokenResponse("SECRET-3", "", 60.0)): (
+            "TokenResponse(token=<set>, refresh_token=<empty>, expires_in=60.0)"
+        ),
+        repr(SharedIdentity("r.example", "alice", "SECRET-4")): (
+            "SharedIdentity(registry='r.example', username='alice', secret=<set>)"
+        ),
+        repr(ConfigEntry(username="alice", password="SECRET-5", access_token="SECRET-6")): (
+            "ConfigEntry(username='alice', password=<set>, access_token=<set>)"
+        ),
+    }
+    for got, wanted in shown.items():
+        assert got == wanted

@@ -18,7 +18,6 @@ import aociauth
 from aociauth import ConfigEntry
 from aociauth import _resolver as resolver_module
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
-from aociauth.realm import on_this_machine
 
 TABLE = {
     "metadata.test": "169.254.169.254",
@@ -125,22 +124,3 @@ async def test_a_registry_on_this_machine_may_have_its_token_server_there_too(
     assert len(s.auth_hits) == 1
     # The guard reset its permission after the request.
     assert loopback_allowed.get() is False
-
-
-@pytest.mark.parametrize(
-    ("host", "local"),
-    [
-        ("127.0.0.1", True),
-        ("127.1", True),  # read as a resolver reads it
-        ("::1", True),
-        ("::ffff:127.0.0.1", True),
-        ("localhost", True),
-        ("registry.localhost", True),
-        ("10.0.0.1", False),
-        ("ghcr.io", False),
-        ("", False),
-        ("bad host", False),
-    ],
-)
-def test_which_registries_are_on_this_machine(host: str, local: bool) -> None:
-    assert on_this_machine(host) is local

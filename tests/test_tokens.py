@@ -15,7 +15,9 @@ from aociauth.tokens import (
     MAX_TOKEN_LENGTH,
     AccessToken,
     TokenCache,
+    decode_jwt_segment,
     granted_scope,
+    jwt_claims,
     parse_token_response,
 )
 
@@ -273,3 +275,105 @@ def test_granted_scope_reads_a_distribution_access_claim() -> None:
 )
 def test_granted_scope_is_unknown_for_anything_else(token: str) -> None:
     assert granted_scope(token) is None
+
+
+# -- jwt_claims: the one reader of a token's claims --------------------------
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+HEADER = b64url(b'{"alg":"ES256"}')
+#: 25 bytes (3n + 1), so its base64url takes two '=' of padding.
+PAYLOAD = b'{"sub": "alice", "n": 10}'
+#: Its standard base64 has a '+' and a '/' where base64url has '-' and '_'.
+ODD = b'{"sub": ">>>???"}'
+
+
+@pytest.mark.parametrize(
+    ("payload", "claims"),
+    [
+        (b64url(PAYLOAD), {"sub": "alice", "n": 10}),
+        (b64url(ODD), {"sub": ">>>???"}),
+        # Padding carries no byte: the right padding is taken, a wrong one is not.
+        (b64url(PAYLOAD) + "==", {"sub": "alice", "n": 10}),
+        (b64url(PAYLOAD) + "=", None),
+        (b64url(PAYLOAD) + "===", None),
+        (b64url(PAYLOAD)[:-1] + "=" + b64url(PAYLOAD)[-1], None),
+        # base64url only: the standard alphabet's + and /, and whitespace, are refused.
+        (base64.b64encode(ODD).decode().rstrip("="), None),
+        (b64url(PAYLOAD)[:8] + " " + b64url(PAYLOAD)[8:], None),
+        (b64url(PAYLOAD)[:-2], None),  # a length no encoding has (4n + 1)
+        ("", None),
+        ("!!!!", None),
+        # The payload is UTF-8 JSON (RFC 7519 section 7.2) holding an object.
+        (b64url(json.dumps({"sub": "alice"}).encode("utf-16")), None),
+        (b64url(b"\xff{}"), None),
+        (b64url(b"not json"), None),
+        (b64url(b'["access"]'), None),
+        (b64url(b'"a string"'), None),
+        (b64url(b"null"), None),
+        (b64url('{"sub": "é"}'.encode()), {"sub": "é"}),
+    ],
+)
+def test_jwt_claims_reads_a_base64url_utf8_json_object_and_nothing_else(
+    payload: str, claims: object
+) -> None:
+    assert "-" in b64url(ODD)
+    assert "_" in b64url(ODD)
+    assert jwt_claims(f"{HEADER}.{payload}.c2ln") == claims
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "opaque",
+        f"{HEADER}.{b64url(PAYLOAD)}",
+        f"{HEADER}.{b64url(PAYLOAD)}.c2ln.extra",
+        f"{HEADER}.{b64url(PAYLOAD)}.c2ln.a.b",  # a JWE's five parts are not claims
+        f"{HEADER}..c2ln",
+    ],
+)
+def test_jwt_claims_wants_three_segments(token: str) -> None:
+    assert jwt_claims(token) is None
+
+
+def test_jwt_claims_reads_no_token_longer_than_a_server_may_send() -> None:
+    access = [{"type": "repository", "name": "a", "actions": ["pull"]}]
+    pad = "x" * (MAX_TOKEN_LENGTH * 3 // 4 - 200)  # base64 makes 4 characters of 3 bytes
+    fits = f"{HEADER}.{b64url(json.dumps({'access': access, 'pad': pad}).encode())}.c2ln"
+    assert len(fits) <= MAX_TOKEN_LENGTH
+    assert jwt_claims(fits) is not None
+    assert granted_scope(fits) == parse_scope("repository:a:pull")
+    huge = f"{HEADER}.{b64url(json.dumps({'access': access, 'pad': pad * 2}).encode())}.c2ln"
+    assert len(huge) > MAX_TOKEN_LENGTH
+    assert jwt_claims(huge) is None
+    assert granted_scope(huge) is None
+
+
+def test_a_deeply_nested_payload_is_unreadable_not_a_crash() -> None:
+    deep = b64url(b"[" * 10_000 + b"]" * 10_000)
+    assert len(deep) < MAX_TOKEN_LENGTH
+    assert jwt_claims(f"{HEADER}.{deep}.c2ln") is None
+
+
+@pytest.mark.parametrize(
+    ("segment", "decoded"),
+    [
+        ("", b""),
+        ("YQ", b"a"),
+        ("YQ==", b"a"),
+        ("YWI", b"ab"),
+        ("YWI=", b"ab"),
+        ("-_8", b"\xfb\xff"),
+    ],
+)
+def test_decode_jwt_segment_decodes_base64url(segment: str, decoded: bytes) -> None:
+    assert decode_jwt_segment(segment) == decoded
+
+
+@pytest.mark.parametrize("segment", ["YQ=", "YQ===", "Y", "+/8", "YQ =", "Y=Q=", "YWJj\n"])
+def test_decode_jwt_segment_refuses_what_is_not_base64url(segment: str) -> None:
+    with pytest.raises(ValueError, match="JWT segment"):
+        decode_jwt_segment(segment)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from yarl import URL
 
+from aociauth._addresses import on_this_machine
 from aociauth.challenge import Challenge, parse_challenges, select_challenge
 from aociauth.core.origin import (
     Answered,
@@ -74,7 +75,6 @@ from aociauth.realm import (
     RealmPolicy,
     RealmVerdict,
     check_realm,
-    on_this_machine,
 )
 from aociauth.scope import EMPTY_SCOPE, Scope, new_scope, parse_scope, unlimited_scope
 from aociauth.stats import AuthStats

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
+from aociauth.tokens import decode_jwt_segment
+
 __all__ = ["Algorithm", "TokenIssuer"]
 
 Algorithm = Literal["ES256", "RS256"]
@@ -48,10 +50,9 @@ def _b64url_encode(data: bytes) -> str:
 
 
 def _b64url_decode(part: str) -> bytes:
-    padded = part + "=" * (-len(part) % 4)
     try:
-        return base64.b64decode(padded, altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return decode_jwt_segment(part)
+    except ValueError as exc:
         raise ValueError("token segment is not base64url") from exc
 
 

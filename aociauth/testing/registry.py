@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
+from aociauth._reference import DIGEST, NAME, TAG, is_registered_digest
 from aociauth.testing._http import Exchange, LoopbackServer, json_response
 from aociauth.testing.tokenserver import TokenServer
 
@@ -74,24 +75,19 @@ ECR_EXPIRED_MESSAGE = "Your authorization token has expired. Reauthenticate and 
 # A resource and an action, as distribution's access records: (type, name, action).
 _Record = tuple[str, str, str]
 
-# The reference grammar (distribution/reference/regexp.go), with its
-# separator "[-]*" written "-+": the same language, but without the empty
-# alternative that makes a backtracking engine exponential on a mismatch.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = rf"(?P<name>{_COMPONENT}(?:/{_COMPONENT})*)"
-_TAG = r"[\w][\w.-]{0,127}"
-_DIGEST_ROUTE = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+"
-_VALID_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+# The routes match a digest by the grammar alone, as distribution's router
+# does; a blob's handler then wants a registered algorithm.
+_NAME = rf"(?P<name>{NAME})"
 
 _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("base", re.compile(r"/v2/")),
     ("catalog", re.compile(r"/v2/_catalog")),
     ("tags", re.compile(rf"/v2/{_NAME}/tags/list")),
-    ("manifest", re.compile(rf"/v2/{_NAME}/manifests/(?P<reference>{_TAG}|{_DIGEST_ROUTE})")),
+    ("manifest", re.compile(rf"/v2/{_NAME}/manifests/(?P<reference>{TAG}|{DIGEST})")),
     ("upload_start", re.compile(rf"/v2/{_NAME}/blobs/uploads/")),
     ("upload", re.compile(rf"/v2/{_NAME}/blobs/uploads/(?P<uuid>[a-zA-Z0-9-_.=]+)")),
-    ("blob", re.compile(rf"/v2/{_NAME}/blobs/(?P<digest>{_DIGEST_ROUTE})")),
-    ("referrers", re.compile(rf"/v2/{_NAME}/referrers/(?P<digest>{_DIGEST_ROUTE})")),
+    ("blob", re.compile(rf"/v2/{_NAME}/blobs/(?P<digest>{DIGEST})")),
+    ("referrers", re.compile(rf"/v2/{_NAME}/referrers/(?P<digest>{DIGEST})")),
 )
 
 _ALLOWED = {
@@ -943,7 +939,7 @@ class Registry(LoopbackServer):
         return web.Response(status=202)
 
     def _blob(self, name: str, digest: str, request: web.Request) -> web.Response:
-        if not _VALID_DIGEST.fullmatch(digest):
+        if not is_registered_digest(digest):
             return _error(
                 400, "DIGEST_INVALID", "provided digest did not match uploaded content", {}
             )
