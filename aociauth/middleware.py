@@ -48,7 +48,7 @@ from aociauth._responses import (
 from aociauth._singleflight import SingleFlight
 from aociauth._token_sessions import TokenSessions
 from aociauth._urls import parse_retry_after
-from aociauth.config import ConfigFile
+from aociauth.config import NamespacedConfig
 from aociauth.context import _request_info_var, _scope_var
 from aociauth.core import (
     AuthCore,
@@ -105,7 +105,7 @@ class AuthMiddleware:
         self._config = self._p.config
         self.stats = AuthStats()
         self._core = AuthCore(self._p.flow_policy(), self.stats)
-        if isinstance(self._config, ConfigFile):
+        if isinstance(self._config, NamespacedConfig):
             self._core.set_namespaces(self._config.namespaces)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetches: SingleFlight[FetchKey, AccessToken | OCIAuthError] = SingleFlight(

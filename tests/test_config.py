@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import anyio
 import httpx
 import pytest
@@ -2011,22 +2012,35 @@ def test_the_capability_is_named_by_a_protocol() -> None:
     assert not isinstance(_HalfVault(), NamespacedConfig)
 
 
+@pytest.mark.parametrize("adapter", ["aiohttp", "httpx"])
 @pytest.mark.parametrize("vault", [_NamespacedVault, _Vault, _HalfVault])
 async def test_a_custom_config_with_namespaces_is_asked_per_namespace(
-    vault: type[_Vault],
+    vault: type[_Vault], adapter: str
 ) -> None:
     config = vault()
+    params = StdTransportParams(config=config)
     async with (
         TokenServer(users={"robot": ROBOT, "alice": ALICE}) as ts,
         Registry(auth="bearer", token_server=ts) as reg,
-        RegistryAuth(StdTransportParams(config=config)) as auth,
-        httpx.AsyncClient(auth=auth) as client,
     ):
         reg.seed_image("team/app", "v1")
         reg.seed_image("other/app", "v1")
-        for repository in ("team/app", "other/app", "team/app"):
-            r = await client.get(f"{reg.url}/v2/{repository}/manifests/v1", headers=MANIFEST)
-            assert r.status_code == 200
+        repositories = ("team/app", "other/app", "team/app")
+        if adapter == "httpx":
+            async with RegistryAuth(params) as auth, httpx.AsyncClient(auth=auth) as client:
+                for repository in repositories:
+                    r = await client.get(
+                        f"{reg.url}/v2/{repository}/manifests/v1", headers=MANIFEST
+                    )
+                    assert r.status_code == 200
+        else:
+            mw = aociauth.new_std_transport(params)
+            async with mw, aiohttp.ClientSession(middlewares=[mw]) as session:
+                for repository in repositories:
+                    async with session.get(
+                        f"{reg.url}/v2/{repository}/manifests/v1", headers=MANIFEST
+                    ) as resp:
+                        assert resp.status == 200
         users = [(req.subject, req.scopes) for req in ts.requests]
         host = reg.host
     if vault is _NamespacedVault:
