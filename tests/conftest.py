@@ -7,6 +7,7 @@ they are skipped, with the reason shown, where it is not installed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -80,4 +81,13 @@ def _require_registry() -> None:
         pytest.skip(_NO_REGISTRY)
 
 
-from scripted import stack  # noqa: E402, F401  (the middleware tests share this fixture)
+@pytest.fixture
+async def stack() -> AsyncIterator[list[Any]]:
+    """What a test started, each stopped (``stop()``) or closed (``close()``) after it.
+
+    Servers (:class:`aociauth.testing.gotest.GoServers`), middlewares, sessions.
+    """
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        await (item.stop() if hasattr(item, "stop") else item.close())

@@ -12,13 +12,15 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.web import Request
-from scripted import ConfigFunc, HTTPError, client, start
 
 import aociauth
 from aociauth import ConfigEntry
 from aociauth import _resolver as resolver_module
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth.realm import on_this_machine
+from aociauth.testing.gotest import HTTPError, start
+from aociauth.testing.pytest_plugin import ClientFactory
+from aociauth.testing.scripted import ConfigFunc
 
 TABLE = {
     "metadata.test": "169.254.169.254",
@@ -85,7 +87,7 @@ def table_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
-    stack: list[object], table_dns: None
+    stack: list[object], oci_client: ClientFactory, table_dns: None
 ) -> None:
     async def gate(req: Request) -> None:
         raise HTTPError(
@@ -97,7 +99,9 @@ async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry(username="u", password="p")))
+    # The middleware's own token session, as in production: its guard is the subject.
+    config = ConfigFunc(lambda h: ConfigEntry(username="u", password="p"))
+    session = await oci_client(config, resolve_names=False)
     with pytest.raises(aociauth.RealmPolicyError, match="link-local") as ei:
         await asyncio.wait_for(session.get(s.url("/v2/a/manifests/x")), 10)
     assert isinstance(ei.value, aiohttp.ClientError)
@@ -105,7 +109,7 @@ async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
 
 
 async def test_a_registry_on_this_machine_may_have_its_token_server_there_too(
-    stack: list[object], table_dns: None
+    stack: list[object], oci_client: ClientFactory, table_dns: None
 ) -> None:
     async def auth(req: Request, form: object) -> dict[str, object]:
         return {"token": "tok"}
@@ -119,7 +123,7 @@ async def test_a_registry_on_this_machine_may_have_its_token_server_there_too(
 
     s = await start(gate, auth)  # type: ignore[arg-type]
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()), resolve_names=False)
     async with session.post(s.url("/test"), data=b"test body") as r:
         assert r.status == 200
     assert len(s.auth_hits) == 1
