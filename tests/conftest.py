@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from aociauth.testing._jwt import TokenIssuer
 from aociauth.testing.distribution import DistributionRegistry, find_binary
+from aociauth.testing.tls import TLSContexts, make_tls
 
 # The tests issue tokens themselves: no token server answers at this realm.
 DISTRIBUTION_TOKEN_REALM = "http://127.0.0.1:9/token"
@@ -73,6 +74,18 @@ def _no_system_podman_file(
     """
     missing = tmp_path_factory.getbasetemp() / "no-run-containers" / "{uid}" / "auth.json"
     monkeypatch.setattr("aociauth.config._RUN_CONTAINERS_AUTH", str(missing))
+
+
+@pytest.fixture(scope="session")
+def tls() -> TLSContexts:
+    """A throwaway CA's server and client contexts for the names the tests reach on loopback.
+
+    Docker Hub's names are among them, for the built-in trusted pair: only a
+    :class:`~aociauth.testing.client.LoopbackResolver` ever resolves them.
+    """
+    names = ("reg.test", "auth.test", "evil.test", "cdn.test", "reg.example.com")
+    names += ("auth.example.com", "registry-1.docker.io", "index.docker.io", "auth.docker.io")
+    return make_tls(names, common_name="aociauth tests CA")
 
 
 def _require_registry() -> None:

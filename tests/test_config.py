@@ -35,6 +35,9 @@ from aociauth.core.rules import basic_authorization
 from aociauth.errors import ConfigError, HelperError, HelperNotFoundError, OCIAuthError
 from aociauth.helpers import HelperRunner
 
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
+
 
 async def no_runner(helper_name: str, server_url: str) -> ConfigEntry:
     pytest.fail(f"no helpers available (asked {helper_name} for {server_url})")
@@ -1664,26 +1667,27 @@ async def test_a_hostile_registrytoken_never_reaches_aiohttp() -> None:
     header was written; now the lookup fails first, with our error, and the
     registry never sees the token."""
     from aiohttp import web
-    from hardening import bounded, client, scripted
 
     from aociauth import CredentialLookupError
+    from aociauth.testing.client import loopback_client
+    from aociauth.testing.scripted import ScriptedServer
 
     async def registry(req: web.Request) -> web.StreamResponse:
         challenge = 'Bearer realm="http://127.0.0.1:1/token",service="s"'
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-    async with scripted(registry) as reg:
+    async with ScriptedServer(registry) as reg:
         token = f"{CANARY}\r\nX-Injected: yes"
         config = ConfigFile.from_dict(
             {"auths": {f"127.0.0.1:{reg.port}": {"registrytoken": token}}}
         )
-        async with client(config) as (_, session):
+        async with loopback_client(config) as (_, session):
             with pytest.raises(CredentialLookupError) as info:
-                await bounded(session.get(reg.url("/v2/team/app/manifests/v1")))
+                await asyncio.wait_for(session.get(reg.url_for("/v2/team/app/manifests/v1")), BOUND)
     assert isinstance(info.value.__cause__, ConfigError)
     assert "control character" in str(info.value.__cause__)
     assert CANARY not in _every_message(info.value)
-    for seen in reg.seen:
+    for seen in reg.requests:
         assert not seen.header("X-Injected")
         assert CANARY not in seen.text()
 

@@ -7,37 +7,34 @@ follow the answers through the middleware to the servers that receive them
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import (
-    ACCESS_TOKEN,
-    PASSWORD,
-    TLS,
-    assert_clean,
-    assert_no_credentials,
-    bounded,
-    client,
-    exception_texts,
-    scripted,
-    tls_pair,
-)
 
 import aociauth
 from aociauth import ConfigEntry, ConfigFile
 from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.leaks import (
+    ACCESS_TOKEN,
+    PASSWORD,
+    assert_clean,
+    assert_no_credentials,
+    exception_texts,
+)
+from aociauth.testing.scripted import ScriptedServer
+from aociauth.testing.tls import TLSContexts
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-@pytest.fixture(scope="module")
-def tls() -> TLS:
-    return tls_pair()
 
 
 class DefaultPortConfig:
@@ -54,7 +51,9 @@ class DefaultPortConfig:
         return await self.inner.entry_for_registry(host.rsplit(":", 1)[0])
 
 
-async def test_docker_hub_credentials_go_to_auth_docker_io_by_the_built_in_pair(tls: TLS) -> None:
+async def test_docker_hub_credentials_go_to_auth_docker_io_by_the_built_in_pair(
+    tls: TLSContexts,
+) -> None:
     """``docker login``'s Hub entry, a pull from registry-1.docker.io, a realm on
     auth.docker.io (all on loopback): the password goes to auth.docker.io over
     https, because Hub's pair is built in; the registry only ever sees the token."""
@@ -65,7 +64,7 @@ async def test_docker_hub_credentials_go_to_auth_docker_io_by_the_built_in_pair(
         token_users.append(aiohttp.BasicAuth.decode(basic).login if basic else None)
         return web.json_response({"token": "hub-token"})
 
-    async with scripted(auth_docker_io, tls=tls) as auth:
+    async with ScriptedServer(auth_docker_io, ssl_context=tls.server) as auth:
 
         async def registry(req: web.Request) -> web.StreamResponse:
             if req.headers.get("Authorization") == "Bearer hub-token":
@@ -81,15 +80,15 @@ async def test_docker_hub_credentials_go_to_auth_docker_io_by_the_built_in_pair(
             {"auths": {"https://index.docker.io/v1/": {"auth": b64(f"alice:{PASSWORD}")}}}
         )
         async with (
-            scripted(registry, tls=tls) as reg,
-            client(DefaultPortConfig(config), tls=tls) as (mw, session),
+            ScriptedServer(registry, ssl_context=tls.server) as reg,
+            loopback_client(DefaultPortConfig(config), ssl_context=tls.client) as (mw, session),
         ):
-            url = reg.url("/v2/library/alpine/manifests/latest", "registry-1.docker.io")
+            url = reg.url_for("/v2/library/alpine/manifests/latest", "registry-1.docker.io")
             async with session.get(url) as r:
                 assert (r.status, await r.text()) == (200, "manifest")
     assert token_users == ["alice"]
     assert mw.stats.anonymous_realm_downgrades == 0
-    assert [s.header("Authorization") for s in reg.seen] == [[], ["Bearer hub-token"]]
+    assert [s.header("Authorization") for s in reg.requests] == [[], ["Bearer hub-token"]]
 
 
 async def test_a_bad_entry_fails_its_registry_only_and_says_so_without_its_text() -> None:
@@ -98,7 +97,7 @@ async def test_a_bad_entry_fails_its_registry_only_and_says_so_without_its_text(
             return web.Response(text="ok")
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
 
-    async with scripted(registry) as good, scripted(registry) as bad:
+    async with ScriptedServer(registry) as good, ScriptedServer(registry) as bad:
         bad_host, good_host = f"bad.test:{bad.port}", f"reg.test:{good.port}"
         # Not base64: one character outside the alphabet, around a secret.
         config = ConfigFile.from_dict(
@@ -109,10 +108,12 @@ async def test_a_bad_entry_fails_its_registry_only_and_says_so_without_its_text(
                 }
             }
         )
-        async with client(config) as (mw, session):
+        async with loopback_client(config) as (mw, session):
             for _ in range(2):
                 with pytest.raises(aociauth.CredentialLookupError) as ei:
-                    await bounded(session.get(f"http://{bad_host}/v2/a/manifests/x"))
+                    await asyncio.wait_for(
+                        session.get(f"http://{bad_host}/v2/a/manifests/x"), BOUND
+                    )
                 assert isinstance(ei.value, aiohttp.ClientError)
                 assert (ei.value.registry, ei.value.step) == (bad_host, "config")
                 assert isinstance(ei.value.__cause__, aociauth.ConfigError)
@@ -121,7 +122,7 @@ async def test_a_bad_entry_fails_its_registry_only_and_says_so_without_its_text(
                     assert r.status == 200
     # Nothing at all went to the registry whose entry is bad, and its lookup
     # failure is remembered, as in the original: one lookup per registry.
-    assert bad.seen == []
+    assert bad.requests == []
     assert mw.stats.config_lookups == 2
 
 
@@ -140,7 +141,7 @@ async def test_acr_identity_token_takes_the_refresh_grant_never_the_zero_guid() 
             {"auths": {reg.host: {"auth": b64(f"{guid}:"), "identitytoken": idt}}}
         )
         async with (
-            client(config) as (_, session),
+            loopback_client(config) as (_, session),
             session.get(f"{reg.url}/v2/team/app/blobs/{digest}") as r,
         ):
             assert r.status == 200
@@ -172,7 +173,7 @@ async def test_registry_token_goes_to_its_registry_only(
 
     good = {"Bearer from-the-realm"} | ({f"Bearer {ACCESS_TOKEN}"} if accepted else set())
 
-    async with scripted(tokens) as ts:
+    async with ScriptedServer(tokens) as ts:
 
         async def registry(req: web.Request) -> web.StreamResponse:
             if req.headers.get("Authorization") in good:
@@ -184,14 +185,14 @@ async def test_registry_token_goes_to_its_registry_only(
             )
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-        async with scripted(registry) as reg:
+        async with ScriptedServer(registry) as reg:
             config = ConfigFile.from_dict(
                 {"auths": {f"reg.test:{reg.port}": {"registrytoken": ACCESS_TOKEN}}}
             )
-            url = reg.url("/v2/team/app/blobs/sha256:abc", "reg.test")
-            async with client(config) as (_, session), session.get(url) as r:
+            url = reg.url_for("/v2/team/app/blobs/sha256:abc", "reg.test")
+            async with loopback_client(config) as (_, session), session.get(url) as r:
                 assert r.status == 404  # the CDN's default answer
-    sent = [s.header("Authorization") for s in reg.seen]
+    sent = [s.header("Authorization") for s in reg.requests]
     if accepted:
         assert sent == [[f"Bearer {ACCESS_TOKEN}"]]
         assert token_requests == []
@@ -213,9 +214,9 @@ async def test_a_foreign_config_error_is_scrubbed() -> None:
     async def registry(req: web.Request) -> web.StreamResponse:
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
 
-    async with scripted(registry) as reg, client(Vault()) as (_, session):
+    async with ScriptedServer(registry) as reg, loopback_client(Vault()) as (_, session):
         with pytest.raises(aociauth.CredentialLookupError) as ei:
-            await bounded(session.get(reg.url("/v2/a/manifests/x")))
+            await asyncio.wait_for(session.get(reg.url_for("/v2/a/manifests/x")), BOUND)
     assert PASSWORD not in str(ei.value)
     assert ACCESS_TOKEN not in str(ei.value)
     assert PASSWORD not in repr(ei.value)

@@ -2,7 +2,7 @@
 
 A Bearer challenge names its token endpoint; a hostile registry can name any
 URL. Every server here is 127.0.0.1, reached by the names the test gives it
-(``hardening.LoopbackResolver``), so each test sets up the host relation it
+(``aociauth.testing.client.LoopbackResolver``), so each test sets up the host relation it
 is about: another host (``reg.test`` -> ``auth.test``), the same site
 (``reg.example.com`` -> ``auth.example.com``), a trusted pair, a downgrade
 to http, an internal address. Each test says what it shows.
@@ -11,31 +11,28 @@ to http, an internal address. Each test says what it shows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import (
-    PASSWORD,
-    TLS,
-    assert_clean,
-    auths,
-    bounded,
-    client,
-    exception_texts,
-    scripted,
-    tls_pair,
-)
 
 import aociauth
 from aociauth import RealmPolicy, RealmPolicyError
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.leaks import PASSWORD, assert_clean, exception_texts
 from aociauth.testing.registry import OCI_MANIFEST
+from aociauth.testing.scripted import ScriptedServer
+from aociauth.testing.tls import TLSContexts
 
 USER = "alice"
 MANIFEST = "/v2/team/app/manifests/latest"
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 @pytest.fixture
@@ -54,11 +51,15 @@ async def pull_through(
     async with Registry(auth="bearer", token_server=ts, realm=realm) as reg:
         reg.seed_image("team/app")
         host = f"{registry_name}:{reg.port}"
-        config = auths({host: {"username": USER, "password": PASSWORD}})
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {host: {"username": USER, "password": PASSWORD}}}
+        )
         url = f"http://{host}{MANIFEST}"
-        async with client(config, **params) as (mw, session):
+        async with loopback_client(config, **params) as (mw, session):
             try:
-                async with await bounded(session.get(url, headers={"Accept": OCI_MANIFEST})) as r:
+                async with await asyncio.wait_for(
+                    session.get(url, headers={"Accept": OCI_MANIFEST}), BOUND
+                ) as r:
                     return r.status, None, mw, host
             except aiohttp.ClientError as exc:
                 return None, exc, mw, host
@@ -164,11 +165,16 @@ async def test_relative_realm_is_the_registrys_own_origin() -> None:
         challenge = 'Bearer realm="/token",service="svc",scope="repository:team/app:pull"'
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-    async with scripted(registry) as reg:
-        config = auths({f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}})
-        async with client(config) as (_, session), session.get(reg.url(MANIFEST, "reg.test")) as r:
+    async with ScriptedServer(registry) as reg:
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}}}
+        )
+        async with (
+            loopback_client(config) as (_, session),
+            session.get(reg.url_for(MANIFEST, "reg.test")) as r,
+        ):
             assert r.status == 200
-    assert [s.path for s in reg.seen] == [MANIFEST, "/token", MANIFEST]
+    assert [s.path for s in reg.requests] == [MANIFEST, "/token", MANIFEST]
 
 
 async def test_loopback_registry_may_use_its_own_host_but_not_localhost(ts: TokenServer) -> None:
@@ -201,11 +207,6 @@ async def test_loopback_registry_may_use_its_own_host_but_not_localhost(ts: Toke
 # -- over https: trusted pairs, same site, downgrades ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls() -> TLS:
-    return tls_pair()
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -229,7 +230,7 @@ def token_endpoint() -> Handler:
 
 
 async def https_pull(
-    tls: TLS,
+    tls: TLSContexts,
     registry_name: str,
     realm_of: Callable[[int], str],
     config_hosts: dict[str, str] | None = None,
@@ -250,25 +251,32 @@ async def https_pull(
         )
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-    async with scripted(token_endpoint(), tls=tls) as tokens, scripted(registry, tls=tls) as reg:
+    async with (
+        ScriptedServer(token_endpoint(), ssl_context=tls.server) as tokens,
+        ScriptedServer(registry, ssl_context=tls.server) as reg,
+    ):
         host = f"{registry_name}:{reg.port}"
         hosts = config_hosts or {host: PASSWORD}
-        config = auths({h: {"username": USER, "password": pw} for h, pw in hosts.items()})
-        async with client(config, tls=tls, **params) as (mw, session):
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {h: {"username": USER, "password": pw} for h, pw in hosts.items()}}
+        )
+        async with loopback_client(config, ssl_context=tls.client, **params) as (mw, session):
             try:
-                async with await bounded(session.get(f"https://{host}{MANIFEST}")) as r:
+                async with await asyncio.wait_for(
+                    session.get(f"https://{host}{MANIFEST}"), BOUND
+                ) as r:
                     status: int | None = r.status
                     exc: BaseException | None = None
             except aiohttp.ClientError as e:
                 status, exc = None, e
     users = []
-    for s in tokens.seen:
+    for s in tokens.requests:
         basic = s.header("Authorization")
         users.append(aiohttp.BasicAuth.decode(basic[0]).login if basic else None)
     return status, exc, users, mw
 
 
-async def test_trusted_pair_gets_credentials_only_when_configured(tls: TLS) -> None:
+async def test_trusted_pair_gets_credentials_only_when_configured(tls: TLSContexts) -> None:
     realm = lambda port: f"https://auth.test:{port}/token"  # noqa: E731
     status, _, users, _ = await https_pull(tls, "reg.test", realm)
     assert (status, users) == (200, [None])
@@ -278,7 +286,7 @@ async def test_trusted_pair_gets_credentials_only_when_configured(tls: TLS) -> N
     assert mw.stats.anonymous_realm_downgrades == 0
 
 
-async def test_trusted_pair_is_not_a_trusted_realm_for_other_registries(tls: TLS) -> None:
+async def test_trusted_pair_is_not_a_trusted_realm_for_other_registries(tls: TLSContexts) -> None:
     """evil.test names reg.test's trusted auth.test: evil.test's own credentials do not go
     there (the confused deputy of oras-dotnet#393); the pair is reg.test's alone."""
     policy = RealmPolicy().with_trusted("reg.test", "auth.test")
@@ -289,7 +297,7 @@ async def test_trusted_pair_is_not_a_trusted_realm_for_other_registries(tls: TLS
     assert mw.stats.anonymous_realm_downgrades == 1
 
 
-async def test_same_site_realm_gets_credentials_unless_turned_off(tls: TLS) -> None:
+async def test_same_site_realm_gets_credentials_unless_turned_off(tls: TLSContexts) -> None:
     realm = lambda port: f"https://auth.example.com:{port}/token"  # noqa: E731
     status, _, users, _ = await https_pull(tls, "reg.example.com", realm)
     assert (status, users) == (200, ["alice"])
@@ -299,21 +307,21 @@ async def test_same_site_realm_gets_credentials_unless_turned_off(tls: TLS) -> N
     assert (status, users) == (200, [None])
 
 
-async def test_http_realm_for_an_https_registry_is_a_downgrade(tls: TLS) -> None:
+async def test_http_realm_for_an_https_registry_is_a_downgrade(tls: TLSContexts) -> None:
     """Same host name, but plain http: anonymous (T-R2), or refused in strict mode."""
 
     async def plain_tokens(req: web.Request) -> web.StreamResponse:
         return await token_endpoint()(req)
 
-    async with scripted(plain_tokens) as plain:
+    async with ScriptedServer(plain_tokens) as plain:
         realm = lambda _port: f"http://reg.test:{plain.port}/token"  # noqa: E731
         status, _, _, mw = await https_pull(tls, "reg.test", realm)
         assert status == 200
-        assert [s.header("Authorization") for s in plain.seen] == [[]]
+        assert [s.header("Authorization") for s in plain.requests] == [[]]
         assert mw.stats.anonymous_realm_downgrades == 1
         status, exc, _, _ = await https_pull(
             tls, "reg.test", realm, realm_policy=RealmPolicy(strict=True)
         )
         assert isinstance(exc, RealmPolicyError)
         assert "plain http" in str(exc)
-        assert len(plain.seen) == 1
+        assert len(plain.requests) == 1

@@ -19,21 +19,18 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import (
-    PASSWORD,
-    assert_clean,
-    auths,
-    bounded,
-    client,
-    exception_texts,
-    scripted,
-)
 
 import aociauth
 from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.leaks import PASSWORD, assert_clean, exception_texts
+from aociauth.testing.scripted import ScriptedServer
 
 USER = "alice"
 FAST = {"token_timeout": 0.3, "retry_backoff": 0.01, "retry_max_wait": 0.05}
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 @dataclass
@@ -62,7 +59,9 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 def config(stack: Stack) -> aociauth.ConfigFile:
-    return auths({stack.host: {"username": USER, "password": PASSWORD}})
+    return aociauth.ConfigFile.from_dict(
+        {"auths": {stack.host: {"username": USER, "password": PASSWORD}}}
+    )
 
 
 async def fetch(session: aiohttp.ClientSession, url: str) -> int:
@@ -79,9 +78,9 @@ async def failure(stack: Stack, **params: Any) -> aociauth.OCIAuthError:
 async def failure_and_stats(
     stack: Stack, **params: Any
 ) -> tuple[aociauth.OCIAuthError, aociauth.AuthStats]:
-    async with client(config(stack), **{**FAST, **params}) as (mw, session):
+    async with loopback_client(config(stack), **{**FAST, **params}) as (mw, session):
         with pytest.raises(aociauth.OCIAuthError) as ei:
-            await bounded(fetch(session, stack.blob_url))
+            await asyncio.wait_for(fetch(session, stack.blob_url), BOUND)
     return ei.value, mw.stats
 
 
@@ -152,8 +151,8 @@ async def test_one_transient_failure_costs_one_more_token_request(stack: Stack, 
         stack.ts.fail_next(1, status=int(kind))
     else:
         stack.ts.respond_with(kind)
-    async with client(config(stack), **FAST) as (mw, session):
-        assert await bounded(fetch(session, stack.blob_url)) == 200
+    async with loopback_client(config(stack), **FAST) as (mw, session):
+        assert await asyncio.wait_for(fetch(session, stack.blob_url), BOUND) == 200
     assert stack.ts.counters.requests == 2
     if kind == "drop":
         # aiohttp's own resend of an idempotent request absorbed it (RFC 9112 9.3.1).
@@ -203,21 +202,23 @@ async def test_chunked_50mb_body_is_cut_at_max_token_response() -> None:
             pass
         return resp
 
-    async with scripted(tokens) as ts:
+    async with ScriptedServer(tokens) as ts:
 
         async def registry(req: web.Request) -> web.StreamResponse:
-            challenge = f'Bearer realm="{ts.url("/token")}",service="s",scope="repository:a:pull"'
+            challenge = (
+                f'Bearer realm="{ts.url_for("/token")}",service="s",scope="repository:a:pull"'
+            )
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
         async with (
-            scripted(registry) as reg,
-            client(None, max_token_response=cap, **FAST) as (
+            ScriptedServer(registry) as reg,
+            loopback_client(None, max_token_response=cap, **FAST) as (
                 _,
                 session,
             ),
         ):
             with pytest.raises(aociauth.TokenServerError) as ei:
-                await bounded(fetch(session, reg.url("/v2/a/manifests/x")))
+                await asyncio.wait_for(fetch(session, reg.url_for("/v2/a/manifests/x")), BOUND)
     assert f"larger than {cap} bytes" in str(ei.value)
     assert ei.value.status == 200
     assert not finished
@@ -250,17 +251,17 @@ async def test_unusable_challenge_returns_the_401_or_a_challenge_error(
     async def registry(req: web.Request) -> web.StreamResponse:
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-    async with scripted(registry) as reg, client(None, **FAST) as (mw, session):
-        url = reg.url("/v2/a/manifests/x")
+    async with ScriptedServer(registry) as reg, loopback_client(None, **FAST) as (mw, session):
+        url = reg.url_for("/v2/a/manifests/x")
         if isinstance(outcome, int):
-            assert await bounded(fetch(session, url)) == outcome
+            assert await asyncio.wait_for(fetch(session, url), BOUND) == outcome
         else:
             with pytest.raises(aociauth.ChallengeError) as ei:
-                await bounded(fetch(session, url))
+                await asyncio.wait_for(fetch(session, url), BOUND)
             assert isinstance(ei.value, aiohttp.ClientError)
             assert ei.value.step == outcome
             assert ei.value.registry == f"127.0.0.1:{reg.port}"
-    assert len(reg.seen) == 1
+    assert len(reg.requests) == 1
     assert mw.stats.total_token_requests == 0
 
 
@@ -301,17 +302,20 @@ async def test_absurd_expires_in_never_crashes_and_gives_a_lasting_token(
     async def registry(req: web.Request) -> web.StreamResponse:
         if req.headers.get("Authorization", "").startswith("Bearer tok-"):
             return web.Response(text="ok")
-        challenge = f'Bearer realm="{ts.url("/token")}",service="s",scope="repository:a:pull"'
+        challenge = f'Bearer realm="{ts.url_for("/token")}",service="s",scope="repository:a:pull"'
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
     async with (
-        scripted(tokens) as ts,
-        scripted(registry) as reg,
-        client(None, **FAST) as (mw, session),
+        ScriptedServer(tokens) as ts,
+        ScriptedServer(registry) as reg,
+        loopback_client(None, **FAST) as (mw, session),
     ):
         for _ in range(3):
-            assert await bounded(fetch(session, reg.url("/v2/a/manifests/x"))) == 200
-        tok = mw.cached_token(reg.url(""), aociauth.parse_scope("repository:a:pull"))
+            assert (
+                await asyncio.wait_for(fetch(session, reg.url_for("/v2/a/manifests/x")), BOUND)
+                == 200
+            )
+        tok = mw.cached_token(reg.url_for(""), aociauth.parse_scope("repository:a:pull"))
     assert token_requests == 1
     assert tok is not None
     assert 1 <= tok.lifetime <= 86_400
@@ -326,16 +330,16 @@ async def test_5000_digit_expires_in_is_an_error_not_a_crash() -> None:
         return web.Response(body=body.encode(), content_type="application/json")
 
     async def registry(req: web.Request) -> web.StreamResponse:
-        challenge = f'Bearer realm="{ts.url("/token")}",service="s",scope="repository:a:pull"'
+        challenge = f'Bearer realm="{ts.url_for("/token")}",service="s",scope="repository:a:pull"'
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
     async with (
-        scripted(tokens) as ts,
-        scripted(registry) as reg,
-        client(None, **FAST) as (_, session),
+        ScriptedServer(tokens) as ts,
+        ScriptedServer(registry) as reg,
+        loopback_client(None, **FAST) as (_, session),
     ):
         with pytest.raises(aociauth.TokenResponseError) as ei:
-            await bounded(fetch(session, reg.url("/v2/a/manifests/x")))
+            await asyncio.wait_for(fetch(session, reg.url_for("/v2/a/manifests/x")), BOUND)
     assert ei.value.status == 200
     assert "9999" not in str(ei.value)
 
@@ -357,12 +361,14 @@ async def test_a_refused_refresh_token_costs_at_most_two_requests_and_is_not_cac
     """The token server does not know the identity token (T-T12): the refresh grant is
     refused (401) and the caller gets that 401; nothing loops, nothing falls back to a
     Basic GET it has no credentials for, and the next pull asks again."""
-    config = auths({stack.host: {"identitytoken": "unknown-refresh-token"}})
+    config = aociauth.ConfigFile.from_dict(
+        {"auths": {stack.host: {"identitytoken": "unknown-refresh-token"}}}
+    )
     pulls = 3
-    async with client(config, **FAST) as (_, session):
+    async with loopback_client(config, **FAST) as (_, session):
         for _ in range(pulls):
             with pytest.raises(aociauth.TokenServerError) as ei:
-                await bounded(fetch(session, stack.blob_url))
+                await asyncio.wait_for(fetch(session, stack.blob_url), BOUND)
             assert ei.value.status == 401
     kinds = [r.kind for r in stack.ts.requests]
     assert set(kinds) == {"post_refresh"}

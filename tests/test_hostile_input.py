@@ -35,12 +35,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
-from hardening import PASSWORD, assert_clean, exception_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aociauth
 from aociauth import _resolver as resolver_module
+from aociauth.testing.leaks import PASSWORD, assert_clean, exception_texts
 
 BOUND = 20.0
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

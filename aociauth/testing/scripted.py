@@ -131,7 +131,7 @@ class ScriptedServer(LoopbackServer):
         self.requests.clear()
         self._arrivals = 0
 
-    def url_for(self, path: str = "", *, host: str | None = None) -> str:
+    def url_for(self, path: str = "", host: str | None = None) -> str:
         """The URL of ``path`` on this server, reached as ``host`` (default ``127.0.0.1``).
 
         With another name (``reg.test``), a client that resolves it to loopback
