@@ -1,7 +1,7 @@
 """The Go original's transport scenarios (its auth_test.go), through the aiohttp middleware.
 
 Each scenario runs a scripted target server and auth server on loopback
-(aiohttp TestServer), like the Go tests' httptest servers, and drives
+(:mod:`aociauth.testing.gotest`), like the Go tests' httptest servers, and drives
 requests through ``aiohttp.ClientSession(middlewares=[mw])``.
 """
 

@@ -6,11 +6,9 @@ No real DNS is used: the inner resolver is a table, swapped in for aiohttp's def
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.web import Request
 
 import aociauth
@@ -18,6 +16,7 @@ from aociauth import ConfigEntry
 from aociauth import _resolver as resolver_module
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth.realm import on_this_machine
+from aociauth.testing.client import TableResolver
 from aociauth.testing.gotest import HTTPError, start
 from aociauth.testing.pytest_plugin import ClientFactory
 from aociauth.testing.scripted import ConfigFunc
@@ -31,26 +30,6 @@ TABLE = {
     "corp.test": "10.1.2.3",
     "public.test": "93.184.216.34",
 }
-
-
-class TableResolver(AbstractResolver):
-    """Resolves the names of TABLE, and nothing else."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in TABLE:
-            raise OSError(f"no such test name {host}")
-        ip = TABLE[host]
-        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        return [
-            ResolveResult(
-                hostname=host, host=ip, port=port, family=fam, proto=0, flags=socket.AI_NUMERICHOST
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -69,7 +48,7 @@ class TableResolver(AbstractResolver):
 async def test_guard_refuses_forbidden_addresses(
     name: str, loopback_ok: bool, refused: str
 ) -> None:
-    guard = RealmGuardResolver(TableResolver())
+    guard = RealmGuardResolver(TableResolver(TABLE))
     token = loopback_allowed.set(loopback_ok)
     try:
         if refused:
@@ -83,7 +62,7 @@ async def test_guard_refuses_forbidden_addresses(
 
 @pytest.fixture
 def table_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resolver_module, "DefaultResolver", TableResolver)
+    monkeypatch.setattr(resolver_module, "DefaultResolver", lambda: TableResolver(TABLE))
 
 
 async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(

@@ -30,7 +30,8 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
 
 On the client side, :func:`loopback_client` builds a middleware and a
 session through it that reach every host name on 127.0.0.1
-(:class:`LoopbackResolver`), so origin and realm checks see distinct hosts.
+(:class:`LoopbackResolver`), so origin and realm checks see distinct hosts;
+:class:`TableResolver` answers names from a table instead of DNS.
 :mod:`aociauth.testing.leaks` plants canary secrets and looks for them,
 :mod:`aociauth.testing.credhelper` installs a fake ``docker-credential-*``
 helper answering per host, and :mod:`aociauth.testing.gotest` is the harness
@@ -77,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aociauth.testing._http import Exchange
     from aociauth.testing._jwt import TokenIssuer
-    from aociauth.testing.client import LoopbackResolver, loopback_client
+    from aociauth.testing.client import LoopbackResolver, TableResolver, loopback_client
     from aociauth.testing.redis import RedisClusterServers, RedisServer
     from aociauth.testing.registry import (
         RecordedRequest,
@@ -111,6 +112,7 @@ __all__ = [
     "Reply",
     "ScriptedServer",
     "SeededImage",
+    "TableResolver",
     "TokenIssuer",
     "TokenRequest",
     "TokenServer",
@@ -121,6 +123,7 @@ __all__ = [
 _HOMES = {
     "Exchange": "aociauth.testing._http",
     "LoopbackResolver": "aociauth.testing.client",
+    "TableResolver": "aociauth.testing.client",
     "loopback_client": "aociauth.testing.client",
     "Reply": "aociauth.testing.scripted",
     "ScriptedServer": "aociauth.testing.scripted",

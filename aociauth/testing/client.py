@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -26,7 +26,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 import aociauth
 
-__all__ = ["LoopbackResolver", "loopback_client", "loopback_connector"]
+__all__ = ["LoopbackResolver", "TableResolver", "loopback_client", "loopback_connector"]
 
 
 class LoopbackResolver(AbstractResolver):
@@ -53,6 +53,47 @@ class LoopbackResolver(AbstractResolver):
                 proto=0,
                 flags=socket.AI_NUMERICHOST,
             )
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class TableResolver(AbstractResolver):
+    """Resolves the names of a table to the addresses it lists; any other name does not exist.
+
+    ``table`` maps a name to one address or a list of them, IPv4 or IPv6,
+    written as a DNS answer would carry them (``"169.254.169.254"``,
+    ``"::ffff:10.0.0.1"``): for testing what code does with the addresses a
+    name resolves to, without DNS. A name not in the table raises the
+    :class:`OSError` an unknown name gives. :attr:`asked` lists every name
+    looked up, unknown ones included.
+    """
+
+    def __init__(self, table: Mapping[str, str | Sequence[str]]) -> None:
+        self.table = {
+            name: (addresses,) if isinstance(addresses, str) else tuple(addresses)
+            for name, addresses in table.items()
+        }
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The table's addresses for ``host``, each with ``port``."""
+        self.asked.append(host)
+        if host not in self.table:
+            raise OSError(f"no such test name {host}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.table[host]
         ]
 
     async def close(self) -> None:
