@@ -6,7 +6,7 @@ they are skipped, with the reason shown, where it is not installed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from aociauth.testing._jwt import TokenIssuer
 from aociauth.testing.distribution import DistributionRegistry, find_binary
+from aociauth.testing.passstore import PassStore, missing_binaries
 from aociauth.testing.tls import TLSContexts, make_tls
 
 # The tests issue tokens themselves: no token server answers at this realm.
@@ -86,6 +87,17 @@ def tls() -> TLSContexts:
     names = ("reg.test", "auth.test", "evil.test", "cdn.test", "reg.example.com")
     names += ("auth.example.com", "registry-1.docker.io", "index.docker.io", "auth.docker.io")
     return make_tls(names, common_name="aociauth tests CA")
+
+
+@pytest.fixture(scope="module")
+def pass_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
+    """An initialised, empty store for the real docker-credential-pass (skips without it)."""
+    missing = missing_binaries()
+    if missing:
+        hint = "apt-get install golang-docker-credential-helpers pass gnupg"
+        pytest.skip(f"needs {', '.join(missing)}: {hint}")
+    with PassStore.initialised(tmp_path_factory.mktemp("pass")) as store:
+        yield store
 
 
 def _require_registry() -> None:

@@ -34,7 +34,8 @@ session through it that reach every host name on 127.0.0.1
 :class:`TableResolver` answers names from a table instead of DNS.
 :mod:`aociauth.testing.leaks` plants canary secrets and looks for them,
 :mod:`aociauth.testing.credhelper` installs a fake ``docker-credential-*``
-helper answering per host, and :mod:`aociauth.testing.gotest` is the harness
+helper answering per host, :mod:`aociauth.testing.passstore` a throw-away
+store for the real ``docker-credential-pass``, and :mod:`aociauth.testing.gotest` is the harness
 of the Go original's tests, for tests ported from it.
 
 Two modules build on the servers: :mod:`aociauth.testing.tls` makes a throwaway CA
