@@ -61,7 +61,7 @@ async def stack() -> AsyncIterator[Stack]:
         yield Stack(ts, reg, cdn)
 
 
-def config_for(host: str) -> object:
+def config_for(host: str) -> aociauth.ConfigFile:
     return aociauth.ConfigFile.from_dict(
         {"auths": {host: {"username": USER, "password": PASSWORD}}}
     )
@@ -144,14 +144,7 @@ async def test_401_from_an_origin_reached_by_redirect_gets_no_registry_credentia
 
     async with (
         ScriptedServer(registry) as reg,
-        loopback_client(
-            aociauth.ConfigFile.from_dict(
-                {"auths": {f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}}}
-            )
-        ) as (
-            mw,
-            session,
-        ),
+        loopback_client(config_for(f"reg.test:{reg.port}")) as (mw, session),
         session.get(reg.url_for(path, host="reg.test")) as r,
     ):
         final = r.status
@@ -192,9 +185,7 @@ async def test_upload_location_on_another_host_gets_no_credentials(stack: Stack)
         )
 
     async with ScriptedServer(registry) as reg:
-        config = aociauth.ConfigFile.from_dict(
-            {"auths": {f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}}}
-        )
+        config = config_for(f"reg.test:{reg.port}")
         async with loopback_client(config) as (_, session):
             async with session.post(reg.url_for("/v2/team/app/blobs/uploads/", "reg.test")) as r:
                 assert r.status == 202
@@ -221,9 +212,7 @@ async def test_same_origin_redirect_gets_credentials_again() -> None:
         return web.Response(text="blob")
 
     async with ScriptedServer(registry) as reg:
-        config = aociauth.ConfigFile.from_dict(
-            {"auths": {f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}}}
-        )
+        config = config_for(f"reg.test:{reg.port}")
         async with (
             loopback_client(config) as (_, session),
             session.get(reg.url_for("/v2/team/app/blobs/d", "reg.test")) as r,
@@ -248,9 +237,7 @@ async def test_redirect_loop_across_origins_stops_and_leaks_nothing(stack: Stack
 
     async with ScriptedServer(registry) as reg:
         evil.set_response(path, status=302, headers={"Location": reg.url_for(path, "reg.test")})
-        config = aociauth.ConfigFile.from_dict(
-            {"auths": {f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}}}
-        )
+        config = config_for(f"reg.test:{reg.port}")
         async with loopback_client(config) as (_, session):
             with pytest.raises(aiohttp.TooManyRedirects):
                 await asyncio.wait_for(

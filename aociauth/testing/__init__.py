@@ -35,8 +35,10 @@ session through it that reach every host name on 127.0.0.1
 :mod:`aociauth.testing.leaks` plants canary secrets and looks for them,
 :mod:`aociauth.testing.credhelper` installs a fake ``docker-credential-*``
 helper answering per host, :mod:`aociauth.testing.passstore` a throw-away
-store for the real ``docker-credential-pass``, and :mod:`aociauth.testing.gotest` is the harness
-of the Go original's tests, for tests ported from it.
+store for the real ``docker-credential-pass``,
+:mod:`aociauth.testing.adapters` runs a test through the aiohttp middleware
+and the httpx auth alike (httpx on trio too), and :mod:`aociauth.testing.gotest`
+is the harness of the Go original's tests, for tests ported from it.
 
 Two modules build on the servers: :mod:`aociauth.testing.tls` makes a throwaway CA
 and the contexts to serve and trust https on loopback under any name, and
