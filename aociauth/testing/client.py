@@ -126,8 +126,9 @@ async def loopback_client(
 
     With ``resolve_names=False`` names resolve as usual and the middleware
     makes its token session itself, as in production (with the guard that
-    keeps realms off internal addresses): for tests that reach servers by
-    ``127.0.0.1`` only. Everything made here is closed on the way out.
+    keeps realms off internal addresses, and the system's CAs only): for
+    tests that reach servers by ``127.0.0.1``. Everything made here is
+    closed on the way out.
     """
     token_session = (
         aiohttp.ClientSession(connector=loopback_connector(ssl_context)) if resolve_names else None
@@ -135,7 +136,10 @@ async def loopback_client(
     mw = aociauth.new_std_transport(
         aociauth.StdTransportParams(config=config, session=token_session, **params)
     )
-    connector = loopback_connector(ssl_context) if resolve_names else None
+    if resolve_names:
+        connector: aiohttp.TCPConnector | None = loopback_connector(ssl_context)
+    else:
+        connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
     session = aiohttp.ClientSession(middlewares=[mw], connector=connector, **(session_kw or {}))
     try:
         yield mw, session
