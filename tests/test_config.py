@@ -2129,7 +2129,10 @@ def odd_entries(draw: st.DrawFn) -> tuple[object, list[str]]:
             max_size=4,
         )
     )
-    return (entry if draw(st.integers(0, 5)) else draw(odd_value)), [secret]
+    # A username is no secret: an entry's repr shows it, so a secret drawn as the username
+    # is not looked for (it was, and Hypothesis found the example that fails).
+    secrets = [] if entry.get("username") == secret else [secret]
+    return (entry if draw(st.integers(0, 5)) else draw(odd_value)), secrets
 
 
 @st.composite
