@@ -2,7 +2,7 @@
 
 Runs :func:`aociauth.testing.zoo.run_zoo` through both adapters, the aiohttp
 middleware and the httpx ``RegistryAuth`` (the same flows as ``python -m
-aociauth.testing.zoo`` and ``tests/test_zoo.py``) and tabulates, per
+aociauth.testing.zoo`` and ``tests/test_testing_zoo.py``) and tabulates, per
 registry, the flows passed, the registry's 401 answers, the requests to its
 token endpoint, what the audit of every request found (leaks) and the flows
 that failed. It is a count, not a timing, so ``--quick`` changes nothing.

@@ -6,13 +6,16 @@ they are skipped, with the reason shown, where it is not installed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from aociauth.testing._jwt import TokenIssuer
 from aociauth.testing.distribution import DistributionRegistry, find_binary
+from aociauth.testing.passstore import PassStore, missing_binaries
+from aociauth.testing.tls import TLSContexts, make_tls
 
 # The tests issue tokens themselves: no token server answers at this realm.
 DISTRIBUTION_TOKEN_REALM = "http://127.0.0.1:9/token"
@@ -74,10 +77,42 @@ def _no_system_podman_file(
     monkeypatch.setattr("aociauth.config._RUN_CONTAINERS_AUTH", str(missing))
 
 
+@pytest.fixture(scope="session")
+def tls() -> TLSContexts:
+    """A throwaway CA's server and client contexts for the names the tests reach on loopback.
+
+    Docker Hub's names are among them, for the built-in trusted pair: only a
+    :class:`~aociauth.testing.client.LoopbackResolver` ever resolves them.
+    """
+    names = ("reg.test", "auth.test", "evil.test", "cdn.test", "reg.example.com")
+    names += ("auth.example.com", "registry-1.docker.io", "index.docker.io", "auth.docker.io")
+    return make_tls(names, common_name="aociauth tests CA")
+
+
+@pytest.fixture(scope="module")
+def pass_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
+    """An initialised, empty store for the real docker-credential-pass (skips without it)."""
+    missing = missing_binaries()
+    if missing:
+        hint = "apt-get install golang-docker-credential-helpers pass gnupg"
+        pytest.skip(f"needs {', '.join(missing)}: {hint}")
+    with PassStore.initialised(tmp_path_factory.mktemp("pass")) as store:
+        yield store
+
+
 def _require_registry() -> None:
     # For a test that uses the fixtures without the ``registry`` mark.
     if find_binary() is None:
         pytest.skip(_NO_REGISTRY)
 
 
-from scripted import stack  # noqa: E402, F401  (the middleware tests share this fixture)
+@pytest.fixture
+async def stack() -> AsyncIterator[list[Any]]:
+    """What a test started, each stopped (``stop()``) or closed (``close()``) after it.
+
+    Servers (:class:`aociauth.testing.gotest.GoServers`), middlewares, sessions.
+    """
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        await (item.stop() if hasattr(item, "stop") else item.close())

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 import yarl
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +33,8 @@ from aociauth._resolver import RealmAddressError, RealmGuardResolver
 from aociauth._token_sessions import TokenSessions, token_trust
 from aociauth.cli import is_loopback, parse_reference
 from aociauth.realm import RealmDecision, RealmPolicy, check_realm
+from aociauth.testing.client import TableResolver
+from aociauth.testing.scripted import ScriptedServer
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
@@ -256,35 +256,6 @@ def test_the_rule_is_monotonic_in_trust(ip: V4 | V6, trust: TrustDecision) -> No
 # -- the same spellings as DNS answers -------------------------------------------
 
 
-class TableResolver(AbstractResolver):
-    """Answers from a table; a name not in it does not exist. Counts its lookups."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.lookups: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.lookups.append(host)
-        if host not in self.table:
-            raise OSError(f"no such test name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for ip in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("embedding", sorted(EMBEDDINGS))
 @pytest.mark.parametrize("target", sorted(FORBIDDEN_V4))
 async def test_every_embedding_is_refused_as_a_dns_answer(embedding: str, target: str) -> None:
@@ -333,7 +304,7 @@ async def test_an_address_spelt_as_a_name_is_judged_before_any_lookup(spelling: 
     guard = RealmGuardResolver(table, trust=LOCAL_TRUST)
     with pytest.raises(RealmAddressError):
         await guard.resolve(host, 80)
-    assert table.lookups == []
+    assert table.asked == []
 
 
 async def test_the_system_resolver_reads_hex_spellings_and_the_guard_judges_its_answer() -> None:
@@ -355,44 +326,43 @@ def test_token_trust_follows_the_registry_and_the_policy() -> None:
 
 
 @pytest.fixture
-async def loopback_server() -> TestServer:
-    hits: list[str] = []
+async def loopback_server() -> AsyncIterator[ScriptedServer]:
+    """A token endpoint on 127.0.0.1 answering ``{"token": "t"}``, recording each request."""
 
-    async def token(request: web.Request) -> web.Response:
-        hits.append(request.host)
+    async def token(request: web.Request) -> web.StreamResponse:
         return web.json_response({"token": "t"})
 
-    app = web.Application()
-    app.router.add_get("/token", token)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    server.hits = hits  # type: ignore[attr-defined]
-    yield server
-    await server.close()
+    async with ScriptedServer(token) as server:
+        yield server
+
+
+def hosts_asked(server: ScriptedServer) -> list[str]:
+    """The Host header of every request the server received."""
+    return [e.headers["Host"] for e in server.requests]
 
 
 @pytest.mark.parametrize(
     "host", ["0x7f.1", "0x7f000001", "0x7f.0.0.1", "127.1", "2130706433", "0177.0.0.1"]
 )
 async def test_a_token_request_to_a_loopback_spelling_never_connects_for_a_public_registry(
-    loopback_server: TestServer, host: str
+    loopback_server: ScriptedServer, host: str
 ) -> None:
     url = f"http://{host}:{loopback_server.port}/token"
     async with TokenSessions() as sessions:
         with pytest.raises(aiohttp.ClientError):
             async with sessions.session_for(PUBLIC_TRUST).get(url, allow_redirects=False):
                 pass
-    assert loopback_server.hits == []  # type: ignore[attr-defined]
+    assert hosts_asked(loopback_server) == []
 
 
 async def test_hex_loopback_spelling_works_for_a_registry_on_this_machine(
-    loopback_server: TestServer,
+    loopback_server: ScriptedServer,
 ) -> None:
     # The same request succeeds when loopback is allowed: the refusal above is the rule's.
     url = f"http://0x7f.1:{loopback_server.port}/token"
     async with TokenSessions() as sessions, sessions.session_for(LOCAL_TRUST).get(url) as resp:
         assert resp.status == 200
-    assert loopback_server.hits == [f"0x7f.1:{loopback_server.port}"]  # type: ignore[attr-defined]
+    assert hosts_asked(loopback_server) == [f"0x7f.1:{loopback_server.port}"]
 
 
 # -- this machine: one rule for the realm guard and the command line ----------

@@ -15,20 +15,31 @@ from dataclasses import replace
 import anyio
 import anyio.from_thread
 import pytest
-from test_scenarios import MANIFEST, USERS, Answer, Client, Env, alice
 
+from aociauth import ConfigFile, StdTransportParams
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.adapters import ADAPTERS, AdapterClient, Answer, Harness
+from aociauth.testing.registry import OCI_MANIFEST
 from aociauth.testing.tokenserver import Access
 
-ADAPTERS = ("aiohttp", "httpx")
+#: The Accept header of a manifest pull.
+MANIFEST = {"Accept": OCI_MANIFEST}
+
+USERS = {"alice": "alice-password"}
+
+
+def alice(reg: Registry, **extra: str) -> StdTransportParams:
+    """Params with alice's password for ``reg`` (and ``extra`` entry fields)."""
+    entry = {"username": "alice", "password": USERS["alice"], **extra}
+    return StdTransportParams(config=ConfigFile.from_dict({"auths": {reg.host: entry}}))
 
 
 @pytest.fixture(params=ADAPTERS)
-def env(request: pytest.FixtureRequest) -> Env:
-    return Env(str(request.param))
+def env(request: pytest.FixtureRequest) -> Harness:
+    return Harness(str(request.param))
 
 
-async def pair(env: Env, n: int, *, picky: bool) -> tuple[TokenServer, Registry]:
+async def pair(env: Harness, n: int, *, picky: bool) -> tuple[TokenServer, Registry]:
     ts = await env.serve(TokenServer(users=USERS))
     reg = await env.serve(Registry(auth="bearer", token_server=ts))
     for i in range(n):
@@ -44,7 +55,7 @@ async def pair(env: Env, n: int, *, picky: bool) -> tuple[TokenServer, Registry]
     return ts, reg
 
 
-async def pull_all(c: Client, reg: Registry, n: int, *, concurrent: bool) -> list[Answer]:
+async def pull_all(c: AdapterClient, reg: Registry, n: int, *, concurrent: bool) -> list[Answer]:
     answers: list[Answer] = []
 
     async def one(i: int) -> None:
@@ -64,7 +75,7 @@ async def pull_all(c: Client, reg: Registry, n: int, *, concurrent: bool) -> lis
     ("n", "concurrent", "cap"), [(100, True, 1), (100, True, 50), (10, False, 50)]
 )
 async def test_a_picky_token_server_costs_at_most_n_plus_2_token_requests(
-    env: Env, n: int, concurrent: bool, cap: int
+    env: Harness, n: int, concurrent: bool, cap: int
 ) -> None:
     try:
         ts, reg = await pair(env, n, picky=True)
@@ -94,7 +105,7 @@ async def test_a_picky_token_server_costs_at_most_n_plus_2_token_requests(
 
 @pytest.mark.parametrize(("n", "concurrent"), [(100, True), (10, False)])
 async def test_a_token_server_that_grants_ahead_loses_nothing(
-    env: Env, n: int, concurrent: bool
+    env: Harness, n: int, concurrent: bool
 ) -> None:
     try:
         ts, reg = await pair(env, n, picky=False)
@@ -129,7 +140,7 @@ def test_a_picky_token_server_burst_through_httpx_on_trio(
     n = 100
 
     async def main() -> tuple[int, int, list[int]]:
-        env = Env("httpx", server_portal)
+        env = Harness("httpx", server_portal)
         try:
             ts, reg = await pair(env, n, picky=True)
             async with env.client(alice(reg)) as c:

@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import socket
 from collections.abc import Sized
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 import aociauth
@@ -36,6 +33,8 @@ from aociauth.core import (
     Send,
     TokenReply,
 )
+from aociauth.testing.client import TableResolver
+from aociauth.testing.scripted import Handler, ScriptedServer
 
 MAX_ORIGINS = 64
 CACHE_SIZE = 256
@@ -116,34 +115,7 @@ HOSTS = 2_000
 SMALL = 32
 
 
-class CdnResolver(AbstractResolver):
-    """Every ``*.cdn.test`` name is 127.0.0.1; nothing else resolves."""
-
-    def __init__(self) -> None:
-        self.asked = 0
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if not host.endswith(".cdn.test"):
-            raise OSError(f"no such test name {host}")
-        self.asked += 1
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-def _app(counts: dict[str, int]) -> web.Application:
+def _handler(counts: dict[str, int]) -> Handler:
     """One loopback server playing registry (127.0.0.1), CDN (``*.cdn.test``) and realm.
 
     The registry wants a token, then redirects blob ``n`` to ``hn.cdn.test``; one CDN
@@ -169,9 +141,7 @@ def _app(counts: dict[str, int]) -> web.Application:
         n = int(request.path.rsplit(":", 1)[1])
         raise web.HTTPTemporaryRedirect(f"http://h{n}.cdn.test:{port}/cdn/blob")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+    return handle
 
 
 async def test_2000_redirect_hosts_through_the_middleware_stay_bounded(
@@ -179,8 +149,8 @@ async def test_2000_redirect_hosts_through_the_middleware_stay_bounded(
 ) -> None:
     caplog.set_level(logging.INFO, logger="aociauth")
     counts: dict[str, int] = {}
-    server = TestServer(_app(counts), host="127.0.0.1")
-    await server.start_server()
+    server = ScriptedServer(_handler(counts))
+    await server.start()
     params = aociauth.StdTransportParams(
         config=aociauth.ConfigFile.from_dict(
             {"auths": {f"127.0.0.1:{server.port}": {"username": "alice", "password": "pw"}}}
@@ -197,7 +167,8 @@ async def test_2000_redirect_hosts_through_the_middleware_stay_bounded(
     core.policy = dataclasses.replace(core.policy, max_origins=SMALL)
     core.origins.max_origins = SMALL
     mw._credentials._max = SMALL
-    resolver = CdnResolver()
+    # Every CDN host's name is 127.0.0.1; nothing else resolves.
+    resolver = TableResolver({f"h{n}.cdn.test": "127.0.0.1" for n in range(HOSTS)})
     biggest: dict[str, int] = {}
     try:
         async with aiohttp.ClientSession(
@@ -225,8 +196,8 @@ async def test_2000_redirect_hosts_through_the_middleware_stay_bounded(
                     biggest[name] = max(biggest.get(name, 0), n)
     finally:
         await mw.close()
-        await server.close()
-    assert resolver.asked >= HOSTS
+        await server.stop()
+    assert len(resolver.asked) >= HOSTS
     assert counts["cdn"] >= HOSTS
     assert counts["token"] >= HOSTS // 4
     for name, n in biggest.items():

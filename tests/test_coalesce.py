@@ -16,18 +16,28 @@ from typing import Any
 
 import anyio
 import pytest
-from test_scenarios import MANIFEST, USERS, Answer, Client, Env, alice
 
 from aociauth import ConfigFile, StdTransportParams
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.adapters import ADAPTERS, AdapterClient, Answer, Harness
+from aociauth.testing.registry import OCI_MANIFEST
 from aociauth.testing.tokenserver import Access
 
-ADAPTERS = ("aiohttp", "httpx")
+#: The Accept header of a manifest pull.
+MANIFEST = {"Accept": OCI_MANIFEST}
+
+USERS = {"alice": "alice-password"}
+
+
+def alice(reg: Registry, **extra: str) -> StdTransportParams:
+    """Params with alice's password for ``reg`` (and ``extra`` entry fields)."""
+    entry = {"username": "alice", "password": USERS["alice"], **extra}
+    return StdTransportParams(config=ConfigFile.from_dict({"auths": {reg.host: entry}}))
 
 
 @pytest.fixture(params=ADAPTERS)
-def env(request: pytest.FixtureRequest) -> Env:
-    return Env(str(request.param))
+def env(request: pytest.FixtureRequest) -> Harness:
+    return Harness(str(request.param))
 
 
 def pull_scope(repository: str) -> str:
@@ -35,7 +45,7 @@ def pull_scope(repository: str) -> str:
 
 
 async def pair(
-    env: Env, repositories: list[str], **token_server: Any
+    env: Harness, repositories: list[str], **token_server: Any
 ) -> tuple[TokenServer, Registry]:
     ts = await env.serve(TokenServer(users={**USERS, "bob": "bob-password"}, **token_server))
     reg = await env.serve(Registry(auth="bearer", token_server=ts))
@@ -44,7 +54,7 @@ async def pair(
     return ts, reg
 
 
-async def burst(c: Client, reg: Registry, repositories: list[str]) -> dict[str, Answer]:
+async def burst(c: AdapterClient, reg: Registry, repositories: list[str]) -> dict[str, Answer]:
     """GET one manifest of every repository, all at once."""
     answers: dict[str, Answer] = {}
 
@@ -66,7 +76,7 @@ REPOSITORIES = [f"team/app{i}" for i in range(100)]
 
 
 async def test_a_cold_burst_over_100_repositories_costs_one_401_and_two_token_requests(
-    env: Env,
+    env: Harness,
 ) -> None:
     try:
         ts, reg = await pair(env, REPOSITORIES)
@@ -89,7 +99,7 @@ async def test_a_cold_burst_over_100_repositories_costs_one_401_and_two_token_re
     assert sum(stats.token_requests.values()) == 2
 
 
-async def test_the_cap_bounds_the_scope_items_of_every_token_request(env: Env) -> None:
+async def test_the_cap_bounds_the_scope_items_of_every_token_request(env: Harness) -> None:
     try:
         ts, reg = await pair(env, REPOSITORIES)
         params = alice(reg)
@@ -107,7 +117,7 @@ async def test_the_cap_bounds_the_scope_items_of_every_token_request(env: Env) -
     assert stats.coalesced_scopes == 90
 
 
-async def test_one_identitys_scopes_never_ride_in_anothers_token_request(env: Env) -> None:
+async def test_one_identitys_scopes_never_ride_in_anothers_token_request(env: Harness) -> None:
     """Per-namespace credentials: team-a is alice's, team-b bob's, one middleware, one burst."""
     owner = {"team-a": "alice", "team-b": "bob"}
     repositories = [f"{ns}/app{i}" for i in range(50) for ns in owner]
@@ -140,7 +150,7 @@ async def test_one_identitys_scopes_never_ride_in_anothers_token_request(env: En
         assert len([item for r in mine for item in r.scopes]) == 50
 
 
-async def test_a_token_server_that_refuses_wide_requests_is_asked_per_scope(env: Env) -> None:
+async def test_a_token_server_that_refuses_wide_requests_is_asked_per_scope(env: Harness) -> None:
     """The server answers 401 to any token request of more than one scope item."""
     try:
         ts, reg = await pair(env, REPOSITORIES, picky=True)
@@ -164,7 +174,7 @@ async def test_a_token_server_that_refuses_wide_requests_is_asked_per_scope(env:
     assert granted == sorted(pull_scope(r) for r in REPOSITORIES)
 
 
-async def test_a_token_server_reading_one_scope_parameter_still_serves_all(env: Env) -> None:
+async def test_a_token_server_reading_one_scope_parameter_still_serves_all(env: Harness) -> None:
     """Older GitLab keeps the last ``scope`` parameter: a wide request grants one item."""
     try:
         ts, reg = await pair(env, REPOSITORIES, scope_reading="last")

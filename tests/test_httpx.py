@@ -15,7 +15,6 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
-from test_scenarios import Env
 
 from aociauth import (
     AuthRequestError,
@@ -27,6 +26,7 @@ from aociauth import (
 from aociauth._resolver import RealmAddressError, loopback_allowed
 from aociauth.httpx import RegistryAuth, _RealmGuardTransport
 from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.adapters import Harness
 
 USERS = {"alice": "alice-password"}
 MANIFEST = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
@@ -238,7 +238,7 @@ async def test_a_closed_auth_refuses_requests_and_a_sync_client_is_refused() -> 
 def test_refresh_ahead_runs_in_the_request_on_trio() -> None:
     # On trio no task may outlive its caller: the request that finds its token due
     # refreshes it before it returns, so the count is there as soon as it does.
-    async def main(env: Env) -> tuple[int, int, int]:
+    async def main(env: Harness) -> tuple[int, int, int]:
         ts = await env.serve(TokenServer(users=USERS))
         reg = await env.serve(Registry(auth="bearer", token_server=ts))
         try:
@@ -259,5 +259,5 @@ def test_refresh_ahead_runs_in_the_request_on_trio() -> None:
 
     # The servers are aiohttp's: they run on asyncio in a thread, the client on trio.
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
-        got = anyio.run(main, Env("httpx", portal), backend="trio")
+        got = anyio.run(main, Harness("httpx", portal), backend="trio")
     assert got == (2, 1, 1)

@@ -19,10 +19,11 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
-from hardening import PASSWORD, assert_clean, exception_texts, install_helper
 
 import aociauth
 from aociauth.httpx import RegistryAuth
+from aociauth.testing.credhelper import HelperAnswer, install_credential_helper
+from aociauth.testing.leaks import PASSWORD, assert_clean, exception_texts
 from aociauth.testing.registry import Registry
 from aociauth.testing.tokenserver import TokenServer
 
@@ -124,9 +125,9 @@ async def test_a_closed_middleware_runs_no_helper_and_opens_no_token_session(
     tmp_path: Path, servers: tuple[TokenServer, Registry], debug_log: pytest.LogCaptureFixture
 ) -> None:
     ts, reg = servers
-    helper = install_helper(tmp_path)
+    helper = install_credential_helper(tmp_path, {"reg.test": HelperAnswer("alice", PASSWORD)})
     # The helper answers alice/PASSWORD for reg.test; here it is asked about 127.0.0.1.
-    config = helper.config({reg.host: "hardening"})
+    config = helper.config({reg.host: helper.name})
     mw = aociauth.new_std_transport(aociauth.StdTransportParams(config=config))
     await mw.close()
     async with aiohttp.ClientSession(middlewares=[mw]) as session:
@@ -143,8 +144,8 @@ async def test_httpx_auth_after_aclose_sends_nothing(
     tmp_path: Path, servers: tuple[TokenServer, Registry], debug_log: pytest.LogCaptureFixture
 ) -> None:
     ts, reg = servers
-    helper = install_helper(tmp_path)
-    auth = RegistryAuth(aociauth.StdTransportParams(config=helper.config({reg.host: "hardening"})))
+    helper = install_credential_helper(tmp_path, {"reg.test": HelperAnswer("alice", PASSWORD)})
+    auth = RegistryAuth(aociauth.StdTransportParams(config=helper.config({reg.host: helper.name})))
     await auth.aclose()
     async with httpx.AsyncClient(auth=auth) as client:
         with pytest.raises(aociauth.AuthRequestError) as info:

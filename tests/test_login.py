@@ -14,11 +14,10 @@ import json
 import os
 import pty
 import select
-import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from test_cli import Frozen, Run, frozen, run_cli  # noqa: F401  (the frozen fixture)
-from test_helper_pass import REQUIRED, PassStore
 
 from aociauth import ConfigEntry, load_with_env
 from aociauth.config import DOCKER_HUB_SERVER_URL
@@ -37,6 +35,7 @@ from aociauth.login import (
     remove_credentials,
     save_credentials,
 )
+from aociauth.testing.passstore import PassStore
 from aociauth.testing.registry import Registry
 from aociauth.testing.tokenserver import TokenServer
 
@@ -548,20 +547,6 @@ async def test_logout_erases_from_the_helper_and_the_file(
 
 
 # -- the real docker-credential-pass ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pass_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    missing = [name for name in REQUIRED if shutil.which(name) is None]
-    if missing:
-        hint = "apt-get install golang-docker-credential-helpers pass gnupg"
-        pytest.skip(f"needs {', '.join(missing)}: {hint}")
-    store = PassStore(tmp_path_factory.mktemp("pass"))
-    try:
-        store.initialise()
-        yield store
-    finally:
-        store.close()
 
 
 def _pass_get(store: PassStore, server_url: str) -> subprocess.CompletedProcess[str]:

@@ -12,10 +12,9 @@ import base64
 import json
 import logging
 import os
-import shutil
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from test_cli import run_cli
-from test_helper_pass import REQUIRED, PassStore
 
 from aociauth import (
     Config,
@@ -39,6 +37,7 @@ from aociauth import (
 from aociauth.cli import _login_hint
 from aociauth.httpx import RegistryAuth
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.passstore import PassStore
 
 PASSWORD = "alice-msgs-password"
 WRONG = "wrong-msgs-password"
@@ -403,20 +402,6 @@ async def test_cli_credentials_that_lack_access_are_named_without_a_login_hint(
 
 
 # -- the real docker-credential-pass ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pass_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    missing = [name for name in REQUIRED if shutil.which(name) is None]
-    if missing:
-        hint = "apt-get install golang-docker-credential-helpers pass gnupg"
-        pytest.skip(f"needs {', '.join(missing)}: {hint}")
-    store = PassStore(tmp_path_factory.mktemp("pass"))
-    try:
-        store.initialise()
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.mark.helper_pass

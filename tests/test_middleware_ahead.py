@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 import aociauth
 from aociauth import ConfigFile, RequestInfo, StdTransportParams, parse_scope, with_request_info
-from aociauth.testing import TokenServer
+from aociauth.testing import ScriptedServer, TokenServer
 
 _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 
@@ -30,7 +29,7 @@ class V2:
     """A manifest-only registry in token mode; counts what it saw."""
 
     ts: TokenServer
-    server: TestServer | None = None
+    server: ScriptedServer | None = None
     statuses: list[int] = field(default_factory=list)
     users: list[str | None] = field(default_factory=list)
     answer_429: bool = False
@@ -38,12 +37,12 @@ class V2:
     @property
     def base(self) -> str:
         assert self.server is not None
-        return str(self.server.make_url("")).rstrip("/")
+        return self.server.url
 
     @property
     def host(self) -> str:
         assert self.server is not None
-        return f"127.0.0.1:{self.server.port}"
+        return self.server.host
 
     def count(self, status: int) -> int:
         return self.statuses.count(status)
@@ -83,14 +82,8 @@ class V2:
 async def v2() -> AsyncIterator[V2]:
     async with TokenServer(users={"alice": "pw-alice", "bob": "pw-bob"}) as ts:
         reg = V2(ts)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", reg.handler)
-        reg.server = TestServer(app, host="127.0.0.1")
-        await reg.server.start_server()
-        try:
+        async with ScriptedServer(reg.handler) as reg.server:
             yield reg
-        finally:
-            await reg.server.close()
 
 
 def config_for(reg: V2, auths: dict[str, dict[str, str]] | None = None) -> ConfigFile:

@@ -13,17 +13,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from scripted import (
-    ConfigFunc,
-    HTTPError,
-    bearer_challenge,
-    client,
-    echo_token,
-    start,
-)
 
 import aociauth
 from aociauth import ConfigEntry
+from aociauth.testing.gotest import HTTPError, bearer_challenge, echo_token, start
+from aociauth.testing.pytest_plugin import ClientFactory
+from aociauth.testing.scripted import ConfigFunc
 
 
 def body_gate(bodies: list[bytes], get_realm: object) -> object:
@@ -48,12 +43,12 @@ def body_gate(bodies: list[bytes], get_realm: object) -> object:
     ids=["bytes", "str", "bytesio"],
 )
 async def test_replayable_bodies_are_sent_again_intact(
-    stack: list[object], make_body: object
+    stack: list[object], oci_client: ClientFactory, make_body: object
 ) -> None:
     bodies: list[bytes] = []
     s = await start(body_gate(bodies, lambda: s.realm), echo_token)  # type: ignore[arg-type]
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()))
     async with session.put(s.url("/test"), data=make_body()) as r:  # type: ignore[operator]
         assert r.status == 405  # the target only accepts POST, after auth: the body went twice
     assert bodies == [b"test body", b"test body"]

@@ -13,29 +13,25 @@ import contextlib
 import aiohttp
 import pytest
 from aiohttp import web
-from scripted import (
-    ConfigFunc,
-    Form,
-    HTTPError,
-    client,
-    echo_token,
-    repo_gate,
-    start,
-    token_for,
-)
+from multidict import MultiDict
 
 import aociauth
 from aociauth import ConfigEntry, RequestInfo, parse_scope, with_request_info
+from aociauth.testing.gotest import HTTPError, echo_token, repo_gate, start, token_for
+from aociauth.testing.pytest_plugin import ClientFactory
+from aociauth.testing.scripted import ConfigFunc
 
 
-async def test_500_concurrent_cold_requests_make_one_token_request(stack: list[object]) -> None:
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+async def test_500_concurrent_cold_requests_make_one_token_request(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         await asyncio.sleep(0.05)
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope", []))))}
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()))
     need = parse_scope("repository:foo:pull")
 
     async def one() -> int:
@@ -52,14 +48,16 @@ async def test_500_concurrent_cold_requests_make_one_token_request(stack: list[o
     assert len(s.target_hits) == 501
 
 
-async def test_twenty_scopes_fetch_in_parallel(stack: list[object]) -> None:
+async def test_twenty_scopes_fetch_in_parallel(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     in_flight = 0
     peak = 0
     release = asyncio.Event()
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         nonlocal in_flight, peak
-        scope = parse_scope(" ".join(form.getall("scope")))
+        scope = parse_scope(" ".join(form.getall("scope", [])))
         if "warm" not in str(scope):
             in_flight += 1
             peak = max(peak, in_flight)
@@ -70,13 +68,13 @@ async def test_twenty_scopes_fetch_in_parallel(stack: list[object]) -> None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(release.wait(), 10)
             in_flight -= 1
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope", []))))}
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
     # Each miss asks alone: shared token requests would fold the twenty into two, and
     # this test is about distinct fetches never waiting for each other (no lock).
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()), coalesce_token_requests=1)
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()), coalesce_token_requests=1)
     # Teach the middleware the registry's challenge first.
     async with session.post(s.url("/test/warm"), data=b"test body") as r:
         assert r.status == 200
@@ -95,13 +93,13 @@ async def test_original_policy_serialises_fetches(stack: list[object]) -> None:
     in_flight = 0
     peak = 0
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope", []))))}
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
@@ -121,18 +119,20 @@ async def test_original_policy_serialises_fetches(stack: list[object]) -> None:
     assert mw.stats.responses_401 == 10
 
 
-async def test_cancelled_waiter_does_not_cancel_shared_fetch(stack: list[object]) -> None:
+async def test_cancelled_waiter_does_not_cancel_shared_fetch(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     started = asyncio.Event()
     go_on = asyncio.Event()
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         started.set()
         await go_on.wait()
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope", []))))}
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()))
 
     async def one() -> int:
         async with session.post(s.url("/test/foo"), data=b"test body") as r:
@@ -150,19 +150,19 @@ async def test_cancelled_waiter_does_not_cancel_shared_fetch(stack: list[object]
     assert len(s.auth_hits) == 1
 
 
-async def test_failure_is_not_cached(stack: list[object]) -> None:
+async def test_failure_is_not_cached(stack: list[object], oci_client: ClientFactory) -> None:
     calls = 0
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise HTTPError(403, body="no")
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope"))))}
+        return {"token": token_for(parse_scope(" ".join(form.getall("scope", []))))}
 
     s = await start(repo_gate(lambda: s.realm), auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()))
     with pytest.raises(aociauth.TokenServerError) as ei:
         await session.post(s.url("/test/foo"), data=b"test body")
     assert ei.value.status == 403

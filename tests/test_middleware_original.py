@@ -1,7 +1,7 @@
 """The Go original's transport scenarios (its auth_test.go), through the aiohttp middleware.
 
 Each scenario runs a scripted target server and auth server on loopback
-(aiohttp TestServer), like the Go tests' httptest servers, and drives
+(:mod:`aociauth.testing.gotest`), like the Go tests' httptest servers, and drives
 requests through ``aiohttp.ClientSession(middlewares=[mw])``.
 """
 
@@ -13,22 +13,7 @@ import base64
 import aiohttp
 import pytest
 from aiohttp import web
-from scripted import (
-    TESTUSER,
-    ConfigFunc,
-    Form,
-    HTTPError,
-    assert_request,
-    basic_of,
-    bearer_challenge,
-    client,
-    creds_for,
-    echo_token,
-    repo_gate,
-    scope_of,
-    start,
-    token_for,
-)
+from multidict import MultiDict
 
 import aociauth
 from aociauth import (
@@ -40,18 +25,33 @@ from aociauth import (
     with_request_info,
     with_scope,
 )
+from aociauth.testing.gotest import (
+    TESTUSER,
+    HTTPError,
+    assert_request,
+    basic_of,
+    bearer_challenge,
+    creds_for,
+    echo_token,
+    repo_gate,
+    scope_of,
+    start,
+    token_for,
+)
+from aociauth.testing.pytest_plugin import ClientFactory
+from aociauth.testing.scripted import ConfigFunc
 
 # -- the scenarios -----------------------------------------------------------
 
 
-async def test_basic_auth(stack: list[object]) -> None:
+async def test_basic_auth(stack: list[object], oci_client: ClientFactory) -> None:
     async def gate(req: web.Request) -> None:
         if basic_of(req) != ("testuser", "testpassword"):
             raise HTTPError(401, {"Www-Authenticate": "Basic"})
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, creds_for(s, TESTUSER))
+    session = await oci_client(creds_for(s, TESTUSER))
     await assert_request(session, s.url("/test"))
     # One 401 to learn the challenge; afterwards Basic goes with every request.
     assert [r.headers.get("Authorization") is None for r in s.target_hits] == [
@@ -61,15 +61,15 @@ async def test_basic_auth(stack: list[object]) -> None:
     ]
 
 
-async def test_bearer_auth(stack: list[object]) -> None:
+async def test_bearer_auth(stack: list[object], oci_client: ClientFactory) -> None:
     test_scope = parse_scope("repository:foo:push,pull")
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         if basic_of(req) != ("testuser", "testpassword"):
             raise HTTPError(401)
-        requested = parse_scope(form.get("scope"))
+        requested = parse_scope(form.get("scope", ""))
         assert requested == test_scope
-        assert form.getall("service") == ["someService"]
+        assert form.getall("service", []) == ["someService"]
         return {"token": token_for(requested)}
 
     async def gate(req: web.Request) -> None:
@@ -82,21 +82,21 @@ async def test_bearer_auth(stack: list[object]) -> None:
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, creds_for(s, TESTUSER))
+    session = await oci_client(creds_for(s, TESTUSER))
     await assert_request(session, s.url("/test"))
     assert len(s.auth_hits) == 1
 
 
-async def test_bearer_auth_additional_scope(stack: list[object]) -> None:
+async def test_bearer_auth_additional_scope(stack: list[object], oci_client: ClientFactory) -> None:
     required = parse_scope("repository:foo:push,pull")
     additional = parse_scope("repository:bar:pull somethingElse")
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         if basic_of(req) != ("testuser", "testpassword"):
             raise HTTPError(401)
-        requested = parse_scope(" ".join(form.getall("scope")))
+        requested = parse_scope(" ".join(form.getall("scope", [])))
         assert requested == required.union(additional)
-        assert form.getall("service") == ["someService"]
+        assert form.getall("service", []) == ["someService"]
         return {"token": token_for(requested)}
 
     async def gate(req: web.Request) -> None:
@@ -109,21 +109,23 @@ async def test_bearer_auth_additional_scope(stack: list[object]) -> None:
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, creds_for(s, TESTUSER))
+    session = await oci_client(creds_for(s, TESTUSER))
     with with_scope(additional):
         await assert_request(session, s.url("/test"))
     assert len(s.auth_hits) == 1
 
 
-async def test_bearer_auth_requires_exact_scope(stack: list[object]) -> None:
+async def test_bearer_auth_requires_exact_scope(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     required = parse_scope("repository:foo:pull,push")
     exact = "other repository:foo:push,pull"
     exact_token = base64.b64encode(f"token-{exact}".encode()).decode()
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         if basic_of(req) != ("testuser", "testpassword"):
             raise HTTPError(401)
-        if " ".join(form.getall("scope")) != exact:
+        if " ".join(form.getall("scope", [])) != exact:
             raise HTTPError(401)
         return {"token": exact_token}
 
@@ -137,31 +139,35 @@ async def test_bearer_auth_requires_exact_scope(stack: list[object]) -> None:
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, creds_for(s, TESTUSER))
+    session = await oci_client(creds_for(s, TESTUSER))
     await assert_request(session, s.url("/test"), required)
     assert len(s.auth_hits) == 1
 
 
-async def test_auth_not_available_after_challenge(stack: list[object]) -> None:
+async def test_auth_not_available_after_challenge(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     async def gate(req: web.Request) -> None:
         assert "Authorization" not in req.headers, "authorization unexpectedly presented"
         raise HTTPError(401, {"Www-Authenticate": "Basic service=someService"})
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda host: ConfigEntry()))
     async with session.get(s.url("/test")) as resp:
         assert resp.status == 401
     assert len(s.target_hits) == 1
 
 
-async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> None:
+async def test_401_with_just_acquired_token_becomes_403(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     test_scope = parse_scope("repository:foo:pull")
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
-        requested = parse_scope(form.get("scope"))
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
+        requested = parse_scope(form.get("scope", ""))
         assert requested == test_scope
-        assert form.getall("service") == ["someService"]
+        assert form.getall("service", []) == ["someService"]
         return {"token": token_for(requested)}
 
     async def gate(req: web.Request) -> None:
@@ -172,7 +178,7 @@ async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> 
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda host: ConfigEntry()))
     async with session.get(s.url("/test")) as resp:
         assert resp.status == 403
         assert resp.content_type == "application/json"
@@ -190,7 +196,9 @@ async def test_401_with_just_acquired_token_becomes_403(stack: list[object]) -> 
     assert len(s.auth_hits) == 1
 
 
-async def test_401_with_config_credentials_is_returned_as_is(stack: list[object]) -> None:
+async def test_401_with_config_credentials_is_returned_as_is(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     async def gate(req: web.Request) -> None:
         if "Authorization" not in req.headers:
             raise HTTPError(401, {"Www-Authenticate": "Basic"}, "no auth creds provided")
@@ -198,21 +206,21 @@ async def test_401_with_config_credentials_is_returned_as_is(stack: list[object]
 
     s = await start(gate)
     stack.append(s)
-    session = await client(
-        stack, ConfigFunc(lambda host: ConfigEntry(username="someuser", password="somepassword"))
+    session = await oci_client(
+        ConfigFunc(lambda host: ConfigEntry(username="someuser", password="somepassword"))
     )
     async with session.get(s.url("/test")) as resp:
         assert resp.status == 401
         assert await resp.text() == "password mismatch"
 
 
-async def test_config_has_access_token(stack: list[object]) -> None:
+async def test_config_has_access_token(stack: list[object], oci_client: ClientFactory) -> None:
     async def gate(req: web.Request) -> None:
         assert req.headers.get("Authorization") == "Bearer somevalue"
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, creds_for(s, ConfigEntry(access_token="somevalue")))
+    session = await oci_client(creds_for(s, ConfigEntry(access_token="somevalue")))
     await assert_request(session, s.url("/test"))
 
 
@@ -225,14 +233,14 @@ class FailingConfig:
         raise RuntimeError("always fails")
 
 
-async def test_config_error(stack: list[object]) -> None:
+async def test_config_error(stack: list[object], oci_client: ClientFactory) -> None:
     async def gate(req: web.Request) -> None:
         raise HTTPError(401)
 
     s = await start(gate)
     stack.append(s)
     config = FailingConfig()
-    session = await client(stack, config)
+    session = await oci_client(config)
     # A registry request (by its path, or by a RequestInfo as in the Go test) needs the
     # config before it is sent; its failure is the caller's error, and nothing is sent.
     pattern = r"cannot acquire auth.*always fails"
@@ -250,6 +258,7 @@ async def test_config_error(stack: list[object]) -> None:
 
 async def test_no_config_lookup_for_a_non_registry_request_until_challenged(
     stack: list[object],
+    oci_client: ClientFactory,
 ) -> None:
     """A blob's CDN hop (not a registry API path, no RequestInfo) to a host that has never
     challenged needs no credentials: the config (and a helper) is not asked for it."""
@@ -262,7 +271,7 @@ async def test_no_config_lookup_for_a_non_registry_request_until_challenged(
     s = await start(gate)
     stack.append(s)
     config = FailingConfig()
-    session = await client(stack, config)
+    session = await oci_client(config)
     async with session.get(s.url("/cdn/blob")) as r:
         assert r.status == 404  # the target's own answer: only /test exists
     assert config.calls == 0
@@ -271,21 +280,25 @@ async def test_no_config_lookup_for_a_non_registry_request_until_challenged(
     assert config.calls == 1
 
 
-async def test_later_request_uses_earlier_token_with_larger_scope(stack: list[object]) -> None:
+async def test_later_request_uses_earlier_token_with_larger_scope(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     s = await start(repo_gate(lambda: s.realm, strict=True), echo_token)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda host: ConfigEntry()))
     with with_scope(parse_scope("repository:foo1:pull repository:foo2:pull")):
         await assert_request(session, s.url("/test/foo1"))
         await assert_request(session, s.url("/test/foo2"))
     assert len(s.auth_hits) == 1
 
 
-async def test_auth_server_rejects_requests_with_too_much_scope(stack: list[object]) -> None:
+async def test_auth_server_rejects_requests_with_too_much_scope(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     has = parse_scope("repository:foo:pull")
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
-        requested = parse_scope(" ".join(form.getall("scope")))
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
+        requested = parse_scope(" ".join(form.getall("scope", [])))
         if not has.contains(requested):
             raise HTTPError(401)
         return {"token": token_for(requested)}
@@ -300,24 +313,29 @@ async def test_auth_server_rejects_requests_with_too_much_scope(stack: list[obje
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda host: ConfigEntry()))
     with with_scope(parse_scope("repository:foo:pull repository:bar:pull")):
         await assert_request(session, s.url("/test"))
     # The wide request is refused once, the required-only one succeeds.
     assert len(s.auth_hits) == 2
 
 
-async def test_refresh_token_from_config_with_expiry(stack: list[object]) -> None:
+async def test_refresh_token_from_config_with_expiry(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     required = parse_scope("repository:foo:pull")
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         assert req.method == "POST"
-        assert form.get("grant_type") == "refresh_token"
-        assert form.get("client_id") != ""
-        assert form.get("service") == "someService"
-        assert form.get("refresh_token") == "someRefreshToken"
+        assert form.get("grant_type", "") == "refresh_token"
+        assert form.get("client_id", "") != ""
+        assert form.get("service", "") == "someService"
+        assert form.get("refresh_token", "") == "someRefreshToken"
         # A token that expires soon, so the next request needs another.
-        return {"token": token_for(parse_scope(" ".join(form.getall("scope")))), "expires_in": 2}
+        return {
+            "token": token_for(parse_scope(" ".join(form.getall("scope", [])))),
+            "expires_in": 2,
+        }
 
     async def gate(req: web.Request) -> None:
         if "Authorization" not in req.headers:
@@ -329,7 +347,7 @@ async def test_refresh_token_from_config_with_expiry(stack: list[object]) -> Non
 
     s = await start(gate, auth)
     stack.append(s)
-    session = await client(stack, creds_for(s, ConfigEntry(refresh_token="someRefreshToken")))
+    session = await oci_client(creds_for(s, ConfigEntry(refresh_token="someRefreshToken")))
     await assert_request(session, s.url("/test"), required)
     # The expiry rule leaves at least a second of leeway (as in the original).
     await asyncio.sleep(1.1)
@@ -337,28 +355,32 @@ async def test_refresh_token_from_config_with_expiry(stack: list[object]) -> Non
     assert len(s.auth_hits) == 2
 
 
-async def test_refresh_token_rotated_by_auth_server(stack: list[object]) -> None:
+async def test_refresh_token_rotated_by_auth_server(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     count = 0
 
-    async def auth(req: web.Request, form: Form) -> dict[str, object]:
+    async def auth(req: web.Request, form: MultiDict[str]) -> dict[str, object]:
         nonlocal count
         count += 1
-        assert form.get("refresh_token") == f"someRefreshToken{count}"
+        assert form.get("refresh_token", "") == f"someRefreshToken{count}"
         return {
             "refresh_token": f"someRefreshToken{count + 1}",
-            "token": token_for(parse_scope(" ".join(form.getall("scope")))),
+            "token": token_for(parse_scope(" ".join(form.getall("scope", [])))),
         }
 
     s = await start(repo_gate(lambda: s.realm, strict=True), auth)
     stack.append(s)
-    session = await client(stack, creds_for(s, ConfigEntry(refresh_token="someRefreshToken1")))
+    session = await oci_client(creds_for(s, ConfigEntry(refresh_token="someRefreshToken1")))
     for i in range(4):
         need = new_scope(aociauth.ResourceScope("repository", f"foo{i}", "pull"))
         await assert_request(session, s.url(f"/test/foo{i}"), need)
     assert count == 4
 
 
-async def test_relative_realm_is_resolved_against_the_registry(stack: list[object]) -> None:
+async def test_relative_realm_is_resolved_against_the_registry(
+    stack: list[object], oci_client: ClientFactory
+) -> None:
     seen: list[str] = []
 
     async def gate(req: web.Request) -> None:
@@ -372,7 +394,7 @@ async def test_relative_realm_is_resolved_against_the_registry(stack: list[objec
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda host: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda host: ConfigEntry()))
     async with session.post(s.url("/test"), data=b"test body") as r:
         assert r.status == 200
     assert seen == ["repository:foo:pull"]

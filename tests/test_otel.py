@@ -27,7 +27,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from test_scenarios import ADAPTERS, MANIFEST, Env, config_for
 
 from aociauth import (
     ConfigFile,
@@ -38,6 +37,8 @@ from aociauth import (
 )
 from aociauth._trace import NAMES_ENV
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.adapters import ADAPTERS, Harness
+from aociauth.testing.registry import OCI_MANIFEST
 
 PASSWORD = "alice-otel-password"
 USERS = {"alice": PASSWORD}
@@ -47,6 +48,14 @@ LOOKUP = "aociauth.credential_lookup"
 HELPER = "aociauth.helper_run"
 FETCH = "aociauth.token_fetch"
 REQUEST = "aociauth.token_request"
+
+#: The Accept header of a manifest pull.
+MANIFEST = {"Accept": OCI_MANIFEST}
+
+
+def config_for(reg: Registry, **entry: str) -> ConfigFile:
+    """A config with ``entry`` for ``reg`` (an empty config without one)."""
+    return ConfigFile.from_dict({"auths": {reg.host: entry}} if entry else {})
 
 
 # -- recording -----------------------------------------------------------------------
@@ -84,8 +93,8 @@ def spans(_router: _ToTheTest) -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture(params=ADAPTERS)
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    e = Env(str(request.param))
+async def env(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    e = Harness(str(request.param))
     yield e
     await e.stop()
 
@@ -117,7 +126,7 @@ def everything_said(spans: Sequence[ReadableSpan]) -> str:
     return "\n".join(said)
 
 
-async def bearer(env: Env, **token_server: Any) -> tuple[TokenServer, Registry]:
+async def bearer(env: Harness, **token_server: Any) -> tuple[TokenServer, Registry]:
     options: dict[str, Any] = {"users": USERS, "remember_tokens": True, **token_server}
     ts = await env.serve(TokenServer(**options))
     reg = await env.serve(Registry(auth="bearer", token_server=ts))
@@ -138,7 +147,7 @@ def manifest(reg: Registry, repository: str = "team/app") -> str:
 
 
 async def test_a_cold_pull_makes_one_lookup_and_one_fetch_and_cached_requests_none(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     async with env.client(alice(reg)) as c:
@@ -163,7 +172,7 @@ async def test_a_cold_pull_makes_one_lookup_and_one_fetch_and_cached_requests_no
 
 
 async def test_each_new_repository_is_one_more_fetch_and_no_more_lookups(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     for i in range(3):
@@ -176,7 +185,7 @@ async def test_each_new_repository_is_one_more_fetch_and_no_more_lookups(
 
 
 async def test_retries_are_token_requests_of_one_fetch(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     ts.fail_next(2, 503)
@@ -199,7 +208,7 @@ def test_httpx_on_trio_makes_the_same_spans(spans: InMemorySpanExporter) -> None
     async def main() -> str:
         # The servers (aiohttp) run on an asyncio loop in a thread of their own.
         with anyio.from_thread.start_blocking_portal("asyncio") as portal:
-            env = Env("httpx", portal)
+            env = Harness("httpx", portal)
             try:
                 ts, reg = await bearer(env)
                 async with env.client(alice(reg)) as c:
@@ -224,7 +233,7 @@ def test_httpx_on_trio_makes_the_same_spans(spans: InMemorySpanExporter) -> None
 
 
 async def test_the_fetch_names_registry_realm_scope_grant_and_outcome(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     async with env.client(alice(reg)) as c:
@@ -267,7 +276,7 @@ async def test_the_fetch_names_registry_realm_scope_grant_and_outcome(
 
 
 async def test_an_anonymous_pull_says_no_credentials_went(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     async with env.client(StdTransportParams(config=config_for(reg))) as c:
@@ -282,7 +291,7 @@ async def test_an_anonymous_pull_says_no_credentials_went(
 
 
 async def test_a_refresh_token_pull_says_post_refresh(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     params = StdTransportParams(
@@ -301,7 +310,7 @@ async def test_a_refresh_token_pull_says_post_refresh(
 
 
 async def test_a_refused_fetch_is_an_error_named_by_class_and_status(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     params = StdTransportParams(config=config_for(reg, username="alice", password="wrong"))
@@ -323,7 +332,7 @@ async def test_a_refused_fetch_is_an_error_named_by_class_and_status(
 
 
 async def test_a_token_server_without_answers_is_an_error_after_its_retries(
-    env: Env, spans: InMemorySpanExporter
+    env: Harness, spans: InMemorySpanExporter
 ) -> None:
     ts, reg = await bearer(env)
     ts.respond_with("drop", 10)  # the connection closed unanswered, each time
@@ -341,7 +350,7 @@ async def test_a_token_server_without_answers_is_an_error_after_its_retries(
 
 
 async def test_no_secret_and_no_name_is_in_any_span(
-    env: Env, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    env: Harness, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(NAMES_ENV, raising=False)
     ts, reg = await bearer(env, rotate_refresh_tokens=True)
@@ -364,7 +373,7 @@ async def test_no_secret_and_no_name_is_in_any_span(
 
 
 async def test_names_are_recorded_when_asked_for(
-    env: Env, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    env: Harness, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(NAMES_ENV, "1")
     _ts, reg = await bearer(env)
@@ -406,7 +415,7 @@ def helper_env(tmp_path: Path) -> dict[str, str]:
 
 
 async def test_a_helper_run_is_a_child_of_the_lookup_with_its_exit_code(
-    env: Env, spans: InMemorySpanExporter, helper_env: dict[str, str]
+    env: Harness, spans: InMemorySpanExporter, helper_env: dict[str, str]
 ) -> None:
     _ts, reg = await bearer(env, users={"alice": HELPER_PASSWORD})
     params = StdTransportParams(config=load_with_env(None, helper_env))

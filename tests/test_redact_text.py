@@ -13,13 +13,14 @@ import string
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from scripted import HTTPError, client, start
 
 import aociauth
 from aociauth import ConfigEntry
 from aociauth._redact import redact_query_values, redact_text
 from aociauth.scope import parse_scope
 from aociauth.shared_cache import SharedIdentity, SharedToken
+from aociauth.testing.gotest import HTTPError, start
+from aociauth.testing.pytest_plugin import ClientFactory
 from aociauth.tokens import AccessToken, TokenResponse
 
 # A canary is long enough not to occur by chance and made of the characters the
@@ -260,13 +261,14 @@ class RaisingConfig:
 
 async def test_a_custom_configs_exception_reaches_the_caller_without_its_secrets(
     stack: list[object],
+    oci_client: ClientFactory,
 ) -> None:
     async def gate(req: object) -> None:
         raise HTTPError(401, {"Www-Authenticate": 'Basic realm="reg"'})
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, RaisingConfig())
+    session = await oci_client(RaisingConfig())
     with pytest.raises(aociauth.CredentialLookupError) as ei:
         await asyncio.wait_for(session.get(s.url("/v2/a/manifests/x")), 10)
     message = f"{ei.value} {ei.value!r}"

@@ -6,18 +6,19 @@ No real DNS is used: the inner resolver is a table, swapped in for aiohttp's def
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.web import Request
-from scripted import ConfigFunc, HTTPError, client, start
 
 import aociauth
 from aociauth import ConfigEntry
 from aociauth import _resolver as resolver_module
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
+from aociauth.testing.client import TableResolver
+from aociauth.testing.gotest import HTTPError, start
+from aociauth.testing.pytest_plugin import ClientFactory
+from aociauth.testing.scripted import ConfigFunc
 
 TABLE = {
     "metadata.test": "169.254.169.254",
@@ -28,26 +29,6 @@ TABLE = {
     "corp.test": "10.1.2.3",
     "public.test": "93.184.216.34",
 }
-
-
-class TableResolver(AbstractResolver):
-    """Resolves the names of TABLE, and nothing else."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in TABLE:
-            raise OSError(f"no such test name {host}")
-        ip = TABLE[host]
-        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        return [
-            ResolveResult(
-                hostname=host, host=ip, port=port, family=fam, proto=0, flags=socket.AI_NUMERICHOST
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -66,7 +47,7 @@ class TableResolver(AbstractResolver):
 async def test_guard_refuses_forbidden_addresses(
     name: str, loopback_ok: bool, refused: str
 ) -> None:
-    guard = RealmGuardResolver(TableResolver())
+    guard = RealmGuardResolver(TableResolver(TABLE))
     token = loopback_allowed.set(loopback_ok)
     try:
         if refused:
@@ -80,11 +61,11 @@ async def test_guard_refuses_forbidden_addresses(
 
 @pytest.fixture
 def table_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resolver_module, "DefaultResolver", TableResolver)
+    monkeypatch.setattr(resolver_module, "DefaultResolver", lambda: TableResolver(TABLE))
 
 
 async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
-    stack: list[object], table_dns: None
+    stack: list[object], oci_client: ClientFactory, table_dns: None
 ) -> None:
     async def gate(req: Request) -> None:
         raise HTTPError(
@@ -96,7 +77,9 @@ async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
 
     s = await start(gate)
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry(username="u", password="p")))
+    # The middleware's own token session, as in production: its guard is the subject.
+    config = ConfigFunc(lambda h: ConfigEntry(username="u", password="p"))
+    session = await oci_client(config, resolve_names=False)
     with pytest.raises(aociauth.RealmPolicyError, match="link-local") as ei:
         await asyncio.wait_for(session.get(s.url("/v2/a/manifests/x")), 10)
     assert isinstance(ei.value, aiohttp.ClientError)
@@ -104,7 +87,7 @@ async def test_a_realm_name_resolving_to_a_metadata_address_gets_no_request(
 
 
 async def test_a_registry_on_this_machine_may_have_its_token_server_there_too(
-    stack: list[object], table_dns: None
+    stack: list[object], oci_client: ClientFactory, table_dns: None
 ) -> None:
     async def auth(req: Request, form: object) -> dict[str, object]:
         return {"token": "tok"}
@@ -118,7 +101,7 @@ async def test_a_registry_on_this_machine_may_have_its_token_server_there_too(
 
     s = await start(gate, auth)  # type: ignore[arg-type]
     stack.append(s)
-    session = await client(stack, ConfigFunc(lambda h: ConfigEntry()))
+    session = await oci_client(ConfigFunc(lambda h: ConfigEntry()), resolve_names=False)
     async with session.post(s.url("/test"), data=b"test body") as r:
         assert r.status == 200
     assert len(s.auth_hits) == 1

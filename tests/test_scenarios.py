@@ -13,110 +13,23 @@ marked ``anyio`` is run by pytest-asyncio, on asyncio, whatever its
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import aiohttp
 import anyio
 import anyio.from_thread
-import httpx
 import pytest
 
-import aociauth
 from aociauth import ConfigFile, ResourceScope, StdTransportParams, new_scope, with_scope
 from aociauth._responses import DENIED_MESSAGE
-from aociauth.httpx import RegistryAuth
 from aociauth.stats import AuthStats
 from aociauth.testing import RecordingServer, Registry, TokenServer
-from aociauth.testing._http import LoopbackServer
+from aociauth.testing.adapters import ADAPTERS, AdapterClient, Answer, Harness
 
 USERS = {"alice": "alice-password"}
 MANIFEST = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-ADAPTERS = ("aiohttp", "httpx")
-
-S = TypeVar("S", bound=LoopbackServer)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What a caller got: the status and body, and the Authorization its request shows after."""
-
-    status: int
-    body: bytes
-    authorization: str | None
-
-
-class Client(Protocol):
-    stats: AuthStats
-
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> Answer: ...
-
-
-class AiohttpClient:
-    def __init__(self, session: aiohttp.ClientSession, mw: aociauth.AuthMiddleware, follow: bool):
-        self._session, self.stats, self._follow = session, mw.stats, follow
-
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> Answer:
-        async with self._session.get(url, headers=headers, allow_redirects=self._follow) as r:
-            body = await r.read()
-            return Answer(r.status, body, r.request_info.headers.get("Authorization"))
-
-
-class HttpxClient:
-    def __init__(self, client: httpx.AsyncClient, auth: RegistryAuth):
-        self._client, self.stats = client, auth.stats
-
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> Answer:
-        r = await self._client.get(url, headers=headers)
-        return Answer(r.status_code, r.content, r.request.headers.get("Authorization"))
-
-
-@dataclass
-class Env:
-    """Where the servers run and how a client for one adapter is made."""
-
-    adapter: str
-    #: Runs the servers' coroutines: on this loop (None), or on a portal's asyncio loop.
-    portal: anyio.from_thread.BlockingPortal | None = None
-    _servers: list[LoopbackServer] = field(default_factory=list)
-
-    async def _run(self, fn: Callable[[], Awaitable[None]]) -> None:
-        if self.portal is None:
-            await fn()
-        else:
-            await anyio.to_thread.run_sync(self.portal.call, fn)
-
-    async def serve(self, server: S) -> S:
-        await self._run(server.start)
-        self._servers.append(server)
-        return server
-
-    async def stop(self) -> None:
-        for server in reversed(self._servers):
-            await self._run(server.stop)
-
-    @contextlib.asynccontextmanager
-    async def client(
-        self, params: StdTransportParams, *, follow_redirects: bool = False
-    ) -> AsyncIterator[Client]:
-        if self.adapter == "aiohttp":
-            async with (
-                aociauth.new_std_transport(params) as mw,
-                aiohttp.ClientSession(middlewares=[mw]) as session,
-            ):
-                yield AiohttpClient(session, mw, follow_redirects)
-        else:
-            # Room for the 1,000-request burst: httpx's pool waits 5 s by default.
-            async with (
-                RegistryAuth(params) as auth,
-                httpx.AsyncClient(
-                    auth=auth, follow_redirects=follow_redirects, timeout=httpx.Timeout(120)
-                ) as client,
-            ):
-                yield HttpxClient(client, auth)
 
 
 @dataclass(frozen=True)
@@ -153,14 +66,14 @@ def alice(reg: Registry, **extra: str) -> StdTransportParams:
     return StdTransportParams(config=config_for(reg, **entry))
 
 
-async def bearer_pair(env: Env, **token_server: Any) -> tuple[TokenServer, Registry]:
+async def bearer_pair(env: Harness, **token_server: Any) -> tuple[TokenServer, Registry]:
     ts = await env.serve(TokenServer(users=USERS, **token_server))
     reg = await env.serve(Registry(auth="bearer", token_server=ts))
     reg.seed_image("team/app", "v1")
     return ts, reg
 
 
-async def pull_twice(env: Env, reg: Registry, params: StdTransportParams) -> Client:
+async def pull_twice(env: Harness, reg: Registry, params: StdTransportParams) -> AdapterClient:
     async with env.client(params) as c:
         for _ in range(2):
             a = await c.get(f"{reg.url}/v2/team/app/manifests/v1", MANIFEST)
@@ -171,26 +84,26 @@ async def pull_twice(env: Env, reg: Registry, params: StdTransportParams) -> Cli
 # -- the scenarios -----------------------------------------------------------------
 
 
-async def basic(env: Env) -> Tally:
+async def basic(env: Harness) -> Tally:
     reg = await env.serve(Registry(auth="basic", users=USERS))
     reg.seed_image("team/app", "v1")
     c = await pull_twice(env, reg, alice(reg))
     return tally(reg, None, c.stats)
 
 
-async def bearer(env: Env) -> Tally:
+async def bearer(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     c = await pull_twice(env, reg, alice(reg))
     return tally(reg, ts, c.stats)
 
 
-async def anonymous(env: Env) -> Tally:
+async def anonymous(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     c = await pull_twice(env, reg, StdTransportParams(config=config_for(reg)))
     return tally(reg, ts, c.stats)
 
 
-async def refresh_token(env: Env) -> Tally:
+async def refresh_token(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     params = StdTransportParams(
         config=config_for(reg, identitytoken=ts.issue_refresh_token("alice"))
@@ -199,8 +112,8 @@ async def refresh_token(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-def refresh_falling_back(status: int) -> Callable[[Env], Awaitable[Tally]]:
-    async def scenario(env: Env) -> Tally:
+def refresh_falling_back(status: int) -> Callable[[Harness], Awaitable[Tally]]:
+    async def scenario(env: Harness) -> Tally:
         ts, reg = await bearer_pair(env, support_post=False, post_unsupported_status=status)
         params = StdTransportParams(config=config_for(reg, identitytoken="not-spoken-here"))
         c = await pull_twice(env, reg, params)
@@ -209,7 +122,7 @@ def refresh_falling_back(status: int) -> Callable[[Env], Awaitable[Tally]]:
     return scenario
 
 
-async def wide_to_required(env: Env) -> Tally:
+async def wide_to_required(env: Harness) -> Tally:
     grants = {"alice": {"repository:team/*": {"pull", "push"}}}
     ts, reg = await bearer_pair(env, grants=grants, picky=True)
     with with_scope(new_scope(ResourceScope("repository", "other/thing", "pull"))):
@@ -221,7 +134,7 @@ async def wide_to_required(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-async def denied(env: Env) -> Tally:
+async def denied(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env, grants={"alice": {"repository:team/*": {"pull"}}})
     reg.seed_image("secret/app", "v1")
     async with env.client(alice(reg)) as c:
@@ -236,7 +149,7 @@ async def denied(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-async def token_server_503_twice(env: Env) -> Tally:
+async def token_server_503_twice(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     ts.fail_next(2, 503)
     params = alice(reg)
@@ -246,7 +159,7 @@ async def token_server_503_twice(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-async def burst(env: Env) -> Tally:
+async def burst(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     answers: list[Answer] = []
     async with env.client(alice(reg)) as c:
@@ -261,7 +174,7 @@ async def burst(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-async def twenty_new_repositories(env: Env) -> Tally:
+async def twenty_new_repositories(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     repos = [f"team/app{i}" for i in range(20)]
     for repo in repos:
@@ -279,7 +192,7 @@ async def twenty_new_repositories(env: Env) -> Tally:
     return tally(reg, ts, c.stats)
 
 
-async def redirect_to_another_origin(env: Env) -> Tally:
+async def redirect_to_another_origin(env: Harness) -> Tally:
     ts, reg = await bearer_pair(env)
     image = reg.seed_image("team/app", "v1")
     cdn = await env.serve(RecordingServer(blobs=reg.blobs))
@@ -300,7 +213,7 @@ async def redirect_to_another_origin(env: Env) -> Tally:
 POST_THEN_GET = {"post_refresh": 1, "get_anonymous": 1}
 
 #: name -> (scenario, registry 401s, token requests by kind), the same for every adapter.
-SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Tally]], int, dict[str, int]]] = {
+SCENARIOS: dict[str, tuple[Callable[[Harness], Awaitable[Tally]], int, dict[str, int]]] = {
     "basic": (basic, 1, {}),
     "bearer": (bearer, 1, {"get_basic": 1}),
     "anonymous": (anonymous, 1, {"get_anonymous": 1}),
@@ -327,7 +240,7 @@ ON_TRIO = (
 )
 
 
-async def play(env: Env, name: str) -> Tally:
+async def play(env: Harness, name: str) -> Tally:
     scenario, registry_401s, tokens = SCENARIOS[name]
     try:
         got = await scenario(env)
@@ -345,7 +258,7 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_scenario_counts_the_same_through_each_adapter(adapter: str, name: str) -> None:
-    await play(Env(adapter), name)
+    await play(Harness(adapter), name)
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +273,7 @@ def test_httpx_scenario_counts_the_same_on_trio(
     name: str, server_portal: anyio.from_thread.BlockingPortal
 ) -> None:
     async def main() -> str:
-        await play(Env("httpx", server_portal), name)
+        await play(Harness("httpx", server_portal), name)
         import sniffio
 
         return sniffio.current_async_library()

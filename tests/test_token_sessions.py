@@ -7,80 +7,57 @@ a loopback test server, as a rebinding attacker's name would.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.test_utils import TestServer
 
 from aociauth._addresses import TrustDecision
 from aociauth._resolver import RealmAddressError, RealmGuardResolver, loopback_allowed
 from aociauth._token_sessions import TokenSessions
+from aociauth.testing.client import TableResolver
+from aociauth.testing.scripted import ScriptedServer
 
 PUBLIC_TRUST = TrustDecision(loopback=False, private=True)
 LOCAL_TRUST = TrustDecision(loopback=True, private=True)
 TABLE = {"token.test": "127.0.0.1", "other-realm.test": "127.0.0.1"}
 
 
-class TableResolver(AbstractResolver):
-    """Resolves TABLE's names to loopback; counts lookups."""
-
-    lookups = 0
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        TableResolver.lookups += 1
-        if host not in TABLE:
-            raise OSError(f"no such test name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=TABLE[host],
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
-class TokenServer:
-    """A token endpoint that records each request's Cookie header and sets a cookie."""
+class TableDNS:
+    r"""Makes :class:`TableResolver`\ s for TABLE (as TokenSessions' ``inner_resolver``), and
+    keeps them, so a test counts every lookup any of them made."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, str | None]] = []
-        self.server: TestServer | None = None
+        self.made: list[TableResolver] = []
 
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, request.headers.get("Cookie")))
-        resp = web.json_response({"token": f"tok-{len(self.requests)}"})
+    def __call__(self) -> TableResolver:
+        resolver = TableResolver(TABLE)
+        self.made.append(resolver)
+        return resolver
+
+    @property
+    def lookups(self) -> int:
+        return sum(len(r.asked) for r in self.made)
+
+
+def cookies_seen(server: ScriptedServer) -> list[tuple[str, str | None]]:
+    """Each request's path and Cookie header, in arrival order."""
+    return [(e.path, e.headers.get("Cookie")) for e in server.requests]
+
+
+@pytest.fixture
+async def token_server() -> AsyncIterator[ScriptedServer]:
+    """A token endpoint that records each request's Cookie header and sets a cookie."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        resp = web.json_response({"token": f"tok-{len(server.requests)}"})
         # What a hostile or merely stateful token server does: remember the client.
         resp.set_cookie("session", "identity-of-alice-CANARY", path="/")
         return resp
 
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        assert self.server.port is not None
-        return self.server.port
-
-
-@pytest.fixture
-async def token_server() -> AsyncIterator[TokenServer]:
-    ts = TokenServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ts.handle)
-    ts.server = TestServer(app, host="127.0.0.1")
-    await ts.server.start_server()
-    yield ts
-    await ts.server.close()
+    async with ScriptedServer(handle) as server:
+        yield server
 
 
 async def _token_get(session: aiohttp.ClientSession, url: str) -> int:
@@ -91,7 +68,7 @@ async def _token_get(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def test_pooled_connection_bypass_of_one_shared_pool_is_closed(
-    token_server: TokenServer,
+    token_server: ScriptedServer,
 ) -> None:
     """Reproduces the bypass of the old mechanism, then shows the new one refuses.
 
@@ -116,7 +93,7 @@ async def test_pooled_connection_bypass_of_one_shared_pool_is_closed(
     # The guard on its own does refuse step 2 on a fresh connection...
     fresh = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            resolver=RealmGuardResolver(TableResolver()), use_dns_cache=False
+            resolver=RealmGuardResolver(TableResolver(TABLE)), use_dns_cache=False
         )
     )
     async with fresh:
@@ -128,7 +105,7 @@ async def test_pooled_connection_bypass_of_one_shared_pool_is_closed(
     # ...but the old shared pool lets step 2 through on step 1's connection.
     old = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            resolver=RealmGuardResolver(TableResolver()), use_dns_cache=False
+            resolver=RealmGuardResolver(TableResolver(TABLE)), use_dns_cache=False
         )
     )
     async with old:
@@ -142,8 +119,8 @@ async def test_pooled_connection_bypass_of_one_shared_pool_is_closed(
     assert len(token_server.requests) == 2
 
     # The new owner: one pool per decision, so step 2 resolves, and is refused.
-    token_server.requests.clear()
-    async with TokenSessions(inner_resolver=TableResolver) as sessions:
+    token_server.reset()
+    async with TokenSessions(inner_resolver=TableDNS()) as sessions:
         assert await _token_get(sessions.session_for(LOCAL_TRUST), url) == 200
         with pytest.raises(aiohttp.ClientConnectorError) as refused:
             await _token_get(sessions.session_for(PUBLIC_TRUST), url)
@@ -172,48 +149,50 @@ async def test_each_decision_has_its_own_session_and_connector() -> None:
         sessions.session_for(LOCAL_TRUST)
 
 
-async def test_a_connection_is_reused_within_one_decision(token_server: TokenServer) -> None:
+async def test_a_connection_is_reused_within_one_decision(token_server: ScriptedServer) -> None:
     # The split costs nothing within a decision: keep-alive still works there.
-    TableResolver.lookups = 0
+    dns = TableDNS()
     url = f"http://token.test:{token_server.port}/token"
-    async with TokenSessions(inner_resolver=TableResolver) as sessions:
+    async with TokenSessions(inner_resolver=dns) as sessions:
         for _ in range(3):
             assert await _token_get(sessions.session_for(LOCAL_TRUST), url) == 200
-    assert TableResolver.lookups == 1
+    assert dns.lookups == 1
 
 
-async def test_token_sessions_store_and_send_no_cookies(token_server: TokenServer) -> None:
+async def test_token_sessions_store_and_send_no_cookies(token_server: ScriptedServer) -> None:
     """A token server sets a cookie on its first answer; a second token request (another
     realm on the same host:port, anonymously) must carry no Cookie header."""
     first = f"http://token.test:{token_server.port}/realm-a/token?service=a"
     second = f"http://token.test:{token_server.port}/realm-b/token?service=b"
-    async with TokenSessions(inner_resolver=TableResolver) as sessions:
+    async with TokenSessions(inner_resolver=TableDNS()) as sessions:
         session = sessions.session_for(LOCAL_TRUST)
         assert await _token_get(session, first) == 200
         assert await _token_get(session, second) == 200
         assert len(session.cookie_jar) == 0
-    assert token_server.requests == [("/realm-a/token", None), ("/realm-b/token", None)]
+    assert cookies_seen(token_server) == [("/realm-a/token", None), ("/realm-b/token", None)]
 
 
-async def test_a_default_session_would_have_carried_the_cookie(token_server: TokenServer) -> None:
+async def test_a_default_session_would_have_carried_the_cookie(
+    token_server: ScriptedServer,
+) -> None:
     # The same exchange over a session like the one the middleware made until now
     # (aiohttp's default cookie jar): the second realm is told the first one's cookie.
     first = f"http://token.test:{token_server.port}/realm-a/token"
     second = f"http://token.test:{token_server.port}/realm-b/token"
-    connector = aiohttp.TCPConnector(resolver=TableResolver(), use_dns_cache=False)
+    connector = aiohttp.TCPConnector(resolver=TableResolver(TABLE), use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         await _token_get(session, first)
         await _token_get(session, second)
-    assert token_server.requests[1] == ("/realm-b/token", "session=identity-of-alice-CANARY")
+    assert cookies_seen(token_server)[1] == ("/realm-b/token", "session=identity-of-alice-CANARY")
 
 
 async def test_token_sessions_ignore_proxy_settings_of_the_environment(
-    token_server: TokenServer, monkeypatch: pytest.MonkeyPatch
+    token_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # trust_env would send token requests (and their credentials) through whatever
     # proxy the environment names; here a proxy that does not exist.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    async with TokenSessions(inner_resolver=TableResolver) as sessions:
+    async with TokenSessions(inner_resolver=TableDNS()) as sessions:
         url = f"http://token.test:{token_server.port}/token"
         assert await _token_get(sessions.session_for(LOCAL_TRUST), url) == 200

@@ -21,11 +21,26 @@ authenticating registry client meets, on ``127.0.0.1`` and a free port:
 * :class:`RedisServer` (and :class:`RedisClusterServers`): Debian's real
   ``redis-server`` on a free loopback port, persistence off, that a test can
   kill, restart and pause: the backend of :mod:`aociauth.redis`.
+* :class:`ScriptedServer`: answers with a function the test writes (or a
+  list of :class:`Reply` in turn) and records every request as an
+  :class:`Exchange`: the odd registry or token endpoint a test is about.
 * :class:`TokenIssuer`: the keys behind the token server. It signs JWTs
   that the reference registry (distribution 2.8) accepts, so the same tokens
   work against the in-process fakes and a real ``docker-registry``.
 
-Two modules build on them: :mod:`aociauth.testing.tls` makes a throwaway CA
+On the client side, :func:`loopback_client` builds a middleware and a
+session through it that reach every host name on 127.0.0.1
+(:class:`LoopbackResolver`), so origin and realm checks see distinct hosts;
+:class:`TableResolver` answers names from a table instead of DNS.
+:mod:`aociauth.testing.leaks` plants canary secrets and looks for them,
+:mod:`aociauth.testing.credhelper` installs a fake ``docker-credential-*``
+helper answering per host, :mod:`aociauth.testing.passstore` a throw-away
+store for the real ``docker-credential-pass``,
+:mod:`aociauth.testing.adapters` runs a test through the aiohttp middleware
+and the httpx auth alike (httpx on trio too), and :mod:`aociauth.testing.gotest`
+is the harness of the Go original's tests, for tests ported from it.
+
+Two modules build on the servers: :mod:`aociauth.testing.tls` makes a throwaway CA
 and the contexts to serve and trust https on loopback under any name, and
 :mod:`aociauth.testing.zoo` emulates nine public registries (Docker Hub,
 GHCR, GCR, Artifact Registry, ECR, ACR, Quay, Harbor, GitLab) under their
@@ -64,7 +79,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aociauth.testing._http import Exchange
     from aociauth.testing._jwt import TokenIssuer
+    from aociauth.testing.client import LoopbackResolver, TableResolver, loopback_client
     from aociauth.testing.redis import RedisClusterServers, RedisServer
     from aociauth.testing.registry import (
         RecordedRequest,
@@ -74,6 +91,7 @@ if TYPE_CHECKING:
         RegistryRequest,
         SeededImage,
     )
+    from aociauth.testing.scripted import Reply, ScriptedServer
     from aociauth.testing.tokenserver import (
         Access,
         Grants,
@@ -84,7 +102,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Access",
+    "Exchange",
     "Grants",
+    "LoopbackResolver",
     "RecordedRequest",
     "RecordingServer",
     "RedisClusterServers",
@@ -92,14 +112,24 @@ __all__ = [
     "Registry",
     "RegistryCounters",
     "RegistryRequest",
+    "Reply",
+    "ScriptedServer",
     "SeededImage",
+    "TableResolver",
     "TokenIssuer",
     "TokenRequest",
     "TokenServer",
     "TokenServerCounters",
+    "loopback_client",
 ]
 
 _HOMES = {
+    "Exchange": "aociauth.testing._http",
+    "LoopbackResolver": "aociauth.testing.client",
+    "TableResolver": "aociauth.testing.client",
+    "loopback_client": "aociauth.testing.client",
+    "Reply": "aociauth.testing.scripted",
+    "ScriptedServer": "aociauth.testing.scripted",
     "TokenIssuer": "aociauth.testing._jwt",
     "RecordedRequest": "aociauth.testing.registry",
     "RecordingServer": "aociauth.testing.registry",

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from multidict import CIMultiDict
 
-__all__ = ["Exchange", "LoopbackServer", "json_response"]
+__all__ = ["Exchange", "LoopbackServer", "exchange_of", "json_response"]
 
 _S = TypeVar("_S", bound="LoopbackServer")
 
@@ -57,6 +57,20 @@ class Exchange:
     body: bytes = field(repr=False)
     status: int = 0
 
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` the request carried, in order (``[]`` if none)."""
+        return self.headers.getall(name, [])
+
+    def text(self) -> str:
+        """The whole request as one string: request line, headers and body.
+
+        For searching a request for a secret (``canary in exchange.text()``);
+        the body is decoded as latin-1, so every byte keeps its place.
+        """
+        heads = "\n".join(f"{k}: {v}" for k, v in self.headers.items())
+        line = f"{self.method} {self.path}?{self.query}"
+        return f"{line}\n{heads}\n\n" + self.body.decode("latin-1")
+
 
 _TAPPED_BODY_LIMIT = 1 << 20
 
@@ -65,6 +79,23 @@ def _host_name(host: str) -> str:
     """A Host header without its port (``[::1]:80`` -> ``[::1]``)."""
     name, sep, port = host.rpartition(":")
     return name if sep and port.isdigit() and not name.endswith(":") else host
+
+
+async def exchange_of(request: web.Request) -> Exchange:
+    """An :class:`Exchange` for ``request`` (status 0 until the answer is known).
+
+    Reading the body caches it, so the handler's own ``read()`` or ``post()``
+    still sees it.
+    """
+    body = await request.read() if request.can_read_body else b""
+    return Exchange(
+        host=_host_name(request.host),
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers=CIMultiDict(request.headers),
+        body=body[:_TAPPED_BODY_LIMIT],
+    )
 
 
 class LoopbackServer(abc.ABC):
@@ -179,16 +210,7 @@ class LoopbackServer(abc.ABC):
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        # read() caches the body, so the handler's own read() or post() still sees it.
-        body = await request.read() if request.can_read_body else b""
-        exchange = Exchange(
-            host=_host_name(request.host),
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            headers=CIMultiDict(request.headers),
-            body=body[:_TAPPED_BODY_LIMIT],
-        )
+        exchange = await exchange_of(request)
         if self.tap is not None:
             self.tap.append(exchange)
         response = await handler(request)

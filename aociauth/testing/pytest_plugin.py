@@ -21,6 +21,10 @@ the test:
   started is stopped after the test.
 * ``oci_redis_server``: a :class:`~aociauth.testing.redis.RedisServer`, Debian's
   real ``redis-server`` with persistence off (skipped where it is not installed).
+* ``oci_client``: an async factory of sessions through the middleware,
+  ``await oci_client(config, **params)`` (the arguments of
+  :func:`~aociauth.testing.client.loopback_client`); every session and
+  middleware it made is closed after the test.
 
 The fixtures need pytest-asyncio and the ``testing`` extra (cryptography);
 without them a test using one is skipped, saying why. pytest loads this module
@@ -41,6 +45,8 @@ except ImportError:  # pragma: no cover - exercised in environments without it
     pytest_asyncio = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from aociauth.testing.redis import RedisServer
     from aociauth.testing.registry import Registry
     from aociauth.testing.tokenserver import TokenServer
@@ -49,9 +55,11 @@ __all__ = [
     "PASSWORD",
     "USER",
     "USER_ACTIONS",
+    "ClientFactory",
     "RegistryFactory",
     "fixture_grants",
     "oci_basic_registry",
+    "oci_client",
     "oci_open_registry",
     "oci_public_repositories",
     "oci_redis_server",
@@ -71,6 +79,9 @@ USER_ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
 RegistryFactory = Callable[..., Awaitable["Registry"]]
 """``await factory(**registry_kwargs)`` -> a started :class:`~aociauth.testing.Registry`."""
+
+ClientFactory = Callable[..., Awaitable["aiohttp.ClientSession"]]
+"""``await factory(config, **loopback_client_kwargs)`` -> a session through a new middleware."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -204,3 +215,25 @@ async def oci_redis_server() -> AsyncIterator[RedisServer]:
         pytest.skip("redis-server is not on PATH: apt-get install redis-server")
     async with RedisServer() as server:
         yield server
+
+
+@_async_fixture
+async def oci_client() -> AsyncIterator[ClientFactory]:
+    """An async factory of sessions through the middleware; all are closed after the test.
+
+    ``await oci_client(config, **kwargs)`` takes the arguments of
+    :func:`~aociauth.testing.client.loopback_client` (StdTransportParams
+    fields among them) and returns the session. A test that reads the
+    middleware's ``stats`` uses ``loopback_client`` itself, which yields both.
+    """
+    import contextlib
+
+    from aociauth.testing.client import loopback_client
+
+    async with contextlib.AsyncExitStack() as opened:
+
+        async def factory(config: Any, **kwargs: Any) -> aiohttp.ClientSession:
+            _, session = await opened.enter_async_context(loopback_client(config, **kwargs))
+            return session
+
+        yield factory

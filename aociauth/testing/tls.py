@@ -4,8 +4,8 @@
 given (and ``localhost`` and ``127.0.0.1``), and returns a server context
 that presents it and a client context that trusts only that CA. Nothing is
 written anywhere but a temporary directory that is gone when it returns.
-The hardening tests and the registry zoo (:mod:`aociauth.testing.zoo`)
-serve their https servers with it.
+The test suite's https servers and the registry zoo (:mod:`aociauth.testing.zoo`)
+are served with it.
 """
 
 from __future__ import annotations

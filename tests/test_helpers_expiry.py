@@ -19,13 +19,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from test_scenarios import MANIFEST, Answer, Client, Env
 
 from aociauth import StdTransportParams, TokenServerError, load_with_env
 from aociauth.config import ConfigFile
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.adapters import ADAPTERS, AdapterClient, Answer, Harness
+from aociauth.testing.registry import OCI_MANIFEST
 
-ADAPTERS = ("aiohttp", "httpx")
 BURST = 1000
 
 _HELPER = """#!{python}
@@ -41,6 +41,9 @@ if answer is None:
     sys.exit(1)
 sys.stdout.write(json.dumps({{"ServerURL": server, "Username": answer[0], "Secret": answer[1]}}))
 """
+
+#: The Accept header of a manifest pull.
+MANIFEST = {"Accept": OCI_MANIFEST}
 
 
 class Machine:
@@ -89,8 +92,8 @@ class Machine:
 
 
 @pytest.fixture(params=ADAPTERS)
-def env(request: pytest.FixtureRequest) -> Env:
-    return Env(str(request.param))
+def env(request: pytest.FixtureRequest) -> Harness:
+    return Harness(str(request.param))
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ def machine(tmp_path: Path) -> Machine:
     return Machine(tmp_path)
 
 
-async def burst(c: Client, url: str, n: int = BURST) -> list[Answer]:
+async def burst(c: AdapterClient, url: str, n: int = BURST) -> list[Answer]:
     answers: list[Answer] = []
 
     async def one() -> None:
@@ -116,7 +119,7 @@ def manifest(reg: Registry, repository: str) -> str:
 
 @pytest.mark.parametrize("form", ["password", "identity_token"])
 async def test_a_burst_refused_with_an_expired_helper_credential_runs_the_helper_once_more(
-    env: Env, machine: Machine, form: str
+    env: Harness, machine: Machine, form: str
 ) -> None:
     """gcloud's access token (a password to the token server) or ACR's refresh token
     (``<token>``) expires; the helper hands out a new one. 1,000 concurrent requests
@@ -153,7 +156,7 @@ async def test_a_burst_refused_with_an_expired_helper_credential_runs_the_helper
 
 
 async def test_ecr_expired_basic_credentials_are_renewed_once_for_a_burst(
-    env: Env, machine: Machine
+    env: Harness, machine: Machine
 ) -> None:
     """ECR: Basic to the registry; an expired token is answered 403 "Your
     authorization token has expired", with no challenge."""
@@ -184,7 +187,7 @@ async def test_ecr_expired_basic_credentials_are_renewed_once_for_a_burst(
 
 
 async def test_a_helper_that_hands_out_the_refused_credential_again_is_asked_once_per_interval(
-    env: Env, machine: Machine
+    env: Harness, machine: Machine
 ) -> None:
     try:
         ts = await env.serve(TokenServer(users={"alice": "pw-1"}))
@@ -208,7 +211,7 @@ async def test_a_helper_that_hands_out_the_refused_credential_again_is_asked_onc
 
 
 async def test_a_docker_login_while_the_program_runs_is_picked_up(
-    env: Env, machine: Machine
+    env: Harness, machine: Machine
 ) -> None:
     def login(password: str) -> None:
         auth = base64.b64encode(f"alice:{password}".encode()).decode()
@@ -237,7 +240,7 @@ async def test_a_docker_login_while_the_program_runs_is_picked_up(
     assert machine.helper_runs() == 0
 
 
-async def test_an_unchanged_config_is_not_looked_up_again(env: Env, machine: Machine) -> None:
+async def test_an_unchanged_config_is_not_looked_up_again(env: Harness, machine: Machine) -> None:
     try:
         ts = await env.serve(TokenServer(users={"alice": "pw-1"}))
         reg = await env.serve(Registry(auth="bearer", token_server=ts))

@@ -4,13 +4,14 @@ aiohttp calls a client middleware again for each hop of a redirect, with a
 fresh request, and strips only the headers the caller passed. These tests
 drive real redirects between loopback servers reached by name
 (``reg.test``, ``cdn.test``, ``evil.test``, all 127.0.0.1, see
-``hardening.LoopbackResolver``), and assert on everything the server that
+``aociauth.testing.client.LoopbackResolver``), and assert on everything the server that
 should get nothing recorded: headers, query, body.
 (security.md T-D1..T-D8, A6, A7.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -19,22 +20,20 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import (
-    PASSWORD,
-    TLS,
-    assert_no_credentials,
-    auths,
-    bounded,
-    client,
-    scripted,
-    tls_pair,
-)
 from multidict import CIMultiDict
 
+import aociauth
 from aociauth import ConfigEntry
 from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.leaks import PASSWORD, assert_no_credentials
+from aociauth.testing.scripted import ScriptedServer
+from aociauth.testing.tls import TLSContexts
 
 USER = "alice"
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 @dataclass
@@ -62,8 +61,10 @@ async def stack() -> AsyncIterator[Stack]:
         yield Stack(ts, reg, cdn)
 
 
-def config_for(host: str) -> object:
-    return auths({host: {"username": USER, "password": PASSWORD}})
+def config_for(host: str) -> aociauth.ConfigFile:
+    return aociauth.ConfigFile.from_dict(
+        {"auths": {host: {"username": USER, "password": PASSWORD}}}
+    )
 
 
 @pytest.mark.parametrize("cdn_host", ["cdn.test", "reg.test"])
@@ -74,7 +75,7 @@ async def test_blob_redirect_to_presigned_url_carries_no_credentials(
     stack.reg.blob_redirect = f"http://{cdn_host}:{stack.cdn.port}/bucket"
     image = stack.reg.seed_image("team/app")
     digest = image.layer_digests[0]
-    async with client(config_for(stack.reg_host)) as (mw, session):
+    async with loopback_client(config_for(stack.reg_host)) as (mw, session):
         for _ in range(2):  # the second time a token is cached and sent ahead
             async with session.get(stack.reg_url(f"/v2/team/app/blobs/{digest}")) as r:
                 assert r.status == 200
@@ -99,7 +100,7 @@ async def test_two_caller_authorization_headers_are_both_stripped_on_a_cross_ori
     headers.add("Authorization", f"Basic {PASSWORD}")
     headers.add("Authorization", f"Bearer {PASSWORD}")
     async with (
-        client(config_for(stack.reg_host)) as (_, session),
+        loopback_client(config_for(stack.reg_host)) as (_, session),
         session.get(stack.reg_url(f"/v2/team/app/blobs/{digest}"), headers=headers) as r,
     ):
         assert r.status == 200
@@ -142,12 +143,9 @@ async def test_401_from_an_origin_reached_by_redirect_gets_no_registry_credentia
         return web.Response(status=307, headers={"Location": f"http://evil.test:{evil.port}{path}"})
 
     async with (
-        scripted(registry) as reg,
-        client(auths({f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}})) as (
-            mw,
-            session,
-        ),
-        session.get(reg.url(path, host="reg.test")) as r,
+        ScriptedServer(registry) as reg,
+        loopback_client(config_for(f"reg.test:{reg.port}")) as (mw, session),
+        session.get(reg.url_for(path, host="reg.test")) as r,
     ):
         final = r.status
     # Basic: evil's 401 comes back, unanswered. Bearer: a token fetched without
@@ -186,10 +184,10 @@ async def test_upload_location_on_another_host_gets_no_credentials(stack: Stack)
             status=202, headers={"Location": f"http://evil.test:{evil.port}/upload/123?_state=s"}
         )
 
-    async with scripted(registry) as reg:
-        config = auths({f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}})
-        async with client(config) as (_, session):
-            async with session.post(reg.url("/v2/team/app/blobs/uploads/", "reg.test")) as r:
+    async with ScriptedServer(registry) as reg:
+        config = config_for(f"reg.test:{reg.port}")
+        async with loopback_client(config) as (_, session):
+            async with session.post(reg.url_for("/v2/team/app/blobs/uploads/", "reg.test")) as r:
                 assert r.status == 202
                 location = r.headers["Location"]
             async with session.put(location, data=b"layer bytes") as r:
@@ -197,7 +195,7 @@ async def test_upload_location_on_another_host_gets_no_credentials(stack: Stack)
             async with session.patch(location, data=b"layer bytes") as r:
                 assert r.status == 401
     # The registry got Basic (proving there were credentials to leak) ...
-    assert any(s.header("Authorization") for s in reg.seen)
+    assert any(s.header("Authorization") for s in reg.requests)
     # ... and evil.test got none of them.
     assert [r.method for r in evil.requests] == ["PUT", "PATCH"]
     assert_no_credentials(evil.requests, where="the upload host")
@@ -213,14 +211,14 @@ async def test_same_origin_redirect_gets_credentials_again() -> None:
             return web.Response(status=307, headers={"Location": "/v2/team/other/blobs/d"})
         return web.Response(text="blob")
 
-    async with scripted(registry) as reg:
-        config = auths({f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}})
+    async with ScriptedServer(registry) as reg:
+        config = config_for(f"reg.test:{reg.port}")
         async with (
-            client(config) as (_, session),
-            session.get(reg.url("/v2/team/app/blobs/d", "reg.test")) as r,
+            loopback_client(config) as (_, session),
+            session.get(reg.url_for("/v2/team/app/blobs/d", "reg.test")) as r,
         ):
             assert await r.text() == "blob"
-    sent = [(s.path, bool(s.header("Authorization"))) for s in reg.seen]
+    sent = [(s.path, bool(s.header("Authorization"))) for s in reg.requests]
     assert sent == [
         ("/v2/team/app/blobs/d", False),
         ("/v2/team/app/blobs/d", True),
@@ -237,12 +235,14 @@ async def test_redirect_loop_across_origins_stops_and_leaks_nothing(stack: Stack
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="reg"'})
         return web.Response(status=302, headers={"Location": f"http://evil.test:{evil.port}{path}"})
 
-    async with scripted(registry) as reg:
-        evil.set_response(path, status=302, headers={"Location": reg.url(path, "reg.test")})
-        config = auths({f"reg.test:{reg.port}": {"username": USER, "password": PASSWORD}})
-        async with client(config) as (_, session):
+    async with ScriptedServer(registry) as reg:
+        evil.set_response(path, status=302, headers={"Location": reg.url_for(path, "reg.test")})
+        config = config_for(f"reg.test:{reg.port}")
+        async with loopback_client(config) as (_, session):
             with pytest.raises(aiohttp.TooManyRedirects):
-                await bounded(session.get(reg.url(path, "reg.test"), max_redirects=6))
+                await asyncio.wait_for(
+                    session.get(reg.url_for(path, "reg.test"), max_redirects=6), BOUND
+                )
     assert len(evil.requests) == 3
     assert_no_credentials(evil.requests, where="the other origin")
 
@@ -268,14 +268,9 @@ class AnyPortConfig:
         return ConfigEntry()
 
 
-@pytest.fixture(scope="module")
-def tls() -> TLS:
-    return tls_pair()
-
-
 @pytest.mark.parametrize("challenge", ["basic", "bearer"])
 async def test_https_to_http_downgrade_on_the_same_host_gets_no_credentials(
-    tls: TLS, challenge: str
+    tls: TLSContexts, challenge: str
 ) -> None:
     path = "/v2/team/app/manifests/latest"
 
@@ -289,38 +284,42 @@ async def test_https_to_http_downgrade_on_the_same_host_gets_no_credentials(
         realm = f"http://reg.test:{req.url.port}/token"
         return web.Response(status=401, headers=bearer_401(realm))
 
-    async with scripted(plain) as http_side:
+    async with ScriptedServer(plain) as http_side:
 
         async def secure(req: web.Request) -> web.StreamResponse:
             if not req.headers.get("Authorization", "").startswith("Basic "):
                 return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="tls"'})
-            return web.Response(status=302, headers={"Location": http_side.url(path, "reg.test")})
+            return web.Response(
+                status=302, headers={"Location": http_side.url_for(path, "reg.test")}
+            )
 
         async with (
-            scripted(secure, tls=tls) as https_side,
-            client(AnyPortConfig(), tls=tls) as (_, session),
-            session.get(https_side.url(path, "reg.test")) as r,
+            ScriptedServer(secure, ssl_context=tls.server) as https_side,
+            loopback_client(AnyPortConfig(), ssl_context=tls.client) as (_, session),
+            session.get(https_side.url_for(path, "reg.test")) as r,
         ):
             body = await r.text()
             status = r.status
     # The https registry did get alice's Basic credentials ...
-    assert any(s.header("Authorization") for s in https_side.seen)
+    assert any(s.header("Authorization") for s in https_side.requests)
     # ... the plain http side of the same host got nothing, not even on its own 401.
     if challenge == "basic":
         assert status == 401
-        assert_no_credentials(http_side.seen, where="the plain-http origin")
+        assert_no_credentials(http_side.requests, where="the plain-http origin")
     else:
         # It may have a token fetched without credentials: that is not alice's.
         assert (status, body) == (200, "ok")
-        assert [(s.path, s.header("Authorization")) for s in http_side.seen] == [
+        assert [(s.path, s.header("Authorization")) for s in http_side.requests] == [
             ("/v2/team/app/manifests/latest", []),
             ("/token", []),
             ("/v2/team/app/manifests/latest", ["Bearer anonymous-token"]),
         ]
-        assert all(PASSWORD not in s.text() for s in http_side.seen)
+        assert all(PASSWORD not in s.text() for s in http_side.requests)
 
 
-async def test_plain_http_registry_contacted_first_does_get_its_credentials(tls: TLS) -> None:
+async def test_plain_http_registry_contacted_first_does_get_its_credentials(
+    tls: TLSContexts,
+) -> None:
     """The control for the downgrade test: the same config does answer for the http port.
 
     So what kept the credentials off plain http above was the downgrade rule,
@@ -333,9 +332,9 @@ async def test_plain_http_registry_contacted_first_does_get_its_credentials(tls:
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="plain"'})
 
     async with (
-        scripted(plain) as http_side,
-        client(AnyPortConfig(), tls=tls) as (_, session),
-        session.get(http_side.url("/v2/team/app/manifests/latest", "reg.test")) as r,
+        ScriptedServer(plain) as http_side,
+        loopback_client(AnyPortConfig(), ssl_context=tls.client) as (_, session),
+        session.get(http_side.url_for("/v2/team/app/manifests/latest", "reg.test")) as r,
     ):
         assert r.status == 200
-    assert len(http_side.seen[1].header("Authorization")) == 1
+    assert len(http_side.requests[1].header("Authorization")) == 1

@@ -25,7 +25,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import (
+from yarl import URL
+
+import aociauth
+from aociauth import ConfigFile, parse_scope
+from aociauth._redact import redact_query
+from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.credhelper import HelperAnswer, install_credential_helper
+from aociauth.testing.leaks import (
     ACCESS_TOKEN,
     CANARIES,
     HELPER_SECRET,
@@ -33,22 +41,15 @@ from hardening import (
     REFRESH_TOKEN,
     SIGNATURE,
     assert_clean,
-    auths,
-    bounded,
-    client,
     exception_texts,
-    install_helper,
-    scripted,
 )
-from yarl import URL
-
-import aociauth
-from aociauth import ConfigFile, parse_scope
-from aociauth._redact import redact_query
-from aociauth.testing import RecordingServer, Registry, TokenServer
+from aociauth.testing.scripted import ScriptedServer
 from aociauth.tokens import parse_token_response
 
 MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json"
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 class Findings:
@@ -82,7 +83,7 @@ async def pull(
     session: aiohttp.ClientSession, url: str, found: Findings, where: str, **kw: Any
 ) -> int | None:
     try:
-        async with await bounded(session.get(url, **kw)) as r:
+        async with await asyncio.wait_for(session.get(url, **kw), BOUND) as r:
             await r.read()
             # The response's own URL is the one the caller fetched (a pre-signed one,
             # after a redirect): what must not be on it is a credential in its headers.
@@ -101,7 +102,15 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="aociauth")
     found = Findings()
-    helper = install_helper(tmp_path)
+    helper = install_credential_helper(
+        tmp_path,
+        {
+            "helper.test": HelperAnswer("alice", HELPER_SECRET),
+            "secret.test": HelperAnswer(
+                "alice", HELPER_SECRET, stderr="the keychain is locked\n", exit_code=3
+            ),
+        },
+    )
     outcomes: dict[str, int | None] = {}
     async with (
         TokenServer(users={"alice": PASSWORD}) as ts,
@@ -120,7 +129,9 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
         login = {"username": "alice", "password": PASSWORD}
 
         # 1. Basic.  2. Bearer with Basic credentials, then a 500 the caller raises for.
-        async with client(auths({basic.host: login, bearer.host: login})) as (mw, session):
+        async with loopback_client(
+            aociauth.ConfigFile.from_dict({"auths": {basic.host: login, bearer.host: login}})
+        ) as (mw, session):
             outcomes["basic"] = await pull(
                 session, basic.url + manifest, found, "basic", headers=accept
             )
@@ -140,15 +151,19 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
             issued = tok.value
 
         # 3. A refresh token from the config.
-        config = auths({bearer.host: {"identitytoken": REFRESH_TOKEN}})
-        async with client(config) as (mw, session):
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {bearer.host: {"identitytoken": REFRESH_TOKEN}}}
+        )
+        async with loopback_client(config) as (mw, session):
             blob = f"{bearer.url}/v2/team/app/blobs/{image.config_digest}"
             outcomes["refresh"] = await pull(session, blob, found, "refresh")
             found.middleware("refresh", mw)
 
         # 4. An access token from the config, which the registry does not take.
-        config = auths({bearer.host: {"registrytoken": ACCESS_TOKEN}})
-        async with client(config) as (mw, session):
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {bearer.host: {"registrytoken": ACCESS_TOKEN}}}
+        )
+        async with loopback_client(config) as (mw, session):
             outcomes["access"] = await pull(session, blob, found, "access token")
             found.middleware("access token", mw)
 
@@ -161,15 +176,17 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
         ]:
             fail()
             entry = {"identitytoken": REFRESH_TOKEN} if name == "refresh refused" else login
-            async with client(auths({bearer.host: entry}), retry_backoff=0.01) as (mw, session):
+            async with loopback_client(
+                aociauth.ConfigFile.from_dict({"auths": {bearer.host: entry}}), retry_backoff=0.01
+            ) as (mw, session):
                 outcomes[f"token server {name}"] = await pull(session, blob, found, name)
                 found.middleware(name, mw)
             ts.clear_failures()
 
         # 6. Helpers: one answering with the secret, one failing with it on stdout.
         by_helper_host = f"helper.test:{by_helper.port}"
-        config = helper.config({by_helper_host: "hardening", "secret.test:1": "hardening"})
-        async with client(config) as (mw, session):
+        config = helper.config({by_helper_host: helper.name, "secret.test:1": helper.name})
+        async with loopback_client(config) as (mw, session):
             url = f"http://{by_helper_host}{manifest}"
             outcomes["helper"] = await pull(session, url, found, "helper", headers=accept)
             outcomes["helper failing"] = await pull(
@@ -183,7 +200,9 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
         redirector.set_response(
             "/v2/team/app/blobs/sha256:0", status=307, headers={"Location": presigned}
         )
-        async with client(auths({redirector.host: login})) as (mw, session):
+        async with loopback_client(
+            aociauth.ConfigFile.from_dict({"auths": {redirector.host: login}})
+        ) as (mw, session):
             url = f"{redirector.url}/v2/team/app/blobs/sha256:0"
             outcomes["presigned"] = await pull(session, url, found, "presigned")
             found.middleware("presigned", mw)
@@ -197,7 +216,7 @@ async def test_canaries_never_reach_logs_errors_or_reprs(
             % (ACCESS_TOKEN.encode(), REFRESH_TOKEN.encode()),
             registry="r",
         ),
-        aociauth.StdTransportParams(config=auths({"r": login})),
+        aociauth.StdTransportParams(config=aociauth.ConfigFile.from_dict({"auths": {"r": login}})),
     )
     # Every flow ran as intended: the failures failed, the rest worked.
     assert outcomes == {
@@ -249,10 +268,12 @@ async def test_objects_in_the_frames_of_an_error_show_no_secret() -> None:
         ts.refresh_tokens[REFRESH_TOKEN] = "alice"
         digest = reg.seed_blob("team/app", b"blob")
         ts.fail_next(3, 500)
-        config = auths({reg.host: {"identitytoken": REFRESH_TOKEN}})
-        async with client(config, retry_backoff=0.01) as (_, session):
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {reg.host: {"identitytoken": REFRESH_TOKEN}}}
+        )
+        async with loopback_client(config, retry_backoff=0.01) as (_, session):
             with pytest.raises(aociauth.TokenServerError) as ei:
-                await bounded(session.get(f"{reg.url}/v2/team/app/blobs/{digest}"))
+                await asyncio.wait_for(session.get(f"{reg.url}/v2/team/app/blobs/{digest}"), BOUND)
     frames = aociauth_locals(ei.value)
     # The driver's last effect is the failed fetch: it holds the identity (with its secrets).
     assert any(where.endswith(": effect") and "Identity(" in text for where, text in frames)
@@ -268,7 +289,7 @@ async def test_a_presigned_url_does_not_reach_the_callers_error() -> None:
         presigned = f"http://cdn.test:{cdn.port}/b?X-Amz-Signature={SIGNATURE}&digest=d"
         registry.set_response("/v2/a/blobs/d", status=307, headers={"Location": presigned})
         async with (
-            client(None) as (_, session),
+            loopback_client(None) as (_, session),
             session.get(f"{registry.url}/v2/a/blobs/d") as r,
         ):
             with pytest.raises(aiohttp.ClientResponseError) as ei:
@@ -366,10 +387,12 @@ async def test_aiohttp_errors_raised_mid_request_carry_no_credential(scheme: str
             ts = await stack.enter_async_context(TokenServer(users={"alice": PASSWORD}))
             realm, service = ts.realm, ts.service
         port = await stack.enter_async_context(raw_registry(BAD_ANSWERS[bad], realm, service))
-        config = auths({f"127.0.0.1:{port}": {"username": "alice", "password": PASSWORD}})
-        mw, session = await stack.enter_async_context(client(config))
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {f"127.0.0.1:{port}": {"username": "alice", "password": PASSWORD}}}
+        )
+        mw, session = await stack.enter_async_context(loopback_client(config))
         with pytest.raises(aiohttp.ClientResponseError) as ei:
-            await bounded(session.get(f"http://127.0.0.1:{port}/v2/a/manifests/x"))
+            await asyncio.wait_for(session.get(f"http://127.0.0.1:{port}/v2/a/manifests/x"), BOUND)
         tok = mw.cached_token(f"http://127.0.0.1:{port}", parse_scope("repository:a:pull"))
     assert (tok is not None) == (scheme == "bearer")
     basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
@@ -392,11 +415,13 @@ async def test_a_token_server_answer_aiohttp_cannot_parse_leaves_no_credential_b
             challenge = f'Bearer realm="{realm}",service="s",scope="repository:a:pull"'
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-        async with scripted(registry) as reg:
-            config = auths({f"127.0.0.1:{reg.port}": {"username": "alice", "password": PASSWORD}})
-            async with client(config, retry_backoff=0.01) as (_, session):
+        async with ScriptedServer(registry) as reg:
+            config = aociauth.ConfigFile.from_dict(
+                {"auths": {f"127.0.0.1:{reg.port}": {"username": "alice", "password": PASSWORD}}}
+            )
+            async with loopback_client(config, retry_backoff=0.01) as (_, session):
                 with pytest.raises(aociauth.TokenServerError) as ei:
-                    await bounded(session.get(reg.url("/v2/a/manifests/x")))
+                    await asyncio.wait_for(session.get(reg.url_for("/v2/a/manifests/x")), BOUND)
     basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     assert basic not in exception_texts(ei.value)
     assert isinstance(ei.value, aiohttp.ClientError)

@@ -19,13 +19,17 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 from aiohttp import web
-from hardening import BOUND, auths, bounded, client, scripted
 
 import aociauth
 from aociauth import ResourceScope, new_scope, parse_scope, with_scope
 from aociauth.testing import Registry, TokenServer
+from aociauth.testing.client import loopback_client
+from aociauth.testing.scripted import ScriptedServer
 
 PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
+
+#: Seconds any single scenario may take before the test calls it a hang.
+BOUND = 20.0
 
 
 @dataclass
@@ -78,8 +82,12 @@ async def test_two_middlewares_for_two_users_never_share_a_token(stack: Stack) -
     """
     digests = [stack.reg.seed_blob(f"shared/r{i}", b"blob %d" % i) for i in range(5)]
     async with (
-        client(auths({stack.reg.host: stack.login("alice")})) as (_, alice),
-        client(auths({stack.reg.host: stack.login("bob")})) as (_, bob),
+        loopback_client(
+            aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+        ) as (_, alice),
+        loopback_client(
+            aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("bob")}})
+        ) as (_, bob),
     ):
 
         async def pull(who: str, session: aiohttp.ClientSession, i: int) -> int:
@@ -88,7 +96,7 @@ async def test_two_middlewares_for_two_users_never_share_a_token(stack: Stack) -
 
         jobs = [pull("alice", alice, i) for i in range(50)]
         jobs += [pull("bob", bob, i) for i in range(50)]
-        assert await bounded(asyncio.gather(*jobs)) == [200] * 100
+        assert await asyncio.wait_for(asyncio.gather(*jobs), BOUND) == [200] * 100
     served = [r for r in stack.reg.requests if r.status == 200]
     assert len(served) == 100
     assert all(r.query == f"client={r.subject}" for r in served)
@@ -104,22 +112,24 @@ async def test_per_namespace_credentials_in_a_cold_concurrent_burst(stack: Stack
     """One middleware, three identities by namespace key, 90 requests at once to a registry
     it has not met: every request carries a token of the identity its namespace names."""
     host = stack.reg.host
-    config = auths(
+    config = aociauth.ConfigFile.from_dict(
         {
-            host: stack.login("carol"),
-            f"{host}/team-a": stack.login("alice"),
-            f"{host}/team-b": stack.login("bob"),
+            "auths": {
+                host: stack.login("carol"),
+                f"{host}/team-a": stack.login("alice"),
+                f"{host}/team-b": stack.login("bob"),
+            }
         }
     )
     owner = {"team-a": "alice", "team-b": "bob", "team-c": "carol", "team-ab": "carol"}
     repos = [f"{ns}/app{i}" for ns in owner for i in range(3)]
     digests = {repo: stack.reg.seed_blob(repo, repo.encode()) for repo in repos}
-    async with client(config) as (mw, session):
+    async with loopback_client(config) as (mw, session):
         jobs = [
             status_of(session, stack.url(f"/v2/{repo}/blobs/{digests[repo]}"))
             for repo in itertools.islice(itertools.cycle(repos), 90)
         ]
-        assert await bounded(asyncio.gather(*jobs)) == [200] * 90
+        assert await asyncio.wait_for(asyncio.gather(*jobs), BOUND) == [200] * 90
     served = [r for r in stack.reg.requests if r.status == 200]
     assert len(served) == 90
     for r in served:
@@ -139,7 +149,9 @@ async def test_per_namespace_credentials_in_a_cold_concurrent_burst(stack: Stack
 async def test_fetch_left_by_every_waiter_still_completes_and_is_cached(stack: Stack) -> None:
     digest = stack.reg.seed_blob("team/app", b"blob")
     url = stack.url(f"/v2/team/app/blobs/{digest}")
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (mw, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (mw, session):
         stack.ts.pause()
         callers = [asyncio.ensure_future(status_of(session, url)) for _ in range(5)]
         await stack.ts.wait_for_requests(1)
@@ -154,7 +166,7 @@ async def test_fetch_left_by_every_waiter_still_completes_and_is_cached(stack: S
             ),
             "the abandoned fetch finished and was cached",
         )
-        assert await bounded(status_of(session, url)) == 200
+        assert await asyncio.wait_for(status_of(session, url), BOUND) == 200
     assert stack.ts.counters.requests == 1
 
 
@@ -163,7 +175,9 @@ async def test_cancelled_first_contact_lets_the_others_go_on(stack: Stack) -> No
     the requests waiting behind it do not wait forever: another one goes first."""
     digest = stack.reg.seed_blob("team/app", b"blob")
     url = stack.url(f"/v2/team/app/blobs/{digest}")
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (mw, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (mw, session):
         stack.reg.pause()
         first = asyncio.ensure_future(status_of(session, url))
         await stack.reg.wait_for_requests(1)
@@ -174,7 +188,7 @@ async def test_cancelled_first_contact_lets_the_others_go_on(stack: Stack) -> No
             await first
         await stack.reg.wait_for_requests(2)
         stack.reg.resume()
-        assert await bounded(asyncio.gather(*others)) == [200] * 4
+        assert await asyncio.wait_for(asyncio.gather(*others), BOUND) == [200] * 4
     assert stack.ts.counters.requests == 1
 
 
@@ -185,7 +199,9 @@ async def test_failure_is_delivered_to_every_waiter_and_not_cached(stack: Stack)
     digest = stack.reg.seed_blob("team/app", b"blob")
     url = stack.url(f"/v2/team/app/blobs/{digest}")
     params = {"authorize_ahead": False, "coalesce_first_contact": False, "retry_backoff": 0.01}
-    async with client(auths({stack.reg.host: stack.login("alice")}), **params) as (mw, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}}), **params
+    ) as (mw, session):
         stack.ts.fail_next(3, status=503)
         stack.ts.pause()
         callers = [asyncio.ensure_future(status_of(session, url)) for _ in range(50)]
@@ -193,11 +209,11 @@ async def test_failure_is_delivered_to_every_waiter_and_not_cached(stack: Stack)
         for _ in range(5):
             await asyncio.sleep(0)  # let the last of them join the shared fetch
         stack.ts.resume()
-        results = await bounded(asyncio.gather(*callers, return_exceptions=True))
+        results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), BOUND)
         assert all(isinstance(r, aociauth.TokenServerError) and r.status == 503 for r in results)
         # One fetch, three attempts, shared by fifty callers.
         assert stack.ts.counters.requests == 3
-        assert await bounded(status_of(session, url)) == 200
+        assert await asyncio.wait_for(status_of(session, url), BOUND) == 200
     assert stack.ts.counters.requests == 4
 
 
@@ -213,20 +229,22 @@ async def run_against(
     async def tokens(req: web.Request) -> web.StreamResponse:
         return web.json_response({"token": f"tok{next(counter)}"})
 
-    async with scripted(tokens) as ts:
+    async with ScriptedServer(tokens) as ts:
 
         async def registry(req: web.Request) -> web.StreamResponse:
             return await answer(req, ts.port)
 
-        async with scripted(registry) as reg, client(None) as (mw, session):
-            url = reg.url("/v2/team/app/manifests/latest")
+        async with ScriptedServer(registry) as reg, loopback_client(None) as (mw, session):
+            url = reg.url_for("/v2/team/app/manifests/latest")
             if concurrent:
-                statuses = await bounded(
-                    asyncio.gather(*(status_of(session, url) for _ in range(calls)))
+                statuses = await asyncio.wait_for(
+                    asyncio.gather(*(status_of(session, url) for _ in range(calls))), BOUND
                 )
             else:
-                statuses = [await bounded(status_of(session, url)) for _ in range(calls)]
-        return len(reg.seen), mw.stats, list(statuses)
+                statuses = [
+                    await asyncio.wait_for(status_of(session, url), BOUND) for _ in range(calls)
+                ]
+        return len(reg.requests), mw.stats, list(statuses)
 
 
 fresh = itertools.count()
@@ -273,12 +291,12 @@ async def test_registry_that_always_answers_401_basic_gets_at_most_two_requests_
         async def entry_for_registry(self, host: str) -> aociauth.ConfigEntry:
             return aociauth.ConfigEntry(username="alice", password="pw-alice")
 
-    async with scripted(basic) as reg, client(Creds()) as (mw, session):
-        url = reg.url("/v2/team/app/manifests/latest")
-        statuses = [await bounded(status_of(session, url)) for _ in range(10)]
+    async with ScriptedServer(basic) as reg, loopback_client(Creds()) as (mw, session):
+        url = reg.url_for("/v2/team/app/manifests/latest")
+        statuses = [await asyncio.wait_for(status_of(session, url), BOUND) for _ in range(10)]
     assert statuses == [401] * 10
     # The first call learns the challenge (2 requests), the rest send Basic at once.
-    assert len(reg.seen) == 2 + 9
+    assert len(reg.requests) == 2 + 9
     assert mw.stats.total_token_requests == 0
 
 
@@ -288,7 +306,9 @@ async def test_registry_that_always_answers_401_basic_gets_at_most_two_requests_
 async def test_registry_429_keeps_the_cached_token_and_fetches_nothing(stack: Stack) -> None:
     digest = stack.reg.seed_blob("team/app", b"blob")
     url = stack.url(f"/v2/team/app/blobs/{digest}")
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (mw, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (mw, session):
         assert await status_of(session, url) == 200
         stack.reg.rate_limit_next(3, retry_after=3600)
         for _ in range(3):
@@ -311,12 +331,12 @@ async def test_429_with_a_challenge_header_is_still_not_a_401() -> None:
         )
 
     async with (
-        scripted(registry) as reg,
-        client(None) as (mw, session),
-        session.get(reg.url("/v2/team/app/manifests/latest")) as r,
+        ScriptedServer(registry) as reg,
+        loopback_client(None) as (mw, session),
+        session.get(reg.url_for("/v2/team/app/manifests/latest")) as r,
     ):
         assert (r.status, await r.text(), r.headers["Retry-After"]) == (429, "slow down", "5")
-    assert len(reg.seen) == 1
+    assert len(reg.requests) == 1
     assert mw.stats.total_token_requests == 0
 
 
@@ -327,7 +347,9 @@ async def test_token_requests_do_not_grow_with_history(stack: Stack) -> None:
     """A hundred repositories one after another: each token request asks for one item,
     not for everything asked before (scopes do not accumulate)."""
     digests = [stack.reg.seed_blob(f"team/r{i}", b"%d" % i) for i in range(100)]
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (_, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (_, session):
         for i, d in enumerate(digests):
             assert await status_of(session, stack.url(f"/v2/team/r{i}/blobs/{d}")) == 200
     assert len(stack.ts.requests) == 100
@@ -345,7 +367,9 @@ def long_scope(n: int) -> aociauth.Scope:
 
 async def test_wanted_scope_past_the_item_bound_is_left_out(stack: Stack) -> None:
     digest = stack.reg.seed_blob("team/app", b"blob")
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (_, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (_, session):
         with with_scope(long_scope(10_000)):
             assert await status_of(session, stack.url(f"/v2/team/app/blobs/{digest}")) == 200
     assert [r.scopes for r in stack.ts.requests] == [("repository:team/app:pull",)]
@@ -353,9 +377,13 @@ async def test_wanted_scope_past_the_item_bound_is_left_out(stack: Stack) -> Non
 
 async def test_wanted_scope_within_the_item_bound_never_costs_the_request(stack: Stack) -> None:
     digest = stack.reg.seed_blob("team/app", b"blob")
-    async with client(auths({stack.reg.host: stack.login("alice")})) as (_, session):
+    async with loopback_client(
+        aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    ) as (_, session):
         with with_scope(long_scope(250)):
-            status = await bounded(status_of(session, stack.url(f"/v2/team/app/blobs/{digest}")))
+            status = await asyncio.wait_for(
+                status_of(session, stack.url(f"/v2/team/app/blobs/{digest}")), BOUND
+            )
     assert status == 200
     assert any("repository:team/app:pull" in r.scopes for r in stack.ts.requests)
 
@@ -379,7 +407,7 @@ async def test_the_403_for_a_refused_fresh_token_reads_like_any_response(
     async def tokens(req: web.Request) -> web.StreamResponse:
         return web.json_response({"token": "tok"})
 
-    async with scripted(tokens) as ts:
+    async with ScriptedServer(tokens) as ts:
 
         async def registry(req: web.Request) -> web.StreamResponse:
             resp = await always_401_bearer(req, ts.port)
@@ -388,9 +416,9 @@ async def test_the_403_for_a_refused_fresh_token_reads_like_any_response(
             return resp
 
         async with (
-            scripted(registry) as reg,
-            client(None) as (_, session),
-            session.get(reg.url("/v2/team/app/manifests/latest")) as r,
+            ScriptedServer(registry) as reg,
+            loopback_client(None) as (_, session),
+            session.get(reg.url_for("/v2/team/app/manifests/latest")) as r,
         ):
             assert r.status == 403
             assert "WWW-Authenticate" not in r.headers
@@ -421,7 +449,7 @@ async def test_a_token_claiming_more_than_asked_is_trusted_for_what_was_asked_on
         issued.append(fake_jwt(len(issued), everything))
         return web.json_response({"token": issued[-1]})
 
-    async with scripted(tokens) as ts:
+    async with ScriptedServer(tokens) as ts:
         used: dict[str, set[str]] = {}
 
         async def registry(req: web.Request) -> web.StreamResponse:
@@ -431,14 +459,14 @@ async def test_a_token_claiming_more_than_asked_is_trusted_for_what_was_asked_on
                 used.setdefault(repo, set()).add(auth[7:])
                 return web.Response(text="ok")
             challenge = (
-                f'Bearer realm="{ts.url("/token")}",service="s",scope="repository:{repo}:pull"'
+                f'Bearer realm="{ts.url_for("/token")}",service="s",scope="repository:{repo}:pull"'
             )
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
 
-        async with scripted(registry) as reg, client(None) as (_, session):
+        async with ScriptedServer(registry) as reg, loopback_client(None) as (_, session):
             for repo in ("team/a", "team/b", "team/c", "team/a", "team/b"):
-                assert await status_of(session, reg.url(f"/v2/{repo}/manifests/x")) == 200
+                assert await status_of(session, reg.url_for(f"/v2/{repo}/manifests/x")) == 200
     assert len(issued) == 3
     assert used == {"team/a": {issued[0]}, "team/b": {issued[1]}, "team/c": {issued[2]}}
-    asked = [s.query for s in ts.seen]
+    asked = [s.query for s in ts.requests]
     assert all(q.count("scope=") == 1 for q in asked)

@@ -10,107 +10,28 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from aociauth.config import (
     DOCKER_HUB_SERVER_URL,
     ConfigEntry,
-    ConfigFile,
     Resolution,
-    load_with_env,
 )
 from aociauth.helpers import exec_helper_with_env
+from aociauth.testing.passstore import PassStore
 
 pytestmark = pytest.mark.helper_pass
 
-REQUIRED = ("docker-credential-pass", "pass", "gpg", "gpgconf")
-
-
-class PassStore:
-    """A GnuPG home and a password store that docker-credential-pass uses."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        gnupg = root / "gnupg"
-        gnupg.mkdir(mode=0o700)
-        (root / "home").mkdir()
-        self.env = {
-            "HOME": str(root / "home"),
-            "GNUPGHOME": str(gnupg),
-            "PASSWORD_STORE_DIR": str(root / "store"),
-            "PATH": os.environ.get("PATH", os.defpath),
-        }
-
-    def run(self, *argv: str, stdin: str = "") -> str:
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"{argv[0]} failed: {done.stderr}"
-        return done.stdout
-
-    def initialise(self) -> None:
-        self.run(
-            "gpg",
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "aociauth test <test@example.invalid>",
-            "default",
-            "default",
-            "never",
-        )
-        listing = self.run("gpg", "--batch", "--with-colons", "--list-secret-keys")
-        fingerprint = next(
-            line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
-        )
-        self.run("pass", "init", fingerprint)
-
-    def store(self, server_url: str, username: str, secret: str) -> None:
-        credential = {"ServerURL": server_url, "Username": username, "Secret": secret}
-        self.run("docker-credential-pass", "store", stdin=json.dumps(credential))
-
-    def config(self, name: str, document: dict[str, object], **env: str) -> ConfigFile:
-        directory = self.root / name
-        directory.mkdir(exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(document))
-        return load_with_env(env={**self.env, "DOCKER_CONFIG": str(directory), **env})
-
-    def close(self) -> None:
-        subprocess.run(
-            ["gpgconf", "--kill", "all"], env=self.env, capture_output=True, check=False, timeout=60
-        )
-
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    missing = [name for name in REQUIRED if shutil.which(name) is None]
-    if missing:
-        hint = "apt-get install golang-docker-credential-helpers pass gnupg"
-        pytest.skip(f"needs {', '.join(missing)}: {hint}")
-    s = PassStore(tmp_path_factory.mktemp("pass"))
-    try:
-        s.initialise()
-        s.store("reg.example.test", "alice", "s3cret")
-        s.store(DOCKER_HUB_SERVER_URL, "hubuser", "hub-s3cret")
-        s.store("acr.example.test", "<token>", "identity-token")
-        yield s
-    finally:
-        s.close()
+def store(pass_store: PassStore) -> PassStore:
+    """The module's store (conftest's), holding the credentials these tests read back."""
+    pass_store.store("reg.example.test", "alice", "s3cret")
+    pass_store.store(DOCKER_HUB_SERVER_URL, "hubuser", "hub-s3cret")
+    pass_store.store("acr.example.test", "<token>", "identity-token")
+    return pass_store
 
 
 async def test_cred_helpers_entry(store: PassStore) -> None:

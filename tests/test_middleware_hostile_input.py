@@ -26,7 +26,6 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -34,13 +33,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
-from hardening import PASSWORD, assert_clean, exception_texts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aociauth
 from aociauth import _resolver as resolver_module
+from aociauth.testing.client import TableResolver
+from aociauth.testing.leaks import PASSWORD, assert_clean, exception_texts
 
 BOUND = 20.0
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,27 +47,8 @@ INJECTED = "x-injected"
 GOOD = "good-token"
 
 
-class LoopbackNames(AbstractResolver):
-    """``evil.test`` is 127.0.0.1; every other name fails to resolve (no DNS, ever)."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != "evil.test":
-            raise OSError(f"no such test name {host!r}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
+#: ``evil.test`` is 127.0.0.1; every other name fails to resolve (no DNS, ever).
+NAMES = {"evil.test": "127.0.0.1"}
 
 
 Answer = Callable[[bytes], bytes]
@@ -190,7 +170,7 @@ class Stage:
 
         async def go() -> BaseException | None:
             mw = aociauth.new_std_transport(aociauth.StdTransportParams(config=config, **params))
-            connector = aiohttp.TCPConnector(resolver=LoopbackNames())
+            connector = aiohttp.TCPConnector(resolver=TableResolver(NAMES))
             try:
                 async with aiohttp.ClientSession(connector=connector, middlewares=[mw]) as s:
                     url = f"http://{self.registry_host}/v2/team/app/manifests/v1"
@@ -233,7 +213,7 @@ class Collect(logging.Handler):
 def stage() -> Iterator[Stage]:
     with pytest.MonkeyPatch.context() as mp:
         # The middleware's own token sessions resolve through this too: no DNS.
-        mp.setattr(resolver_module, "DefaultResolver", LoopbackNames)
+        mp.setattr(resolver_module, "DefaultResolver", lambda: TableResolver(NAMES))
         s = Stage()
         logger = logging.getLogger("aociauth")
         handler = Collect(s.logs)
