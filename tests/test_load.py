@@ -192,6 +192,17 @@ async def settle(baseline: set[asyncio.Task[object]]) -> set[asyncio.Task[object
     return {t for t in extra if not t.done()}
 
 
+#: Allocations made by the library's own code, not its test doubles'.
+_OURS = (
+    tracemalloc.Filter(True, "*/aociauth/*"),
+    tracemalloc.Filter(False, "*/aociauth/testing/*"),
+)
+
+
+def _client_side(snapshot: tracemalloc.Snapshot) -> int:
+    return sum(stat.size for stat in snapshot.filter_traces(_OURS).statistics("filename"))
+
+
 async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig: Rig) -> None:
     baseline = set(asyncio.all_tasks())
     config = ConfigFile.from_dict(
@@ -224,27 +235,41 @@ async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig:
             rig.ts.reset_counters()
             gc.collect()
             current2, peak2 = tracemalloc.get_traced_memory()
+            ours2 = _client_side(tracemalloc.take_snapshot())
             tracemalloc.reset_peak()
             third = await run(rig, session, mw, MEMORY_RUN)
             rig.ts.reset_counters()
             gc.collect()
             current3, peak3 = tracemalloc.get_traced_memory()
+            snapshot3 = tracemalloc.take_snapshot()
+            ours3 = _client_side(snapshot3)
+            fourth = await run(rig, session, mw, MEMORY_RUN)
+            rig.ts.reset_counters()
+            gc.collect()
+            current4, _ = tracemalloc.get_traced_memory()
+            snapshot4 = tracemalloc.take_snapshot()
+            ours4 = _client_side(snapshot4)
+            grown = snapshot4.filter_traces(_OURS).compare_to(
+                snapshot3.filter_traces(_OURS), "lineno"
+            )[:8]
         finally:
             tracemalloc.stop()
         print("\n" + main.row(f"run 1 ({REQUESTS} requests)"))
         print(second.row(f"run 2 ({MEMORY_RUN} requests)"))
         print(third.row(f"run 3 ({MEMORY_RUN} requests)"))
+        print(fourth.row(f"run 4 ({MEMORY_RUN} requests)"))
         print(
             "traced memory after / peak during: "
             f"run 2 {current2 / 1e6:.1f} / {peak2 / 1e6:.1f} MB, "
-            f"run 3 {current3 / 1e6:.1f} / {peak3 / 1e6:.1f} MB"
+            f"run 3 {current3 / 1e6:.1f} / {peak3 / 1e6:.1f} MB, run 4 {current4 / 1e6:.1f} MB; "
+            f"aociauth's own: {ours2 / 1e6:.2f}, {ours3 / 1e6:.2f}, {ours4 / 1e6:.2f} MB"
         )
         print(f"middleware stats: {mw.stats.as_dict()}")
         # Nothing holds a connection once every response is read.
         assert len(connector._acquired) == 0
     leftover = await settle(baseline)
 
-    for figures in (main, second, third):
+    for figures in (main, second, third, fourth):
         assert figures.hung == 0
         assert figures.ok + sum(figures.failures.values()) == figures.requests
         # Faults were injected, and retries absorbed them.
@@ -262,7 +287,16 @@ async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig:
     assert main.token_fetches <= REPOSITORIES * 2 * (main.seconds / period + 1)
     assert mw.stats.refreshes_ahead > 0
     assert leftover == set()
-    # Flat: what the third run leaves behind is what the second left. (Their peaks are
-    # printed, not compared: how many requests and token fetches overlap, and so the
-    # peak, depends on the scheduling of the moment; retained memory does not.)
-    assert current3 <= current2 + 1_000_000
+    # Flat: what the library's own code holds after a run stops growing. (The whole
+    # process's retained memory is printed, not compared: it moves by megabytes with
+    # what the in-process servers and aiohttp's buffers hold at the moment a run ends,
+    # either way. Peaks depend on the scheduling of the moment.) A leak grows with
+    # every run; the bounded tables (tokens, the hot-path memo) may still be filling
+    # during one run on a slow machine, where tokens expire more often per request,
+    # so one of two consecutive pairs of runs must be flat.
+    # And the whole process, over two runs, by more than its fluctuation (up to 2 MB).
+    assert current4 <= current2 + 3_000_000
+    assert ours3 <= ours2 + 250_000 or ours4 <= ours3 + 250_000, (
+        f"aociauth's own allocations {ours2 / 1e6:.2f} -> {ours3 / 1e6:.2f} -> "
+        f"{ours4 / 1e6:.2f} MB; grown most in the last run:\n" + "\n".join(str(d) for d in grown)
+    )

@@ -149,7 +149,10 @@ class Harness:
             httpx.AsyncClient(
                 auth=auth,
                 follow_redirects=follow_redirects,
-                timeout=httpx.Timeout(_HTTPX_TIMEOUT),
+                # No bound on the wait for a pooled connection: a burst of 1,000 on a
+                # slow machine queues for its 100 connections longer than any per-call
+                # bound would allow, while every call's own I/O stays bounded.
+                timeout=httpx.Timeout(_HTTPX_TIMEOUT, pool=None),
             ) as client,
         ):
             yield _HttpxClient(client, auth)
