@@ -248,4 +248,11 @@ def redirect_target(base: URL, status: int, location: str | None) -> URL | None:
             "<unreadable Location>",
             f"{status} from {base.host} redirects to a location that does not look like a URL",
         )
+    if target.raw_user is not None or target.raw_password is not None:
+        # aiohttp would send the URL's user info as Basic credentials to the target (and
+        # fails outright on one it cannot encode): no registry redirects so; refused.
+        raise aiohttp.InvalidUrlRedirectClientError(
+            "<Location with user info>",
+            f"{status} from {base.host} redirects to a location that carries user info",
+        )
     return target

@@ -41,11 +41,16 @@ CACHE_SIZE = 256
 
 
 def sizes(core: AuthCore) -> dict[str, int]:
-    """The length of every table the core (and its origin table and cache) holds."""
+    """The length of every table the core (and its origin table and cache) holds, each
+    counted once, under its owner's name (the core holds some of the others' tables
+    itself, for its hot path)."""
     out: dict[str, int] = {}
-    for owner, prefix in ((core, ""), (core.origins, "origins."), (core.cache, "cache.")):
+    seen: set[int] = set()
+    for owner, prefix in ((core.origins, "origins."), (core.cache, "cache."), (core, "")):
         for name, value in vars(owner).items():
-            if isinstance(value, Sized) and not isinstance(value, str | bytes):
+            sized = isinstance(value, Sized) and not isinstance(value, str | bytes)
+            if sized and id(value) not in seen:
+                seen.add(id(value))
                 out[prefix + name] = len(value)
     return out
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import aociauth
@@ -395,6 +395,9 @@ def test_token_response_fields(stage: Stage, name: str) -> None:
 def test_redirect_location(stage: Stage) -> None:
     @EXAMPLES
     @given(location=urls(stage), status=st.sampled_from([301, 302, 303, 307, 308]))
+    # User info aiohttp cannot encode as Basic credentials (it raised UnicodeEncodeError).
+    @example(location="http://\u0100@;/x", status=301)
+    @example(location="http://robot:secret@elsewhere.test/x", status=302)
     def prop(location: str, status: int) -> None:
         then = lambda head: response(status, [("Location", location)])  # noqa: E731
         stage.reset(registry_wanting_token(stage, then), ok_token)
