@@ -525,7 +525,8 @@ class AuthCore:
         self._refresh: dict[int, str] = {}
         #: How each partition's last token was asked for (a Requester's ``how``).
         self._asked_as: dict[int, How] = {}
-        self._inflight: dict[FetchKey, float] = {}
+        #: The fetches running now, oldest first (an ordered set: only keys are read).
+        self._inflight: dict[FetchKey, None] = {}
         #: Tokens taken from elsewhere (:meth:`adopt_token`), while they are referenced.
         self._adopted: weakref.WeakSet[AccessToken] = weakref.WeakSet()
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
@@ -1135,8 +1136,8 @@ class AuthCore:
         """Whether the origin's first fetch ahead, if one is under way, was refused.
 
         A request that would fetch a token of its own waits for it first (it
-        joins that fetch); one that a cached token or a fetch in flight serves
-        does not wait.
+        joins that fetch); one that a fetch in flight serves does not wait. (No
+        cached token serves the request: _prepare looked, just before.)
         """
         trial = self._trials.get(st.key)
         if trial is None:
@@ -1145,11 +1146,7 @@ class AuthCore:
         if key not in self._inflight:
             del self._trials[st.key]
             return False
-        realm = ch.params.get("realm", "")
-        if (
-            self.cache.get(ident.partition, required, self.now) is not None
-            or self._joinable(ident.partition, realm, required) is not None
-        ):
+        if self._joinable(ident.partition, ch.params.get("realm", ""), required) is not None:
             return False
         self.stats.ahead_waits += 1
         got = yield FetchToken(key, job)
@@ -1178,7 +1175,7 @@ class AuthCore:
         )
         if key in self._inflight:
             return None
-        self._inflight[key] = self.now
+        self._inflight.setdefault(key)
         self.stats.refreshes_ahead += 1
         return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope, tok))
 
@@ -1211,7 +1208,7 @@ class AuthCore:
             key = self._joinable(ident.partition, realm, required) or FetchKey(
                 ident.partition, realm, service, required
             )
-            self._inflight.setdefault(key, self.now)
+            self._inflight.setdefault(key)
             got = yield FetchToken(key, FetchJob(st, ident, ch, required, required, replacing))
         return got
 
@@ -1258,7 +1255,7 @@ class AuthCore:
             if coalesce:
                 scope = self._coalesced(partition, realm, scope)
             key = FetchKey(partition, realm, service, scope)
-            self._inflight.setdefault(key, self.now)
+            self._inflight.setdefault(key)
         job = FetchJob(st, ident, ch, required, key.scope, replacing)
         if trial and not joined:
             self._trials[st.key] = (key, job)
