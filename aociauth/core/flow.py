@@ -985,7 +985,6 @@ class AuthCore:
             ch,
             needed,
             want.union(required),
-            self.now,
             newer_than=sent_at,
             replacing=sent,
         )
@@ -993,7 +992,7 @@ class AuthCore:
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
                 wider = want.union(required)
-                got = yield from self._acquire(st, renewed, ch, needed, wider, self.now)
+                got = yield from self._acquire(st, renewed, ch, needed, wider)
         if isinstance(got, OCIAuthError):
             return Fail(got)
         reply = yield Resend(got.authorization)
@@ -1010,7 +1009,6 @@ class AuthCore:
                 ch,
                 ch_scope,
                 want.union(required),
-                self.now,
                 newer_than=self.now,
                 replacing=got,
             )
@@ -1080,7 +1078,6 @@ class AuthCore:
         ``asked`` is the scope the token was fetched with for this very request;
         ``identity`` is ``ident``, or the one it was renewed as.
         """
-        now = self.now
         ch = st.challenge
         if st.phase is Phase.BASIC and ch is not None:
             return None, None, ident.basic or None, ident
@@ -1101,7 +1098,7 @@ class AuthCore:
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
         got, joined = yield from self._obtain(
-            st, ident, ch, required, want, now, -math.inf, unproven, None
+            st, ident, ch, required, want, -math.inf, unproven, None
         )
         if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
             # The fetch joined got less than this request needs. If its server turned out
@@ -1110,12 +1107,12 @@ class AuthCore:
             # ahead of its own is not worth it; the registry's challenge decides.
             if not self.origins.current(st).one_scope:
                 return None, None, None, ident
-            got = yield from self._acquire(st, ident, ch, required, want, self.now)
+            got = yield from self._acquire(st, ident, ch, required, want)
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
                 ident = renewed
-                got = yield from self._acquire(st, ident, ch, required, want, self.now)
+                got = yield from self._acquire(st, ident, ch, required, want)
         if isinstance(got, OCIAuthError):
             status = got.status if isinstance(got, TokenServerError) else None
             if not isinstance(got, TokenServerError) or not worth_asking_again(status):
@@ -1186,7 +1183,6 @@ class AuthCore:
         ch: Challenge,
         required: Scope,
         want: Scope,
-        now: float,
         *,
         newer_than: float = -math.inf,
         trial: bool = False,
@@ -1201,7 +1197,7 @@ class AuthCore:
         granted in part), this request's own scope is fetched.
         """
         got, joined = yield from self._obtain(
-            st, ident, ch, required, want, now, newer_than, trial, replacing
+            st, ident, ch, required, want, newer_than, trial, replacing
         )
         if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
             realm, service = ch.params.get("realm", ""), ch.params.get("service", "")
@@ -1219,7 +1215,6 @@ class AuthCore:
         ch: Challenge,
         required: Scope,
         want: Scope,
-        now: float,
         newer_than: float,
         trial: bool,
         replacing: AccessToken | None,
@@ -1228,7 +1223,7 @@ class AuthCore:
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
         partition = ident.partition
-        tok = self.cache.get(partition, required, now)
+        tok = self.cache.get(partition, required, self.now)
         if tok is not None and tok.issued_at >= newer_than:
             return tok, False
         key = self._joinable(partition, realm, required)
