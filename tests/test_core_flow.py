@@ -2105,7 +2105,8 @@ def test_a_denied_token_says_how_this_core_asked_for_it(
 ) -> None:
     core = open_core()
     line = bearer_line(realm=realm)
-    run = drive(core, get(), entry=entry, replies=[Reply(401, (line,))] * 2, tokens=tokens)
+    replies = [Reply(401, (line,))] * 2
+    run = drive(core, get(), entry=entry, replies=replies, tokens=list(tokens))
     assert [c.authorization for c in run.calls][-1] == (BASIC if how == "basic" else None)
     assert isinstance(run.outcome, Deny)
     assert run.outcome.requester is not None
