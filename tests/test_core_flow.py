@@ -2197,6 +2197,17 @@ def test_another_identity_ends_what_was_remembered() -> None:
     assert core.ready(get()) is None  # bob has no token yet
 
 
+def test_forgotten_credentials_end_what_was_remembered() -> None:
+    # A docker login while the program runs: the next request asks the config again,
+    # even one the hot path remembers.
+    core, _ = hot_core()
+    core.forget_credentials()
+    assert core.ready(get()) is None
+    run = drive(core, get())
+    assert len(run.of(LookupCredentials)) == 1
+    assert run.sent == Send("Bearer cached")  # the same entry: its token still serves
+
+
 @pytest.mark.parametrize(
     ("policy", "fresh_until"),
     [
