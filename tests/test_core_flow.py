@@ -36,14 +36,15 @@ from aociauth.core import (
     PrepareResend,
     RefreshInBackground,
     Reply,
+    Requester,
     RequestFacts,
     Resend,
     Send,
     TokenCall,
     TokenReply,
 )
-from aociauth.core.flow import HOT_ENTRIES
-from aociauth.core.origin import Answered, Phase, ProbeSent, WideScopeRefused
+from aociauth.core.flow import HOT_ENTRIES, How
+from aociauth.core.origin import Answered, FetchAheadWorked, Phase, ProbeSent, WideScopeRefused
 from aociauth.core.rules import OAUTH_CLIENT_ID, REFUSALS, basic_authorization
 from aociauth.errors import (
     ChallengeError,
@@ -500,6 +501,15 @@ def test_a_cdn_hop_to_a_never_challenged_origin_looks_nothing_up() -> None:
     assert not st.registry
 
 
+def test_a_percent_encoded_path_is_read_decoded() -> None:
+    core = bearer_core()
+    url = REG.with_path("/v2/a%2Fb/manifests/latest", encoded=True)
+    assert "%2F" in url.raw_path
+    run = drive(core, RequestFacts("GET", url), tokens=[ok()])
+    (fetch,) = run.of(FetchToken)
+    assert fetch.key.scope == parse_scope("repository:a/b:pull")
+
+
 def test_a_request_info_makes_any_path_a_registry_call() -> None:
     core = AuthCore()
     facts = RequestFacts("GET", REG.with_path("/custom"), info_scope=PULL_A)
@@ -754,6 +764,32 @@ def test_a_401_from_a_cdn_origin_takes_a_cached_token_of_any_age() -> None:
     assert run.effects[-1] == Resend("Bearer old")
 
 
+@pytest.mark.parametrize(("callers", "resent"), [(False, [Resend(BASIC)]), (True, [])])
+def test_a_basic_401_from_a_never_challenged_cdn_origin_gets_its_hosts_credentials(
+    callers: bool, resent: list[Resend]
+) -> None:
+    core = AuthCore()
+    cdn = URL("https://cdn.example/blob")
+    facts = RequestFacts("GET", cdn, callers_authorization=callers)
+    run = drive(core, facts, replies=[Reply(401, (BASIC_LINE,)), Reply(200)])
+    assert [lk.host for lk in run.of(LookupCredentials)] == ["cdn.example"]
+    assert run.of(Resend) == resent  # never over the caller's own Authorization
+    assert isinstance(run.outcome, Pass)
+
+
+def test_a_401_from_a_cdn_origin_looks_up_the_hosts_own_credentials() -> None:
+    # Its path names no repository: no per-namespace key of the host covers it.
+    core = AuthCore()
+    core.set_namespaces(lambda host: ("team",))
+    cdn = URL("https://cdn.example/team/blob")
+    line = bearer_line(realm="https://cdn.example/token")
+    run = drive(
+        core, RequestFacts("GET", cdn), replies=[Reply(401, (line,)), Reply(200)], tokens=[ok()]
+    )
+    assert [lk.namespace for lk in run.of(LookupCredentials)] == [""]
+    assert run.effects[-1] == Resend("Bearer T1")
+
+
 def test_a_refused_token_is_forgotten() -> None:
     core = bearer_core()
     tok = cache(core, PULL_A)
@@ -991,6 +1027,32 @@ def test_refresh_ahead_in_the_last_part_of_a_tokens_life(now: float, refreshed: 
         assert r.job.wanted == tok.scope
         assert r.job.challenge == bearer_challenge()
         assert run.effects.index(r) < run.effects.index(run.sent)
+
+
+def test_a_refused_token_due_for_refresh_is_replaced_by_a_token_newer_than_the_request() -> None:
+    core = bearer_core()
+    part = identity(core).partition
+    core.cache.put(part, AccessToken("older", PULL_A, -10.0, 500.0))
+    due = AccessToken("due", PULL_A, 0.0, 100.0)  # found first: the newer of the two
+    core.cache.put(part, due)
+    line = bearer_line(error="invalid_token")
+    run = drive(core, get(), replies=[Reply(401, (line,)), Reply(200)], tokens=[ok("T2")], now=90.0)
+    assert run.sent == Send("Bearer due")
+    assert len(run.of(RefreshInBackground)) == 1
+    # The token issued before the request went out is no better than the one refused.
+    (fetch,) = run.of(FetchToken)
+    assert fetch.job.replacing is due
+    assert run.effects[-1] == Resend("Bearer T2")
+    assert not core.cache.touch(due)  # forgotten
+
+
+def test_a_token_due_for_refresh_refused_with_a_basic_challenge_gives_way_to_the_password() -> None:
+    core = bearer_core()
+    cache(core, PULL_A, "due", issued=0.0, life=100.0)
+    run = drive(core, get(), replies=[Reply(401, (BASIC_LINE,)), Reply(200)], now=90.0)
+    assert run.sent == Send("Bearer due")
+    assert run.effects[-1] == Resend(BASIC)
+    assert core.cache.get(identity(core).partition, PULL_A, 90.0) is None
 
 
 def test_one_refresh_ahead_at_a_time() -> None:
@@ -1967,6 +2029,90 @@ def test_a_bare_config_entry_still_answers_a_lookup() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("requester", "why"),
+    [
+        (Requester(HOST, "anonymous"), "no credentials were found"),
+        (Requester(HOST, "anonymous", source=LOOKED), f"no credentials were found ({LOOKED})"),
+        (
+            Requester(HOST, "anonymous", "alice", FROM_FILE, found=True),
+            f"the credentials of user 'alice' (from {FROM_FILE}) hold no password for a "
+            "token request",
+        ),
+        (
+            Requester(HOST, "withheld", "alice", found=True),
+            "the realm is not trusted with the credentials of user 'alice'",
+        ),
+    ],
+)
+def test_why_a_token_request_went_anonymously(requester: Requester, why: str) -> None:
+    assert requester.anonymous
+    assert requester.why_anonymous() == why
+
+
+@pytest.mark.parametrize(
+    ("length", "shown"), [(256, repr("x" * 256)), (257, repr("x" * 256) + "...")]
+)
+def test_a_name_is_shown_whole_up_to_256_characters(length: int, shown: str) -> None:
+    who = Requester(HOST, "basic", "x" * length)
+    assert who.credentials() == f"the credentials of user {shown}"
+
+
+@pytest.mark.parametrize(
+    ("entry", "how", "reason"),
+    [
+        (CREDS, "basic", "issued to the credentials of user 'alice'"),
+        (ConfigEntry(refresh_token="RT"), "refresh", "issued to the refresh token"),
+        (NO_CREDS, "anonymous", "asked for anonymously: no credentials were found"),
+    ],
+)
+def test_a_denied_token_this_core_did_not_fetch_says_as_whom_it_would_have_asked(
+    entry: ConfigEntry, how: How, reason: str
+) -> None:
+    # Both tokens come from a shared cache (another process fetched them): this core
+    # never asked, so the identity says how it would have.
+    core = open_core()
+    run_fetches: list[FetchToken] = []
+
+    def shared(effect: FetchToken) -> AccessToken | None:
+        tok = AccessToken(f"shared-{len(run_fetches)}", PULL_A, 0.0, 300.0)
+        run_fetches.append(effect)
+        return core.adopt_token(effect.job.identity, tok)
+
+    line = bearer_line()
+    run = drive(core, get(), entry=entry, replies=[Reply(401, (line,))] * 3, fetch=shared)
+    assert len(run_fetches) == 2
+    assert isinstance(run.outcome, Deny)
+    assert run.outcome.reason == f"registry reg.example refused a token {reason}"
+    found = entry != NO_CREDS
+    assert run.outcome.requester == Requester(HOST, how, entry.username, "", found)
+
+
+@pytest.mark.parametrize(
+    ("entry", "realm", "tokens", "how"),
+    [
+        # A refresh token the token server has no OAuth2 endpoint for (404): the GET goes
+        # without credentials, as none usable with it were given.
+        (ConfigEntry(refresh_token="RT"), REALM, [TokenReply(404), ok()], "anonymous"),
+        (NO_CREDS, FOREIGN_REALM, [ok()], "anonymous"),
+        (NO_CREDS, REALM, [ok()], "anonymous"),
+        (CREDS, FOREIGN_REALM, [ok()], "withheld"),
+        (CREDS, REALM, [ok()], "basic"),
+    ],
+)
+def test_a_denied_token_says_how_this_core_asked_for_it(
+    entry: ConfigEntry, realm: str, tokens: list[TokenReply], how: How
+) -> None:
+    core = open_core()
+    line = bearer_line(realm=realm)
+    replies = [Reply(401, (line,))] * 2
+    run = drive(core, get(), entry=entry, replies=replies, tokens=list(tokens))
+    assert [c.authorization for c in run.calls][-1] == (BASIC if how == "basic" else None)
+    assert isinstance(run.outcome, Deny)
+    assert run.outcome.requester is not None
+    assert run.outcome.requester.how == how
+
+
 def test_a_refresh_token_is_not_adopted_from_an_answer_to_no_credentials() -> None:
     core = AuthCore()
     j = job(core, entry=NO_CREDS)
@@ -1985,6 +2131,27 @@ def hot_core(policy: FlowPolicy | None = None) -> tuple[AuthCore, AccessToken]:
     assert drive(core, get()).sent == Send("Bearer cached")
     assert core.ready(get()) is not None
     return core, tok
+
+
+def test_a_request_flow_remembers_what_a_cached_token_served() -> None:
+    core = bearer_core()
+    cache(core, PULL_A)
+    assert core._hot == {}
+    assert drive(core, get()).sent == Send("Bearer cached")
+    assert list(core._hot) == [("GET", get().url, None, Scope())]
+
+
+def test_a_remembered_request_refused_asks_for_its_wanted_scope_too() -> None:
+    core = bearer_core()
+    cache(core, PULL_A)
+    facts = get(wanted=PULL_B)
+    drive(core, facts)
+    assert core.ready(facts) is not None  # remembered
+    line = bearer_line(error="invalid_token")
+    run = drive(core, facts, replies=[Reply(401, (line,)), Reply(200)], tokens=[ok("T2")])
+    (fetch,) = run.of(FetchToken)
+    assert fetch.key.scope == PULL_A.union(PULL_B)
+    assert run.effects[-1] == Resend("Bearer T2")
 
 
 def test_the_same_request_again_takes_the_remembered_token() -> None:
@@ -2028,6 +2195,17 @@ def test_another_identity_ends_what_was_remembered() -> None:
     core, _ = hot_core()
     core.adopt(core.origin_of(REG), "", ConfigEntry(username="bob", password="other"))
     assert core.ready(get()) is None  # bob has no token yet
+
+
+def test_forgotten_credentials_end_what_was_remembered() -> None:
+    # A docker login while the program runs: the next request asks the config again,
+    # even one the hot path remembers.
+    core, _ = hot_core()
+    core.forget_credentials()
+    assert core.ready(get()) is None
+    run = drive(core, get())
+    assert len(run.of(LookupCredentials)) == 1
+    assert run.sent == Send("Bearer cached")  # the same entry: its token still serves
 
 
 @pytest.mark.parametrize(
@@ -2112,6 +2290,41 @@ def test_a_wide_grant_without_the_required_scope_asks_for_it_alone() -> None:
     assert st is not None
     assert st.narrow_only
     assert st.one_scope
+
+
+@pytest.mark.parametrize(
+    ("entry", "first", "narrow", "kept"),
+    [
+        (CREDS, "R1", "", "R1"),  # the narrow answer names none: the first one's stands
+        (NO_CREDS, "GIVEN", "GIVEN-TOO", ""),  # answers to no credentials: not ours to keep
+    ],
+)
+def test_the_narrow_answers_refresh_token_is_kept_only_when_it_is_ours(
+    entry: ConfigEntry, first: str, narrow: str, kept: str
+) -> None:
+    core = AuthCore()
+    j = job(core, entry=entry, required=PULL_A, wanted=PULL_B.union(PULL_A))
+    replies = [
+        ok(jwt(("repository", "b", ["pull"])), refresh_token=first),
+        ok(jwt(("repository", "a", ["pull"])), refresh_token=narrow),
+    ]
+    got, calls = run_fetch(core, j, replies)
+    assert len(calls) == 2
+    assert isinstance(got, AccessToken)
+    assert got.scope == PULL_A
+    assert core.refresh_token(j.identity) == kept
+
+
+def test_the_log_tells_a_token_server_that_reads_one_scope(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    core = AuthCore()
+    j = job(core, required=PULL_A, wanted=PULL_B.union(PULL_A))
+    run_fetch(
+        core, j, [ok(jwt(("repository", "b", ["pull"]))), ok(jwt(("repository", "a", ["pull"])))]
+    )
+    assert ("DEBUG", "token server for reg.example reads one scope parameter") in messages(caplog)
 
 
 def test_a_one_scope_origin_is_asked_narrow_and_joined_from_then_on() -> None:
@@ -2321,6 +2534,134 @@ def test_nothing_is_coalesced_for_a_picky_server_or_when_turned_off() -> None:
         assert fetch.key.scope == repo(0)
 
 
+def test_two_requests_are_enough_to_share_a_token_request() -> None:
+    core = AuthCore(FlowPolicy(coalesce_token_requests=2))
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1))
+
+
+def test_a_waiter_the_token_request_covers_is_neither_added_nor_counted() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r0"))  # the probe's own scope
+    f.begin(get("r1"))  # held after it: still asked for
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0).union(repo(1))
+    assert core.stats.coalesced_scopes == 1
+
+
+@pytest.mark.parametrize(("first", "second"), [(unlimited_scope(), repo(1)), (repo(0), None)])
+def test_nothing_is_added_to_the_unlimited_scope_nor_is_it_added(
+    first: Scope, second: Scope | None
+) -> None:
+    # RequestInfo may ask for the unlimited scope: that request asks for it alone, and a
+    # waiter asking for it is never merged into another request's token request.
+    core = AuthCore()
+    f = Flows(core)
+    f.begin(get("r0", info_scope=first))
+    f.begin(get("r1", info_scope=second if second is not None else unlimited_scope()))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == (unlimited_scope() if first.is_unlimited() else repo(0))
+    assert core.stats.coalesced_scopes == 0
+
+
+@pytest.mark.parametrize(("max_bytes", "shared"), [(36, False), (37, True)])
+def test_the_coalesced_scope_may_fill_max_scope_bytes_exactly(max_bytes: int, shared: bool) -> None:
+    core = AuthCore(FlowPolicy(max_scope_bytes=max_bytes))
+    f = Flows(core)
+    f.begin(get("r0"))
+    f.begin(get("r1"))
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    both = repo(0).union(repo(1))
+    assert len(str(both)) == 37
+    assert fetch.key.scope == (both if shared else repo(0))
+
+
+def test_coalesced_scopes_are_counted_over_every_token_request() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    other = URL("https://other.example")
+    for base in (REG, other):
+        f.begin(get("r0", base=base))
+        f.begin(get("r1", base=base))
+    for i, base in ((0, REG), (2, other)):
+        line = bearer_line("repository:r0:pull", realm=f"{base}/token")
+        fetch = f.step(i, Reply(401, (line,)))
+        assert isinstance(fetch, FetchToken)
+        assert fetch.key.scope == repo(0).union(repo(1))
+    assert core.stats.coalesced_scopes == 2
+
+
+def test_a_request_that_is_no_registry_call_adds_nothing_to_the_probes_token_request() -> None:
+    core = AuthCore()
+    f = Flows(core)
+    assert f.begin(get("r0")) == Send(None, probe=True)
+    other = RequestFacts("GET", REG.with_path("/not/the/api"), wanted=repo(1))
+    assert f.begin(other) == AwaitProbe(REG)
+    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+    assert isinstance(fetch, FetchToken)
+    assert fetch.key.scope == repo(0)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_waiter_takes_the_token_another_waiter_fetched_meanwhile(ahead: bool) -> None:
+    core = bearer_core(FlowPolicy(authorize_ahead=ahead))
+    core.origins.apply(core.origin_of(REG), FetchAheadWorked())  # no first fetch to wait for
+    part = identity(core).partition
+    f = Flows(core)
+
+    def fetch_of(n: int) -> FetchToken:
+        """Request n's first FetchToken: ahead, or after its 401."""
+        effect = f.begin(get(f"r{n}"))
+        if not ahead:
+            assert effect == Send(None)
+            effect = f.step(n, Reply(401, (bearer_line(f"repository:r{n}:pull"),)))
+        assert isinstance(effect, FetchToken)
+        return effect
+
+    busy = fetch_of(0)
+    waits = [fetch_of(1), fetch_of(2)]
+    assert core.stats.fetch_waits == 2
+    for n, w in enumerate(waits, 1):
+        # The fetch out, as its own job: were the adapter to run it (its runner was
+        # cancelled), it would ask for what the fetch out asks for.
+        assert w.key == busy.key
+        assert (w.job.origin.url, w.job.identity) == (REG, busy.job.identity)
+        assert w.job.challenge == (
+            bearer_challenge(f"repository:r{n}:pull") if not ahead else bearer_challenge()
+        )
+        assert (w.job.required, w.job.wanted) == (busy.key.scope, busy.key.scope)
+    core.fetch_ended(busy.key)
+    t0 = AccessToken("T0", repo(0), 0.0, 300.0)
+    core.cache.put(part, t0)
+    shared = f.step(1, t0)
+    assert isinstance(shared, FetchToken)
+    assert shared.key.scope == repo(1).union(repo(2))
+    core.cache.put(part, AccessToken("T12", shared.key.scope, 0.0, 300.0))
+    core.fetch_ended(shared.key)
+    # Request 2 resumes once that fetch has ended: its token is cached, issued as the
+    # request went out (not before), so no fetch of its own.
+    assert f.step(2, t0) == (Send("Bearer T12") if ahead else Resend("Bearer T12"))
+    assert core.in_flight() == frozenset()
+
+
+def test_a_picky_servers_fetch_claims_only_the_required_scope() -> None:
+    core = bearer_core()
+    core.origins.apply(core.origin_of(REG), WideScopeRefused())
+    run = drive(core, get("a", wanted=PULL_B), tokens=[ok()])
+    (fetch,) = run.of(FetchToken)
+    assert fetch.key.scope == PULL_A  # a key claiming b would let others join in vain
+    assert fetch.job.wanted == PULL_A
+
+
 def test_a_waiter_that_goes_away_is_no_longer_asked_for() -> None:
     core = AuthCore()
     f = Flows(core)
@@ -2358,6 +2699,64 @@ def test_after_a_401_a_joined_fetch_that_got_less_is_followed_by_the_requests_ow
     assert isinstance(own, FetchToken)
     assert own.key.scope == repo(2)
     assert own.job.required == repo(2)
+
+
+@pytest.mark.parametrize(("service", "other_fetch"), [("reg", False), ("", False), ("reg", True)])
+def test_a_refused_token_whose_shared_fetch_got_less_is_replaced_by_a_fetch_of_its_own(
+    service: str, other_fetch: bool
+) -> None:
+    core = bearer_core(AFTER_401)
+    part = identity(core).partition
+    refused = AccessToken("refused", repo(2), 0.0, 300.0)
+    core.cache.put(part, refused)
+    f = Flows(core)
+
+    def challenged(n: int, **extra: str) -> Reply:
+        return Reply(401, (bearer_line(f"repository:r{n}:pull", service=service, **extra),))
+
+    assert f.begin(get("r1", wanted=repo(2))) == Send(None)
+    wide = f.step(0, challenged(1))
+    assert isinstance(wide, FetchToken)
+    assert wide.key.scope == repo(1).union(repo(2))
+    assert f.begin(get("r2")) == Send("Bearer refused")
+    joined = f.step(1, challenged(2, error="invalid_token"))
+    assert isinstance(joined, FetchToken)
+    assert joined.key == wide.key  # it asks for r2 too: joined
+    core.fetch_ended(wide.key)  # granted r1 alone
+    expected = FetchKey(part, REALM, service, repo(2))
+    if other_fetch:
+        # Meanwhile a request of its own asks for r2 (and r3): that fetch is joined.
+        assert f.begin(get("r2", wanted=repo(3))) == Send(None)
+        other = f.step(2, challenged(2))
+        assert isinstance(other, FetchToken)
+        expected = other.key
+        assert expected.scope == repo(2).union(repo(3))
+    own = f.step(1, AccessToken("T1", repo(1), 0.0, 300.0))
+    assert isinstance(own, FetchToken)
+    assert own.key == expected
+    assert expected in core.in_flight()
+    job = own.job
+    assert (job.origin.url, job.identity.partition) == (REG, part)
+    assert job.challenge.scheme == "bearer"
+    assert job.challenge.params == {
+        "realm": REALM,
+        **({"service": service} if service else {}),
+        "scope": "repository:r2:pull",
+        "error": "invalid_token",
+    }
+    assert (job.required, job.wanted, job.replacing) == (repo(2), repo(2), refused)
+
+
+def test_a_fetch_of_its_own_that_grants_less_is_sent_as_it_is() -> None:
+    # Not joined: the fetch asked for this request's scope itself (and, refused wide, for
+    # it alone); asking again would get the same.
+    core = bearer_core(AFTER_401)
+    less = AccessToken("less", PULL_B, 0.0, 300.0)
+    line = bearer_line()
+    run = drive(core, get("a"), replies=[Reply(401, (line,))] * 2, fetch=lambda _: less)
+    assert len(run.of(FetchToken)) == 1
+    assert run.of(Resend) == [Resend("Bearer less")]
+    assert isinstance(run.outcome, Deny)
 
 
 def test_a_challenge_without_a_scope_is_answered_for_the_requests_own_scope() -> None:

@@ -251,6 +251,36 @@ def test_apply_that_changes_nothing_keeps_the_state() -> None:
     assert origins.get(ORIGIN) is st_
 
 
+@pytest.mark.parametrize(
+    ("flag", "event"),
+    [("ahead_worked", FetchAheadWorked()), ("ahead_refused", FetchAheadRefused())],
+)
+def test_what_a_token_server_taught_us_again_keeps_the_state(flag: str, event: Event) -> None:
+    # Learnt once, the same lesson again is no change: the state (and with it what
+    # the hot path remembers of it, see Origins.holds) stands.
+    taught = replace(state(Phase.BEARER, registry=True), **{flag: True})
+    assert transition(taught, event) is taught
+    origins = Origins(4)
+    current = origins.apply(meet(origins, ORIGIN, "reg.example"), event)
+    assert origins.apply(current, event) is current
+    assert origins.holds(current)
+
+
+def test_holds_the_current_state_only_and_counts_it_as_used() -> None:
+    origins = Origins(2)
+    first = meet(origins, url(1), "r1.example")
+    assert origins.holds(first)
+    second = meet(origins, url(2), "r2.example")
+    changed = origins.apply(second, RegistryCallSeen())
+    assert not origins.holds(second)  # a state it no longer is
+    assert origins.holds(changed)
+    assert origins.holds(first)  # r1 used again: r2 is now the oldest
+    meet(origins, url(3), "r3.example")
+    assert origins.get(url(1)) is first
+    assert origins.get(url(2)) is None
+    assert not origins.holds(changed)  # evicted
+
+
 def test_spoke_https_to() -> None:
     origins = Origins(4)
     meet(origins, URL("http://plain.example"), "plain.example")

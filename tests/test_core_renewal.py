@@ -12,9 +12,10 @@ the request (no loop).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
 from test_core_flow import (
     BASIC,
     BASIC_CHALLENGE,
@@ -22,6 +23,8 @@ from test_core_flow import (
     CREDS,
     FOREIGN_REALM,
     HOST,
+    PULL_A,
+    REALM,
     REG,
     bearer_challenge,
     bearer_core,
@@ -33,6 +36,7 @@ from aociauth.config import ConfigEntry
 from aociauth.core import (
     AuthCore,
     Fail,
+    FetchKey,
     FetchToken,
     FlowPolicy,
     LookupAnswer,
@@ -158,6 +162,40 @@ def test_a_refused_helper_credential_is_asked_for_again_and_the_fetch_retried_on
     assert later.of(Send) == [Send("Bearer T-renewed")]
 
 
+def test_a_403_from_the_token_server_renews_a_helpers_credentials_too() -> None:
+    core = bearer_core()
+    script = Script([helper(CREDS), helper(RENEWED)])
+
+    def forbidden(call: TokenCall) -> TokenReply:
+        script.calls.append(call)
+        return TokenReply(403) if call.authorization == BASIC else ok("T-renewed")
+
+    script.token = forbidden  # type: ignore[method-assign]
+    run = drive(core, get(), script)
+    assert [lk.renewal for lk in script.lookups] == [0, 1]
+    assert [c.authorization for c in script.calls] == [BASIC, RENEWED_BASIC]
+    assert run.of(Send) == [Send("Bearer T-renewed")]
+
+
+def test_credentials_refused_after_the_challenge_are_renewed_and_the_fetch_retried() -> None:
+    core = bearer_core(FlowPolicy(authorize_ahead=False))
+    script = Script([helper(CREDS), helper(RENEWED)], refused={BASIC})
+    replies = [Reply(401, (bearer_challenge_line(),)), Reply(200)]
+    run = drive(core, get("a"), script, replies)
+    assert run.of(Send) == [Send(None)]
+    assert [c.authorization for c in script.calls] == [BASIC, RENEWED_BASIC]
+    assert run.of(Resend) == [Resend("Bearer T-renewed")]
+    assert isinstance(run.outcome, Pass)
+    first, again = run.of(FetchToken)
+    renewed = again.job.identity
+    assert renewed.basic == RENEWED_BASIC
+    # The same token request as the first, as the renewed identity.
+    assert again.key == FetchKey(renewed.partition, REALM, "reg", PULL_A)
+    assert again.key == replace(first.key, partition=renewed.partition)
+    assert (again.job.origin.url, again.job.challenge) == (REG, bearer_challenge())
+    assert (again.job.required, again.job.wanted) == (PULL_A, PULL_A)
+
+
 def test_a_file_entry_is_never_asked_for_again() -> None:
     for answer in (CREDS, LookupAnswer(CREDS, from_helper=False)):
         core = bearer_core()
@@ -214,14 +252,16 @@ def test_the_same_answer_again_is_not_retried() -> None:
     assert [c.authorization for c in script.calls] == [BASIC, BASIC]
 
 
-def test_at_most_once_per_registry_per_interval() -> None:
+@pytest.mark.parametrize("start", [0.0, 1000.0])
+def test_at_most_once_per_registry_per_interval(start: float) -> None:
     core = bearer_core(FlowPolicy(helper_rerun_interval=60.0))
     script = Script([helper(CREDS)] * 3, refused={BASIC})
     challenge = [Reply(401, (bearer_challenge_line(),))]
     for now, repo in ((0.0, "a"), (10.0, "b"), (59.0, "c")):
-        assert isinstance(drive(core, get(repo), script, challenge, now=now).outcome, Fail)
+        run = drive(core, get(repo), script, challenge, now=start + now)
+        assert isinstance(run.outcome, Fail)
     assert [lk.renewal for lk in script.lookups] == [0, 1]
-    assert isinstance(drive(core, get("d"), script, challenge, now=60.0).outcome, Fail)
+    assert isinstance(drive(core, get("d"), script, challenge, now=start + 60.0).outcome, Fail)
     assert [lk.renewal for lk in script.lookups] == [0, 1, 2]
     assert core.stats.credentials_renewed == 2
 
@@ -254,6 +294,29 @@ def _finish(gen: Any, value: object) -> Any:
     raise AssertionError("renewed yielded twice")
 
 
+def test_requests_refused_meanwhile_share_an_answer_that_changed_nothing() -> None:
+    core = bearer_core()
+    st = core.origin_of(REG)
+    old = core.adopt(st, "", helper(CREDS))
+    first, second = core.renewed(st, old), core.renewed(st, old)
+    assert isinstance(first.send(None), LookupCredentials)
+    assert isinstance(second.send(None), LookupCredentials)  # sharing the first's lookup
+    # The helper hands out the very credentials refused: nothing to retry with, for either.
+    assert _finish(first, helper(CREDS)) is None
+    assert _finish(second, helper(CREDS)) is None
+
+
+def test_the_log_tells_a_renewal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="aociauth")
+    core = bearer_core()
+    st = core.origin_of(REG)
+    gen = core.renewed(st, core.adopt(st, "", helper(CREDS)))
+    assert isinstance(gen.send(None), LookupCredentials)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "aociauth"] == [
+        ("DEBUG", "credentials for reg.example were refused; asking the helper again")
+    ]
+
+
 def test_an_abandoned_renewal_still_counts_for_the_interval() -> None:
     core = bearer_core()
     st = core.origin_of(REG)
@@ -284,11 +347,12 @@ def test_ecr_403_to_a_helpers_basic_credentials_renews_and_resends_once() -> Non
     assert isinstance(run.outcome, Pass)
 
 
-def test_a_401_to_basic_credentials_after_the_challenge_renews_them() -> None:
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_of_basic_credentials_after_the_challenge_renews_them(status: int) -> None:
     core = AuthCore(None, AuthStats())
     core.origins.apply(core.origin_of(REG), Answered())
     script = Script([helper(CREDS), helper(RENEWED)])
-    replies = [Reply(401, (BASIC_LINE,)), Reply(401, (BASIC_LINE,)), Reply(200)]
+    replies = [Reply(401, (BASIC_LINE,)), Reply(status, (BASIC_LINE,)), Reply(200)]
     run = drive(core, get(), script, replies=replies)
     assert run.of(Send) == [Send(None)]
     assert run.of(Resend) == [Resend(BASIC), Resend(RENEWED_BASIC)]
@@ -307,6 +371,18 @@ def test_refused_renewed_basic_credentials_are_passed_back_as_they_are() -> None
     assert run.of(Send) == [Send(RENEWED_BASIC)]
     assert run.of(Resend) == []
     assert len(script.lookups) == 2
+
+
+@pytest.mark.parametrize(("status", "counted"), [(401, 2), (403, 1), (200, 1)])
+def test_the_answer_to_renewed_basic_credentials_is_counted_when_it_is_a_401(
+    status: int, counted: int
+) -> None:
+    core = basic_core()
+    script = Script([helper(CREDS), helper(RENEWED)])
+    run = drive(core, get(), script, replies=[Reply(401, (BASIC_LINE,)), Reply(status)])
+    assert run.of(Resend) == [Resend(RENEWED_BASIC)]
+    assert isinstance(run.outcome, Pass)
+    assert core.stats.responses_401 == counted
 
 
 def test_a_403_to_a_files_basic_credentials_is_passed_back() -> None:

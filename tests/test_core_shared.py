@@ -30,10 +30,12 @@ from test_core_flow import (
     ok,
     open_core,
 )
+from yarl import URL
 
 from aociauth.config import ConfigEntry
 from aociauth.core import (
     Deny,
+    Fail,
     FetchJob,
     FetchToken,
     FlowPolicy,
@@ -44,6 +46,7 @@ from aociauth.core import (
     Resend,
     Send,
 )
+from aociauth.errors import TokenServerError
 from aociauth.realm import RealmPolicy
 from aociauth.scope import parse_scope
 from aociauth.tokens import AccessToken
@@ -116,6 +119,15 @@ def test_a_refused_realm_makes_no_fetch() -> None:
     strict = FlowPolicy(realm_policy=RealmPolicy(strict=True))
     assert uses(CREDS, FOREIGN_REALM, strict) is None
     assert uses(CREDS, "") is None  # no realm at all
+
+
+def test_a_fetch_whose_origin_was_evicted_meanwhile_is_still_answered() -> None:
+    core = bearer_core(FlowPolicy(max_origins=1))
+    st = core.origin_of(get().url)
+    job = FetchJob(st, identity(core, CREDS), bearer_challenge(), PULL_A, PULL_A)
+    core.origin_of(URL("https://other.example"))  # evicts the registry's origin
+    assert core.origins.get(st.url) is None
+    assert core.fetch_uses_credentials(job) is True
 
 
 # -- adopt_token ----------------------------------------------------------------
@@ -210,7 +222,43 @@ def test_an_adopted_token_refused_after_a_401_is_replaced_once() -> None:
     # The refused token is gone from the cache.
     assert core.cache.get(identity(core, CREDS).partition, PULL_A, 2.0) is None
     assert core.stats.responses_401 == 2
+    assert core.stats.retries_after_401 == 2
     assert core.stats.rewritten_403 == 0
+
+
+def test_after_an_adopted_token_is_refused_only_a_token_newer_than_the_refusal_is_taken() -> None:
+    core = open_core()
+    part = identity(core, CREDS).partition
+    fetched: list[FetchToken] = []
+
+    def fetch(effect: FetchToken) -> AccessToken | None:
+        fetched.append(effect)
+        if len(fetched) == 1:
+            # Another request cached a token of its own meanwhile, before the refusal.
+            core.cache.put(part, AccessToken("older", PULL_A, 0.5, 300.0))
+            return core.adopt_token(effect.job.identity, AccessToken("shared", PULL_A, 0.0, 300.0))
+        return AccessToken("ours", PULL_A, 1.0, 301.0)
+
+    line = bearer_line()
+    replies = [Reply(401, (line,)), Reply(401, (line,)), Reply(200)]
+    run = drive(core, get(), replies=replies, fetch=fetch, now=1.0)
+    assert run.of(Resend) == [Resend("Bearer shared"), Resend("Bearer ours")]
+    assert len(fetched) == 2
+
+
+def test_an_adopted_token_refused_whose_replacement_fails_fails_the_request() -> None:
+    core = open_core()
+    error = TokenServerError("down", registry="reg.example", step="token", status=503)
+
+    def fetch(effect: FetchToken) -> AccessToken | TokenServerError | None:
+        if effect.job.replacing is None:
+            return core.adopt_token(effect.job.identity, AccessToken("shared", PULL_A, 0.0, 300.0))
+        return error
+
+    line = bearer_line()
+    run = drive(core, get(), replies=[Reply(401, (line,))] * 2, fetch=fetch, now=1.0)
+    assert run.outcome == Fail(error)
+    assert run.of(Resend) == [Resend("Bearer shared")]
 
 
 def test_a_second_refusal_after_an_adopted_token_is_final() -> None:

@@ -528,7 +528,8 @@ class AuthCore:
         self._refresh: dict[int, str] = {}
         #: How each partition's last token was asked for (a Requester's ``how``).
         self._asked_as: dict[int, How] = {}
-        self._inflight: dict[FetchKey, float] = {}
+        #: The fetches running now, oldest first (an ordered set: only keys are read).
+        self._inflight: dict[FetchKey, None] = {}
         #: Tokens taken from elsewhere (:meth:`adopt_token`), while they are referenced.
         self._adopted: weakref.WeakSet[AccessToken] = weakref.WeakSet()
         self._namespaces: Callable[[str], tuple[str, ...]] = lambda host: ()
@@ -998,7 +999,6 @@ class AuthCore:
             ch,
             needed,
             want.union(required),
-            self.now,
             newer_than=sent_at,
             replacing=sent,
         )
@@ -1006,7 +1006,7 @@ class AuthCore:
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
                 wider = want.union(required)
-                got = yield from self._acquire(st, renewed, ch, needed, wider, self.now)
+                got = yield from self._acquire(st, renewed, ch, needed, wider)
         if isinstance(got, OCIAuthError):
             return Fail(got)
         reply = yield Resend(got.authorization)
@@ -1023,7 +1023,6 @@ class AuthCore:
                 ch,
                 ch_scope,
                 want.union(required),
-                self.now,
                 newer_than=self.now,
                 replacing=got,
             )
@@ -1093,7 +1092,6 @@ class AuthCore:
         ``asked`` is the scope the token was fetched with for this very request;
         ``identity`` is ``ident``, or the one it was renewed as.
         """
-        now = self.now
         ch = st.challenge
         if st.phase is Phase.BASIC and ch is not None:
             return None, None, ident.basic or None, ident
@@ -1114,7 +1112,7 @@ class AuthCore:
         # With a refresh token the original acquires ahead too (and fails if it cannot).
         self.stats.fetches_ahead += 1
         got, joined = yield from self._obtain(
-            st, ident, ch, required, want, now, -math.inf, unproven, None
+            st, ident, ch, required, want, -math.inf, unproven, None
         )
         if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
             # The fetch joined got less than this request needs. If its server turned out
@@ -1123,12 +1121,12 @@ class AuthCore:
             # ahead of its own is not worth it; the registry's challenge decides.
             if not self.origins.current(st).one_scope:
                 return None, None, None, ident
-            got = yield from self._acquire(st, ident, ch, required, want, self.now)
+            got = yield from self._acquire(st, ident, ch, required, want)
         if isinstance(got, OCIAuthError) and self._creds_refused(ident, got):
             renewed = yield from self.renewed(st, ident)
             if renewed is not None:
                 ident = renewed
-                got = yield from self._acquire(st, ident, ch, required, want, self.now)
+                got = yield from self._acquire(st, ident, ch, required, want)
         if isinstance(got, OCIAuthError):
             status = got.status if isinstance(got, TokenServerError) else None
             if not isinstance(got, TokenServerError) or not worth_asking_again(status):
@@ -1149,8 +1147,8 @@ class AuthCore:
         """Whether the origin's first fetch ahead, if one is under way, was refused.
 
         A request that would fetch a token of its own waits for it first (it
-        joins that fetch); one that a cached token or a fetch in flight serves
-        does not wait.
+        joins that fetch); one that a fetch in flight serves does not wait. (No
+        cached token serves the request: _prepare looked, just before.)
         """
         trial = self._trials.get(st.key)
         if trial is None:
@@ -1159,11 +1157,7 @@ class AuthCore:
         if key not in self._inflight:
             del self._trials[st.key]
             return False
-        realm = ch.params.get("realm", "")
-        if (
-            self.cache.get(ident.partition, required, self.now) is not None
-            or self._joinable(ident.partition, realm, required) is not None
-        ):
+        if self._joinable(ident.partition, ch.params.get("realm", ""), required) is not None:
             return False
         self.stats.ahead_waits += 1
         got = yield FetchToken(key, job)
@@ -1192,7 +1186,7 @@ class AuthCore:
         )
         if key in self._inflight:
             return None
-        self._inflight[key] = self.now
+        self._inflight.setdefault(key)
         self.stats.refreshes_ahead += 1
         return RefreshInBackground(key, FetchJob(st, ident, ch, tok.scope, tok.scope, tok))
 
@@ -1203,7 +1197,6 @@ class AuthCore:
         ch: Challenge,
         required: Scope,
         want: Scope,
-        now: float,
         *,
         newer_than: float = -math.inf,
         trial: bool = False,
@@ -1218,14 +1211,14 @@ class AuthCore:
         granted in part), this request's own scope is fetched.
         """
         got, joined = yield from self._obtain(
-            st, ident, ch, required, want, now, newer_than, trial, replacing
+            st, ident, ch, required, want, newer_than, trial, replacing
         )
         if joined and isinstance(got, AccessToken) and not got.scope.contains(required):
             realm, service = ch.params.get("realm", ""), ch.params.get("service", "")
             key = self._joinable(ident.partition, realm, required) or FetchKey(
                 ident.partition, realm, service, required
             )
-            self._inflight.setdefault(key, self.now)
+            self._inflight.setdefault(key)
             got = yield FetchToken(key, FetchJob(st, ident, ch, required, required, replacing))
         return got
 
@@ -1236,7 +1229,6 @@ class AuthCore:
         ch: Challenge,
         required: Scope,
         want: Scope,
-        now: float,
         newer_than: float,
         trial: bool,
         replacing: AccessToken | None,
@@ -1245,7 +1237,7 @@ class AuthCore:
         realm = ch.params.get("realm", "")
         service = ch.params.get("service", "")
         partition = ident.partition
-        tok = self.cache.get(partition, required, now)
+        tok = self.cache.get(partition, required, self.now)
         if tok is not None and tok.issued_at >= newer_than:
             return tok, False
         key = self._joinable(partition, realm, required)
@@ -1272,7 +1264,7 @@ class AuthCore:
             if coalesce:
                 scope = self._coalesced(partition, realm, scope)
             key = FetchKey(partition, realm, service, scope)
-            self._inflight.setdefault(key, self.now)
+            self._inflight.setdefault(key)
         job = FetchJob(st, ident, ch, required, key.scope, replacing)
         if trial and not joined:
             self._trials[st.key] = (key, job)
