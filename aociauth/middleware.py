@@ -219,7 +219,9 @@ class AuthMiddleware:
             # The hot path: the core needs nothing but to send (a cached token, say).
             prep = core.ready(facts)
             if prep is None:
-                resp = await self._drive(req, handler, core.request_flow(facts), None)
+                resp = await self._drive(
+                    req, handler, core.request_flow(facts, ready_refused=True), None
+                )
             else:
                 if prep.authorization is not None:
                     headers[hdrs.AUTHORIZATION] = prep.authorization

@@ -2138,7 +2138,11 @@ def test_a_request_flow_remembers_what_a_cached_token_served() -> None:
     cache(core, PULL_A)
     assert core._hot == {}
     assert drive(core, get()).sent == Send("Bearer cached")
-    assert list(core._hot) == [("GET", get().url, None, Scope())]
+    # A plain request (no scope of the caller's) is remembered by method and URL; one
+    # with a scope of the caller's, under its scopes too.
+    assert list(core._hot) == [("GET", get().url)]
+    drive(core, get(wanted=PULL_A))
+    assert list(core._hot)[1] == ("GET", get().url, None, PULL_A)
 
 
 def test_a_remembered_request_refused_asks_for_its_wanted_scope_too() -> None:

@@ -325,7 +325,6 @@ class Prepared(NamedTuple):
     ident: Identity | None
     required: Scope
     want: Scope
-    known: bool
     #: The token that went with it, and the scope it was fetched with for this very
     #: request (None when it came from the cache).
     sent: AccessToken | None
@@ -491,7 +490,6 @@ class _Hot(NamedTuple):
     fresh_until: float
     required: Scope
     want: Scope
-    known: bool
 
 
 class _Renewal(NamedTuple):
@@ -775,9 +773,12 @@ class AuthCore:
 
     # -- one request -----------------------------------------------------------
 
-    def request_flow(self, facts: RequestFacts) -> RequestFlow:
-        """The flow of one request; see the module docstring for the protocol."""
-        prep = self.ready(facts)
+    def request_flow(self, facts: RequestFacts, *, ready_refused: bool = False) -> RequestFlow:
+        """The flow of one request; see the module docstring for the protocol.
+
+        ``ready_refused``: the adapter has just asked :meth:`ready`, which answered
+        None, so the flow does not ask again."""
+        prep = None if ready_refused else self.ready(facts)
         if prep is None:
             cold = yield from self._prepare(facts)
             if isinstance(cold, Fail):
@@ -818,7 +819,7 @@ class AuthCore:
         hot = self._hot.get(key)
         now = self.now
         if hot is not None:
-            st, ident_key, hot_ident, hot_tok, fresh_until, required, want, known = hot
+            st, ident_key, hot_ident, hot_tok, fresh_until, required, want = hot
             # Origins.holds and TokenCache.touch, spelt out: no call on the hot path.
             origins = self._origin_table
             if (
@@ -834,22 +835,20 @@ class AuthCore:
                 stats.cache_hits += 1
                 # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
                 return _tuple_new(Prepared, (
-                    st, hot_ident, required, want, known, hot_tok, None,
+                    st, hot_ident, required, want, hot_tok, None,
                     hot_tok.authorization, False, facts, now,
                 ))  # fmt: skip
             del self._hot[key]
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
-        required, known, api, want = self._scopes(facts)
+        required, _, api, want = self._scopes(facts)
         if not st.registry:
             if api:
                 return None  # a first registry call: the flow marks the origin
             # Not a registry API call (a blob's CDN hop, say) to an origin that never
             # challenged: nothing to attach, so no config lookup or helper run for it.
             self.stats.requests += 1
-            return Prepared(
-                st, None, required, want, known, None, None, None, False, facts, self.now
-            )
+            return Prepared(st, None, required, want, None, None, None, False, facts, self.now)
         if p.coalesce_first_contact and st.holds_back:
             return None
         ident_key = (st.key, self._namespace(st, required))
@@ -862,13 +861,11 @@ class AuthCore:
         self.stats.requests += 1
         self.stats.cache_hits += 1
         fraction = p.refresh_fraction if p.refresh_ahead else None
-        self._hot[key] = _Hot(
-            st, ident_key, ident, tok, tok.fresh_until(fraction), required, want, known
-        )
+        self._hot[key] = _Hot(st, ident_key, ident, tok, tok.fresh_until(fraction), required, want)
         if len(self._hot) > HOT_ENTRIES:
             del self._hot[next(iter(self._hot))]
         return Prepared(
-            st, ident, required, want, known, tok, None, tok.authorization, False, facts, self.now
+            st, ident, required, want, tok, None, tok.authorization, False, facts, self.now
         )
 
     def _prepare(self, facts: RequestFacts) -> Generator[Effect, Any, Prepared | Fail]:
@@ -885,9 +882,7 @@ class AuthCore:
         if api and not st.registry:
             st = self.origins.apply(st, RegistryCallSeen())
         if not st.registry:
-            return Prepared(
-                st, None, required, want, known, None, None, None, False, facts, self.now
-            )
+            return Prepared(st, None, required, want, None, None, None, False, facts, self.now)
         ident = yield from self._identity(st, required)
         st = self.origins.current(st)
 
@@ -918,17 +913,13 @@ class AuthCore:
                 if refresh is not None:
                     yield refresh
             auth = sent.authorization
-            return Prepared(
-                st, ident, required, want, known, sent, None, auth, probe, facts, self.now
-            )
+            return Prepared(st, ident, required, want, sent, None, auth, probe, facts, self.now)
         stats.cache_misses += 1
         attach = yield from self._attach(st, ident, required, want, known)
         if isinstance(attach, Fail):
             return attach
         got, asked, attached, ident = attach
-        return Prepared(
-            st, ident, required, want, known, got, asked, attached, probe, facts, self.now
-        )
+        return Prepared(st, ident, required, want, got, asked, attached, probe, facts, self.now)
 
     def settle(self, prep: Prepared, status: int) -> Pass:
         """The answer to a request when it is not a 401: nothing more to do."""
