@@ -19,6 +19,7 @@ from ._common import RESULTS_DIR, Report
 #: Scenario modules, in the order they run.
 MODULES = (
     "overhead",
+    "instructions",
     "cold_burst",
     "fanout",
     "sequence",
