@@ -601,7 +601,11 @@ async def test_crashed_lock_holder_stalls_nobody_past_the_lock(
     crasher = ctx.Process(target=_crash_holding_lock, args=(server.url, lock_ttl))
     await anyio.to_thread.run_sync(lambda: (crasher.start(), crasher.join(60)))
     assert crasher.exitcode == 0
-    processes = [stores(lock_ttl=lock_ttl) for _ in range(4)]
+    # The waiters' own lock_ttl bounds how long each polls: longer than the dead
+    # holder's, so that on a loaded machine the three who lose the race for the freed
+    # lock still see the winner's token instead of giving up and fetching themselves
+    # (3 fetches were seen with 1 s each, under a load of 7).
+    processes = [stores(lock_ttl=3 * lock_ttl) for _ in range(4)]
     assert await raw.pttl(processes[0].lock_key(ALICE, REALM, scope_of("a"))) > 0
     counts: dict[str, int] = {}
     fetcher = CountingFetch(counts)
