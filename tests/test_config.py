@@ -28,6 +28,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_tokens import leaf, secret_st
 
 import aociauth
 from aociauth.config import (
@@ -57,7 +58,6 @@ from aociauth.testing.leaks import (
 )
 from aociauth.testing.scripted import ScriptedServer
 from aociauth.testing.tls import TLSContexts
-from aociauth.tokens import MAX_TOKEN_LENGTH
 
 #: Seconds any single scenario may take before the test calls it a hang.
 BOUND = 20.0
@@ -2155,25 +2155,7 @@ async def test_a_foreign_config_error_is_scrubbed() -> None:
 # parses from JSON; the challenge parser has its own in tests/test_challenge.py.)
 
 
-MARK = "ZQ9SECRET"
-
-secret_st = st.text(alphabet="abcdefghijklmnop0123456789", min_size=4, max_size=10).map(
-    lambda s: MARK + s
-)
-token_like = st.one_of(
-    secret_st,
-    st.from_regex(r"[A-Za-z0-9\-._~+/]{1,40}={0,2}", fullmatch=True),
-    st.text(max_size=20),  # anything, CR, LF and spaces included
-    st.just("a" * (MAX_TOKEN_LENGTH + 1)),
-    st.just(""),
-)
-number = st.one_of(
-    st.integers(),
-    st.integers(min_value=10**300, max_value=10**320),
-    st.floats(),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0", "1e-999"]).map(json.loads),
-)
-leaf = st.none() | st.booleans() | number | st.text(max_size=10) | token_like
+# The leaves and secrets of tests/test_tokens.py's fuzzing, with odd Python values added.
 odd_leaf = st.one_of(
     leaf,
     st.binary(max_size=6),
