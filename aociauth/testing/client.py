@@ -44,19 +44,23 @@ class LoopbackResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         """127.0.0.1 and ``port``, whatever ``host`` is."""
         self.asked.append(host)
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
+        return [numeric_answer(host, "127.0.0.1", port)]
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def numeric_answer(name: str, address: str, port: int) -> ResolveResult:
+    """What a resolver answers for ``name``: the literal ``address`` (IPv4 or IPv6)
+    with ``port``, as aiohttp's connector expects it."""
+    return ResolveResult(
+        hostname=name,
+        host=address,
+        port=port,
+        family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+        proto=0,
+        flags=socket.AI_NUMERICHOST,
+    )
 
 
 class TableResolver(AbstractResolver):
@@ -84,17 +88,7 @@ class TableResolver(AbstractResolver):
         self.asked.append(host)
         if host not in self.table:
             raise OSError(f"no such test name {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
+        return [numeric_answer(host, address, port) for address in self.table[host]]
 
     async def close(self) -> None:
         """Nothing to release."""

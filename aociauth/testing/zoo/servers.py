@@ -39,6 +39,7 @@ from aociauth.config import ConfigFile, load_with_env
 from aociauth.middleware import new_std_transport
 from aociauth.params import StdTransportParams
 from aociauth.testing._http import Exchange, LoopbackServer
+from aociauth.testing.client import numeric_answer
 from aociauth.testing.registry import RecordingServer, Registry, SeededImage
 from aociauth.testing.tls import TLSContexts, make_tls
 from aociauth.testing.tokenserver import TokenServer
@@ -79,16 +80,7 @@ class ZooResolver(AbstractResolver):
         found = self._ports.get(name)
         if found is None:
             raise ZooHostError(f"{host} is not a zoo host; the zoo resolves only its own names")
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=found,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
+        return [numeric_answer(host, "127.0.0.1", found)]
 
     async def close(self) -> None:
         """Nothing to release."""
