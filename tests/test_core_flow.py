@@ -2133,6 +2133,29 @@ def hot_core(policy: FlowPolicy | None = None) -> tuple[AuthCore, AccessToken]:
     return core, tok
 
 
+def test_a_remembered_request_counts_its_token_as_just_used() -> None:
+    # The hot path spares TokenCache.touch's call, not its effect: the token a busy
+    # repository keeps using is not the one a full cache evicts.
+    core, tok = hot_core(FlowPolicy(cache_size=2))
+    partition = core.cache.recency[tok]
+    core.cache.put(partition, AccessToken("b", PULL_B, 0.0, 1000.0))
+    assert core.ready(get()) is not None  # remembered: A is now the newest
+    # The cache is full: the least recently used goes.
+    core.cache.put(partition, AccessToken("c", parse_scope("repository:c:pull"), 0.0, 1000.0))
+    assert tok in core.cache.recency
+    assert [t.value for t in core.cache.recency] == ["cached", "c"]
+
+
+def test_a_remembered_request_counts_its_origin_as_just_used() -> None:
+    # Likewise Origins.holds: the origin a busy repository keeps using is not evicted.
+    core, _ = hot_core(FlowPolicy(max_origins=2))
+    other = URL("https://other.example")
+    core.origin_of(other.with_path("/v2/"))
+    assert core.ready(get()) is not None
+    core.origin_of(URL("https://third.example/v2/"))
+    assert [st.host for st in core.origins] == ["reg.example", "third.example"]
+
+
 def test_a_request_flow_remembers_what_a_cached_token_served() -> None:
     core = bearer_core()
     cache(core, PULL_A)
