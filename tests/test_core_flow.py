@@ -2161,11 +2161,14 @@ def test_a_request_flow_remembers_what_a_cached_token_served() -> None:
     cache(core, PULL_A)
     assert core._hot == {}
     assert drive(core, get()).sent == Send("Bearer cached")
-    # A plain request (no scope of the caller's) is remembered by method and URL; one
-    # with a scope of the caller's, under its scopes too.
-    assert list(core._hot) == [("GET", get().url)]
+    # A plain request (no scope of the caller's) is remembered by method and the URL's
+    # scheme, authority, path and query; one with a scope of the caller's, under its
+    # scopes too.
+    where = ("GET", "https", "reg.example", "/v2/a/manifests/latest")
+    assert get().url == URL(f"https://{where[2]}{where[3]}")
+    assert list(core._hot) == [where]
     drive(core, get(wanted=PULL_A))
-    assert list(core._hot)[1] == ("GET", get().url, None, PULL_A)
+    assert list(core._hot)[1] == (*where, None, PULL_A)
 
 
 def test_a_remembered_request_refused_asks_for_its_wanted_scope_too() -> None:
@@ -2195,6 +2198,16 @@ def test_a_discarded_token_is_not_remembered() -> None:
     core, tok = hot_core()
     core.cache.discard(identity(core).partition, tok)
     assert core.ready(get()) is None
+
+
+def test_a_token_the_cache_dropped_is_not_remembered() -> None:
+    # Nothing but the token changed: the origin and the identity still stand.
+    core, tok = hot_core()
+    hits = core.stats.cache_hits
+    core.cache.discard(core.cache.recency[tok], tok)
+    assert core.ready(get()) is None
+    assert core._hot == {}
+    assert core.stats.cache_hits == hits
 
 
 def test_a_narrowed_token_is_not_remembered_for_what_it_lost() -> None:
@@ -2261,6 +2274,17 @@ def test_another_method_url_or_scope_is_decided_afresh() -> None:
     assert core.ready(queried) is not None  # another URL, the same token
     assert core.stats.cache_hits == hits + 2
     assert len(core._hot) == 3
+    # The same path elsewhere is another origin, whose state is not this one's.
+    for elsewhere in ("http://reg.example", "https://reg.example:8443"):
+        moved = get()._replace(url=URL(elsewhere).with_path(get().url.path))
+        assert core.ready(moved) is None
+    assert len(core._hot) == 3
+    # Spelt otherwise, the same origin: decided afresh, and answered from its state.
+    for spelling in ("https://u@reg.example", "https://reg.example:443"):
+        moved = get()._replace(url=URL(spelling).with_path(get().url.path))
+        assert core.ready(moved) is not None
+    assert core.stats.cache_hits == hits + 4
+    assert len(core._hot) == 5
 
 
 def test_the_memory_is_bounded() -> None:

@@ -490,6 +490,8 @@ class _Hot(NamedTuple):
     fresh_until: float
     required: Scope
     want: Scope
+    #: ``tok.authorization``, kept here so that a hit reads no attribute of the token.
+    authorization: str
 
 
 class _Renewal(NamedTuple):
@@ -811,33 +813,45 @@ class AuthCore:
         # scope inference, the origin table and the cache search: what they gave last
         # time stands while the origin's state, the identity and the token do.
         method, url, info_scope, wanted, _ = facts
+        # Keyed by the URL's strings, not the URL: a client's URLs are fresh objects
+        # (yarl caches only the last 128 parsed), whose __hash__ and __eq__ are Python
+        # code, and whose stored copies would be more memory to touch. aiohttp has
+        # read the scheme already and reads raw_path_qs to send: both are cached.
+        # The fragment is never sent and decides nothing.
         # A plain request (no scope given by the caller) is keyed without the scopes,
         # sparing the hash of a Scope (Python code) on every request.
         key: tuple[object, ...] = (
-            (method, url) if info_scope is None and wanted is _NO_SCOPE else facts[:4]
+            (method, url.scheme, url.raw_authority, url.raw_path_qs)
+            if info_scope is None and wanted is _NO_SCOPE
+            else (method, url.scheme, url.raw_authority, url.raw_path_qs, info_scope, wanted)
         )
         hot = self._hot.get(key)
         now = self.now
         if hot is not None:
-            st, ident_key, hot_ident, hot_tok, fresh_until, required, want = hot
+            st, ident_key, hot_ident, hot_tok, fresh_until, required, want, authorization = hot
             # Origins.holds and TokenCache.touch, spelt out: no call on the hot path.
             origins = self._origin_table
             if (
                 now < fresh_until
                 and origins.get(st.key) is st
                 and self._identities.get(ident_key) is hot_ident
-                and hot_tok in self._token_recency
             ):
-                origins.move_to_end(st.key)
-                self._token_recency.move_to_end(hot_tok)
-                stats = self.stats
-                stats.requests += 1
-                stats.cache_hits += 1
-                # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
-                return _tuple_new(Prepared, (
-                    st, hot_ident, required, want, hot_tok, None,
-                    hot_tok.authorization, False, facts, now,
-                ))  # fmt: skip
+                try:
+                    # One search of the recency order, not a membership test and then
+                    # a move: a token no longer cached is not in it.
+                    self._token_recency.move_to_end(hot_tok)
+                except KeyError:
+                    pass
+                else:
+                    origins.move_to_end(st.key)
+                    stats = self.stats
+                    stats.requests += 1
+                    stats.cache_hits += 1
+                    # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
+                    return _tuple_new(Prepared, (
+                        st, hot_ident, required, want, hot_tok, None,
+                        authorization, False, facts, now,
+                    ))  # fmt: skip
             del self._hot[key]
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
@@ -861,7 +875,9 @@ class AuthCore:
         self.stats.requests += 1
         self.stats.cache_hits += 1
         fraction = p.refresh_fraction if p.refresh_ahead else None
-        self._hot[key] = _Hot(st, ident_key, ident, tok, tok.fresh_until(fraction), required, want)
+        self._hot[key] = _Hot(
+            st, ident_key, ident, tok, tok.fresh_until(fraction), required, want, tok.authorization
+        )
         if len(self._hot) > HOT_ENTRIES:
             del self._hot[next(iter(self._hot))]
         return Prepared(
