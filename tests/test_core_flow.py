@@ -2162,10 +2162,10 @@ def test_a_request_flow_remembers_what_a_cached_token_served() -> None:
     assert core._hot == {}
     assert drive(core, get()).sent == Send("Bearer cached")
     # A plain request (no scope of the caller's) is remembered by method and the URL's
-    # scheme, authority, path and query; one with a scope of the caller's, under its
-    # scopes too.
-    where = ("GET", "https", "reg.example", "/v2/a/manifests/latest")
-    assert get().url == URL(f"https://{where[2]}{where[3]}")
+    # scheme, host, port as given, path and query; one with a scope of the caller's,
+    # under its scopes too.
+    where = ("GET", "https", "reg.example", None, "/v2/a/manifests/latest")
+    assert get().url == URL(f"https://{where[2]}{where[4]}")
     assert list(core._hot) == [where]
     drive(core, get(wanted=PULL_A))
     assert list(core._hot)[1] == (*where, None, PULL_A)
@@ -2279,12 +2279,16 @@ def test_another_method_url_or_scope_is_decided_afresh() -> None:
         moved = get()._replace(url=URL(elsewhere).with_path(get().url.path))
         assert core.ready(moved) is None
     assert len(core._hot) == 3
-    # Spelt otherwise, the same origin: decided afresh, and answered from its state.
-    for spelling in ("https://u@reg.example", "https://reg.example:443"):
-        moved = get()._replace(url=URL(spelling).with_path(get().url.path))
-        assert core.ready(moved) is not None
-    assert core.stats.cache_hits == hits + 4
-    assert len(core._hot) == 5
+    # The port given is the config's "host:port": decided afresh, from the same origin.
+    explicit = get()._replace(url=URL("https://reg.example:443").with_path(get().url.path))
+    assert core.ready(explicit) is not None
+    assert core.stats.cache_hits == hits + 3
+    assert len(core._hot) == 4
+    # User info and fragment decide nothing (aiohttp takes the user info out).
+    for same in ("https://u@reg.example", "https://reg.example"):
+        spelt = get()._replace(url=URL(same).with_path(get().url.path).with_fragment("f"))
+        assert core.ready(spelt) is not None
+    assert len(core._hot) == 4
 
 
 def test_the_memory_is_bounded() -> None:

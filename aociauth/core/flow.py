@@ -813,17 +813,18 @@ class AuthCore:
         # scope inference, the origin table and the cache search: what they gave last
         # time stands while the origin's state, the identity and the token do.
         method, url, info_scope, wanted, _ = facts
-        # Keyed by the URL's strings, not the URL: a client's URLs are fresh objects
+        # Keyed by the URL's parts, not the URL: a client's URLs are fresh objects
         # (yarl caches only the last 128 parsed), whose __hash__ and __eq__ are Python
         # code, and whose stored copies would be more memory to touch. aiohttp has
-        # read the scheme already and reads raw_path_qs to send: both are cached.
-        # The fragment is never sent and decides nothing.
+        # read the scheme, host and port (explicit_port with it) to connect, and
+        # reads raw_path_qs to send: each is computed once and cached in the URL.
+        # The explicit port, not the port: the config is asked about "host:port"
+        # only when the port is given. The fragment is never sent and decides nothing.
         # A plain request (no scope given by the caller) is keyed without the scopes,
         # sparing the hash of a Scope (Python code) on every request.
+        where = (method, url.scheme, url.raw_host, url.explicit_port, url.raw_path_qs)
         key: tuple[object, ...] = (
-            (method, url.scheme, url.raw_authority, url.raw_path_qs)
-            if info_scope is None and wanted is _NO_SCOPE
-            else (method, url.scheme, url.raw_authority, url.raw_path_qs, info_scope, wanted)
+            where if info_scope is None and wanted is _NO_SCOPE else (*where, info_scope, wanted)
         )
         hot = self._hot.get(key)
         now = self.now
