@@ -308,6 +308,14 @@ class StubServer:
         self.url = f"http://127.0.0.1:{self._conn.recv()}"
         return self
 
+    @property
+    def pid(self) -> int:
+        """The stub's process id (to pin it to a CPU, say)."""
+        pid = self._proc.pid
+        if pid is None:
+            raise RuntimeError("the stub server is not running")
+        return pid
+
     def __exit__(self, *exc: object) -> None:
         self._stop()
 
