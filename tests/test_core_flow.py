@@ -2479,6 +2479,13 @@ class Flows:
             effect = self.core.resume(self.flows[i], None, 0.0)
         return effect
 
+    def challenge_first(self) -> FetchToken:
+        """The first flow's next effect once the registry challenged it for r0 (a
+        token fetch, checked)."""
+        fetch = self.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
+        assert isinstance(fetch, FetchToken)
+        return fetch
+
 
 def test_the_probes_token_request_asks_for_the_waiters_scopes_too() -> None:
     core = AuthCore()
@@ -2486,8 +2493,7 @@ def test_the_probes_token_request_asks_for_the_waiters_scopes_too() -> None:
     assert f.begin(get("r0")) == Send(None, probe=True)
     for n in range(1, 4):
         assert f.begin(get(f"r{n}")) == AwaitProbe(REG)
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1)).union(repo(2)).union(repo(3))
     assert fetch.job.required == repo(0)
     assert core.stats.coalesced_scopes == 3
@@ -2499,8 +2505,7 @@ def test_the_coalesced_scope_is_capped_in_items_in_the_order_held() -> None:
     f.begin(get("r0"))
     for n in range(1, 6):
         f.begin(get(f"r{n}"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1)).union(repo(2))
 
 
@@ -2510,8 +2515,7 @@ def test_the_coalesced_scope_is_capped_in_bytes() -> None:
     f.begin(get("r0"))
     f.begin(get("r1"))
     f.begin(get("r2"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1))  # 17 + 18 bytes; a third is 53
 
 
@@ -2520,8 +2524,7 @@ def test_a_miss_that_cannot_join_waits_once_then_shares_the_next_request() -> No
     f = Flows(core)
     first = f.begin(get("r0"))
     assert first == Send(None)
-    busy = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(busy, FetchToken)
+    busy = f.challenge_first()
     waits = []
     for n in (1, 2, 3):
         assert f.begin(get(f"r{n}")) == Send(None)
@@ -2547,8 +2550,7 @@ def test_a_joined_fetch_that_got_less_is_followed_by_the_requests_own() -> None:
     f = Flows(core)
     f.begin(get("r0"))
     f.begin(get("r1"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     core.origins.apply(core.origin_of(REG), Answered(bearer_challenge("repository:r0:pull")))
     core.probe_ended(REG)
     narrowed = AccessToken("T0", repo(0), 0.0, 300.0)  # the wide scope was refused
@@ -2571,8 +2573,7 @@ def test_scopes_never_cross_identities() -> None:
     f = Flows(core)
     f.begin(get("r0"))
     f.begin(get("team/x"), entry=ConfigEntry(username="bob", password="other"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0)
 
 
@@ -2584,8 +2585,7 @@ def test_nothing_is_coalesced_for_a_picky_server_or_when_turned_off() -> None:
         f = Flows(core)
         f.begin(get("r0"))
         f.begin(get("r1"))
-        fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-        assert isinstance(fetch, FetchToken)
+        fetch = f.challenge_first()
         assert fetch.key.scope == repo(0)
 
 
@@ -2594,8 +2594,7 @@ def test_two_requests_are_enough_to_share_a_token_request() -> None:
     f = Flows(core)
     f.begin(get("r0"))
     f.begin(get("r1"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1))
 
 
@@ -2605,8 +2604,7 @@ def test_a_waiter_the_token_request_covers_is_neither_added_nor_counted() -> Non
     f.begin(get("r0"))
     f.begin(get("r0"))  # the probe's own scope
     f.begin(get("r1"))  # held after it: still asked for
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1))
     assert core.stats.coalesced_scopes == 1
 
@@ -2621,8 +2619,7 @@ def test_nothing_is_added_to_the_unlimited_scope_nor_is_it_added(
     f = Flows(core)
     f.begin(get("r0", info_scope=first))
     f.begin(get("r1", info_scope=second if second is not None else unlimited_scope()))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == (unlimited_scope() if first.is_unlimited() else repo(0))
     assert core.stats.coalesced_scopes == 0
 
@@ -2633,8 +2630,7 @@ def test_the_coalesced_scope_may_fill_max_scope_bytes_exactly(max_bytes: int, sh
     f = Flows(core)
     f.begin(get("r0"))
     f.begin(get("r1"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     both = repo(0).union(repo(1))
     assert len(str(both)) == 37
     assert fetch.key.scope == (both if shared else repo(0))
@@ -2661,8 +2657,7 @@ def test_a_request_that_is_no_registry_call_adds_nothing_to_the_probes_token_req
     assert f.begin(get("r0")) == Send(None, probe=True)
     other = RequestFacts("GET", REG.with_path("/not/the/api"), wanted=repo(1))
     assert f.begin(other) == AwaitProbe(REG)
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0)
 
 
@@ -2724,8 +2719,7 @@ def test_a_waiter_that_goes_away_is_no_longer_asked_for() -> None:
     f.begin(get("r1"))
     f.begin(get("r2"))
     f.flows[1].close()  # cancelled while it waited
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(2))
 
 
@@ -2734,8 +2728,7 @@ def test_after_a_401_a_joined_fetch_that_got_less_is_followed_by_the_requests_ow
     f = Flows(core)
     for n in (0, 1, 2):
         assert f.begin(get(f"r{n}")) == Send(None)
-    busy = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(busy, FetchToken)
+    busy = f.challenge_first()
     for n in (1, 2):
         waiting = f.step(n, Reply(401, (bearer_line(f"repository:r{n}:pull"),)))
         assert isinstance(waiting, FetchToken)
@@ -2837,8 +2830,7 @@ def test_a_joiner_of_a_one_scope_servers_fetch_fetches_its_own_ahead() -> None:
     f = Flows(core)
     f.begin(get("r0"))
     f.begin(get("r1"))
-    fetch = f.step(0, Reply(401, (bearer_line("repository:r0:pull"),)))
-    assert isinstance(fetch, FetchToken)
+    fetch = f.challenge_first()
     assert fetch.key.scope == repo(0).union(repo(1))
     core.probe_ended(REG)
     joined = f.step(1, None)
