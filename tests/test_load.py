@@ -223,30 +223,27 @@ async def test_ten_thousand_requests_under_faults_all_end_and_leave_nothing(rig:
         aiohttp.ClientSession(middlewares=[mw], connector=connector) as session,
     ):
         main = await run(rig, session, mw, REQUESTS)
+
+        async def traced(requests: int) -> tuple[Figures, int, int]:
+            """A run, then the traced bytes retained after it and at its peak."""
+            tracemalloc.reset_peak()
+            figures = await run(rig, session, mw, requests)
+            rig.ts.reset_counters()
+            gc.collect()
+            current, peak = tracemalloc.get_traced_memory()
+            return figures, current, peak
+
         tracemalloc.start()
         try:
             # A traced warm-up: allocations made before tracing began are replaced by
             # traced ones during the first traced run, which would read as growth.
-            await run(rig, session, mw, MEMORY_RUN // 2)
-            rig.ts.reset_counters()
-            gc.collect()
-            tracemalloc.reset_peak()
-            second = await run(rig, session, mw, MEMORY_RUN)
-            rig.ts.reset_counters()
-            gc.collect()
-            current2, peak2 = tracemalloc.get_traced_memory()
+            await traced(MEMORY_RUN // 2)
+            second, current2, peak2 = await traced(MEMORY_RUN)
             ours2 = _client_side(tracemalloc.take_snapshot())
-            tracemalloc.reset_peak()
-            third = await run(rig, session, mw, MEMORY_RUN)
-            rig.ts.reset_counters()
-            gc.collect()
-            current3, peak3 = tracemalloc.get_traced_memory()
+            third, current3, peak3 = await traced(MEMORY_RUN)
             snapshot3 = tracemalloc.take_snapshot()
             ours3 = _client_side(snapshot3)
-            fourth = await run(rig, session, mw, MEMORY_RUN)
-            rig.ts.reset_counters()
-            gc.collect()
-            current4, _ = tracemalloc.get_traced_memory()
+            fourth, current4, _ = await traced(MEMORY_RUN)
             snapshot4 = tracemalloc.take_snapshot()
             ours4 = _client_side(snapshot4)
             grown = snapshot4.filter_traces(_OURS).compare_to(
