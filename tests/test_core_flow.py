@@ -33,6 +33,7 @@ from aociauth.core import (
     LookupAnswer,
     LookupCredentials,
     Pass,
+    Prepared,
     PrepareResend,
     RefreshInBackground,
     Reply,
@@ -2198,6 +2199,24 @@ def test_a_discarded_token_is_not_remembered() -> None:
     core, tok = hot_core()
     core.cache.discard(identity(core).partition, tok)
     assert core.ready(get()) is None
+
+
+def test_a_flow_told_ready_refused_does_not_ask_ready_again() -> None:
+    core, _ = hot_core()
+    asked: list[RequestFacts] = []
+    ready = core.ready
+
+    def counted(facts: RequestFacts) -> Prepared | None:
+        asked.append(facts)
+        return ready(facts)
+
+    core.ready = counted  # type: ignore[method-assign]
+    assert drive(core, get()).sent == Send("Bearer cached")
+    assert asked == [get()]
+    # The adapter asked already, and was refused: the flow goes straight to preparing.
+    flow = core.request_flow(get(), ready_refused=True)
+    assert core.resume(flow, None, 0.0) == Send("Bearer cached")
+    assert asked == [get()]
 
 
 def test_a_token_the_cache_dropped_is_not_remembered() -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 import aociauth
 from aociauth import ResourceScope, new_scope, parse_scope, with_scope
+from aociauth.core import Prepared, RequestFacts
 from aociauth.testing import Registry, TokenServer
 from aociauth.testing.client import loopback_client
 from aociauth.testing.scripted import ScriptedServer
@@ -470,3 +471,26 @@ async def test_a_token_claiming_more_than_asked_is_trusted_for_what_was_asked_on
     assert used == {"team/a": {issued[0]}, "team/b": {issued[1]}, "team/c": {issued[2]}}
     asked = [s.query for s in ts.requests]
     assert all(q.count("scope=") == 1 for q in asked)
+
+
+async def test_a_cold_request_asks_the_cores_ready_once() -> None:
+    # The middleware asks ready() for its hot path; when it says no, the flow it
+    # starts is told so rather than asking again.
+    async def anonymous(req: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async with ScriptedServer(anonymous) as reg, loopback_client(None) as (mw, session):
+        core = mw._core
+        ready = core.ready
+        asked: list[object] = []
+
+        def counted(facts: RequestFacts) -> Prepared | None:
+            asked.append(facts)
+            return ready(facts)
+
+        core.ready = counted  # type: ignore[method-assign]
+        for n in range(3):
+            async with session.get(reg.url_for(f"/v2/r{n}/manifests/latest")) as resp:
+                assert resp.status == 200
+    assert len(asked) == 3
+    assert len(reg.requests) == 3
