@@ -2294,7 +2294,7 @@ def test_another_method_url_or_scope_is_decided_afresh() -> None:
     assert core.stats.cache_hits == hits + 2
     assert len(core._hot) == 3
     # The same path elsewhere is another origin, whose state is not this one's.
-    for elsewhere in ("http://reg.example", "https://reg.example:8443"):
+    for elsewhere in ("http://reg.example", "https://reg.example:8443", "https://other.example"):
         moved = get()._replace(url=URL(elsewhere).with_path(get().url.path))
         assert core.ready(moved) is None
     assert len(core._hot) == 3
