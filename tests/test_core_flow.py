@@ -9,6 +9,7 @@ yielded, so each test states a decision as "these effects, then this outcome".
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -2861,3 +2862,98 @@ def test_a_joiner_of_a_one_scope_servers_fetch_fetches_its_own_ahead() -> None:
     own = f.step(1, AccessToken("T0", repo(0), 0.0, 300.0))
     assert isinstance(own, FetchToken)  # ahead: no request sent without a token
     assert own.key.scope == repo(1)
+
+
+# -- hit: the fast lane --------------------------------------------------------------
+
+WHERE = ("GET", "https", "reg.example", None, "/v2/a/manifests/latest")
+
+
+def test_hit_answers_a_plain_request_the_core_remembers() -> None:
+    core, tok = hot_core()
+    core.hits_until = math.inf
+    hits = core.stats.cache_hits
+    hit = core.hit("GET", get().url, 0.0)
+    assert hit is not None
+    assert hit is core._hot[WHERE]
+    assert (hit.authorization, hit.tok, hit.query) == ("Bearer cached", tok, False)
+    assert core.stats.cache_hits == core.stats.requests == hits + 1
+    # What ready would say of the same request, as a Prepared.
+    assert core.prepared(hit, get(), 5.0) == core.ready(get())._replace(at=5.0)  # type: ignore[union-attr]
+    # Anything the core has not remembered is for ready.
+    assert core.hit("PUT", get().url, 0.0) is None
+    assert core.hit("GET", get("b").url, 0.0) is None
+    assert core.stats.cache_hits == hits + 2
+
+
+def test_hit_refuses_from_the_time_the_adapter_set() -> None:
+    # The adapter's own work first (its config check): hit refuses, and the whole path
+    # (ready) still finds what is remembered.
+    core, _ = hot_core()
+    assert core.hits_until == -math.inf  # until the adapter says so
+    assert core.hit("GET", get().url, 0.0) is None
+    core.hits_until = 10.0
+    assert core.hit("GET", get().url, 9.99) is not None
+    assert core.hit("GET", get().url, 10.0) is None
+    assert WHERE in core._hot
+    core.now = 10.0
+    assert core.ready(get()) is not None
+
+
+def test_hit_says_when_the_url_has_a_query() -> None:
+    core, _ = hot_core()
+    core.hits_until = math.inf
+    queried = get()._replace(url=get().url.with_query({"X-Amz-Signature": "s"}))
+    assert core.ready(queried) is not None
+    hit = core.hit("GET", queried.url, 0.0)
+    assert hit is not None
+    assert hit.query
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 206, 299])
+def test_a_hit_answered_below_300_needs_no_settle(status: int) -> None:
+    # The adapter skips settle for these: it must change nothing.
+    core, _ = hot_core()
+    core.hits_until = math.inf
+    hit = core.hit("GET", get().url, 0.0)
+    assert hit is not None
+    states, stats = list(core.origins), dataclasses.replace(core.stats)
+    assert core.settle(core.prepared(hit, get(), 0.0), status) == Pass()
+    assert list(core.origins) == states
+    assert all(a is b for a, b in zip(core.origins, states, strict=True))
+    assert core.stats == stats
+    assert core.hit("GET", get().url, 0.0) is hit
+
+
+def test_a_hit_answered_429_is_counted() -> None:
+    core, _ = hot_core()
+    core.hits_until = math.inf
+    hit = core.hit("GET", get().url, 0.0)
+    assert hit is not None
+    core.settle(core.prepared(hit, get(), 0.0), 429)
+    assert core.stats.registry_429s == 1
+
+
+def test_an_evicted_origin_ends_what_was_remembered() -> None:
+    core, _ = hot_core(FlowPolicy(max_origins=1))
+    core.origin_of(URL("https://other.example/v2/"))  # evicts reg.example
+    assert core.ready(get()) is None  # met afresh: a first registry call
+    assert WHERE not in core._hot
+
+
+def test_an_identity_past_the_bound_ends_what_was_remembered() -> None:
+    core, _ = hot_core(FlowPolicy(max_origins=1))
+    core.adopt(core.origin_of(REG), "other", CREDS)  # evicts the identity of ""
+    assert core.ready(get()) is None  # the config is asked again
+    assert WHERE not in core._hot
+
+
+def test_meeting_more_leaves_what_was_remembered_standing() -> None:
+    # Only a change ends a remembered decision: new origins and identities are not one.
+    core, _ = hot_core()
+    hit = core._hot[WHERE]
+    other = core.origin_of(URL("https://other.example/v2/"))
+    core.adopt(other, "", CREDS)
+    core.adopt(core.origin_of(REG), "team", CREDS)
+    assert core.ready(get()) is not None
+    assert core._hot[WHERE] is hit

@@ -357,3 +357,22 @@ def test_origins_stay_bounded_and_consistent(seq: list[tuple[int, Event]], bound
         assert origins.get(url(n)) is new
         assert len(origins) <= bound
         assert len(list(origins)) == len(origins)
+
+
+def test_a_state_replaced_or_evicted_is_told_and_nothing_else() -> None:
+    # The core's hot path compares one generation number instead of searching the
+    # table: every change that can end a remembered decision must be told.
+    told: list[None] = []
+    origins = Origins(2, on_change=lambda: told.append(None))
+    st_ = meet(origins, url(1), "r1.example")
+    meet(origins, url(2), "r2.example")
+    meet(origins, url(1), "r1.example")  # met again: no change
+    assert told == []
+    st_ = origins.apply(st_, RegistryCallSeen())
+    assert len(told) == 1  # replaced
+    assert origins.apply(st_, RegistryCallSeen()) is st_
+    assert len(told) == 1  # the same lesson again: no change
+    meet(origins, url(3), "r3.example")  # evicts r2
+    assert len(told) == 2
+    origins.apply(fresh(), ProbeSent())  # an evicted origin back, and another out
+    assert len(told) == 4

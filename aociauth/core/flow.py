@@ -478,13 +478,22 @@ FetchFlow = Generator[TokenCall, TokenReply, "AccessToken | OCIAuthError"]
 HOT_ENTRIES = 8192
 
 
-class _Hot(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Hit:
     """What :meth:`AuthCore.ready` decided for one kind of request, and what must still
     hold for the decision to stand: the origin's state, the identity and the token
-    (still current, still adopted, still cached) and the time (before ``fresh_until``)."""
+    (still current, still adopted, still cached) and the time (before ``fresh_until``).
+
+    :meth:`AuthCore.hit` hands it out while it stands. A request sent with it needs
+    nothing more unless the answer is a 401 or a 429 (see :meth:`AuthCore.settle`):
+    the core remembers decisions only for origins past their first contact.
+    """
 
     st: OriginState
-    ident_key: tuple[OriginKey, str]
+    #: ``st.key``, kept here so that a hit reads nothing of the state.
+    origin: OriginKey
+    #: The core's generation when ``st`` and ``ident`` were current.
+    generation: int
     ident: Identity
     tok: AccessToken
     fresh_until: float
@@ -492,6 +501,8 @@ class _Hot(NamedTuple):
     want: Scope
     #: ``tok.authorization``, kept here so that a hit reads no attribute of the token.
     authorization: str
+    #: The request's URL has a query (a pre-signed URL's, say), which the adapter reads.
+    query: bool
 
 
 class _Renewal(NamedTuple):
@@ -515,7 +526,11 @@ class AuthCore:
     def __init__(self, policy: FlowPolicy | None = None, stats: AuthStats | None = None) -> None:
         self.policy = policy or FlowPolicy()
         self.stats = stats or AuthStats()
-        self.origins = Origins(self.policy.max_origins)
+        #: Bumped whenever a decision the hot path remembers may no longer stand: an
+        #: origin's state replaced or evicted, an identity replaced or forgotten. One
+        #: number to compare on the hot path, not two tables to search.
+        self._generation = 0
+        self.origins = Origins(self.policy.max_origins, self._changed)
         self.cache = TokenCache(self.policy.cache_size)
         # The tables the hot path checks, held directly (see ready).
         self._origin_table = self.origins.table
@@ -547,9 +562,15 @@ class AuthCore:
         self._held: dict[tuple[Hashable, str], dict[int, Scope]] = {}
         self._tickets = 0
         #: The hot path's memory, per (method, URL, info scope, wanted scope).
-        self._hot: dict[tuple[object, ...], _Hot] = {}
+        self._hot: dict[tuple[object, ...], Hit] = {}
         #: The adapter's clock, as of the last resume (monotonic seconds).
         self.now = 0.0
+        #: From this time on, :meth:`hit` refuses: the adapter has its own work to do
+        #: first (checking whether the config changed, say) on the whole path.
+        self.hits_until = -math.inf
+
+    def _changed(self) -> None:
+        self._generation += 1
 
     def resume(self, flow: Generator[Any, Any, Any], value: Any, now: float) -> Any:
         """Send ``value`` into ``flow`` at time ``now``: its next effect, or StopIteration."""
@@ -690,9 +711,13 @@ class AuthCore:
             namespace,
             answer.from_helper,
         )
-        self._identities[(st.key, namespace)] = ident
+        ident_key = (st.key, namespace)
+        if ident_key in self._identities:
+            self._generation += 1  # a replaced identity ends what the hot path remembers
+        self._identities[ident_key] = ident
         while len(self._identities) > self.policy.max_origins:
             del self._identities[next(iter(self._identities))]
+            self._generation += 1
         return ident
 
     def _identity(self, st: OriginState, required: Scope) -> Generator[Effect, Any, Identity]:
@@ -717,6 +742,7 @@ class AuthCore:
         request; tokens cached for an entry that did not change stay usable.
         """
         self._identities.clear()
+        self._generation += 1
         self._known_namespaces.clear()
 
     def renewed(self, st: OriginState, ident: Identity) -> Generator[Effect, Any, Identity | None]:
@@ -805,6 +831,55 @@ class AuthCore:
             want = bounded_want(want, p.max_scope_items, p.max_scope_bytes)
         return required, known, api, want
 
+    def hit(self, method: str, url: URL, now: float) -> Hit | None:
+        """The fastest path: what goes with a plain request (no scope or request info
+        of the caller's, no ``Authorization`` of its own) when :meth:`ready` decided it
+        before and the decision stands; None otherwise (then ask :meth:`ready`).
+
+        Counted and touched as a cache hit. Send it with ``hit.authorization``; a 401
+        or a 429 in answer goes through :meth:`prepared`, and then :meth:`after` or
+        :meth:`settle`, as for any request; any other answer needs nothing more.
+        """
+        if now >= self.hits_until:
+            return None
+        # ready's key for a plain request (see there).
+        return self._standing(
+            (method, url.scheme, url.raw_host, url.explicit_port, url.raw_path_qs), now
+        )
+
+    def _standing(self, key: tuple[object, ...], now: float) -> Hit | None:
+        """The decision remembered for ``key``, counted as a cache hit, if it stands;
+        forgotten if it does not."""
+        hot = self._hot.get(key)
+        if hot is None:
+            return None
+        # The origin's state and the identity still current (the generation), the
+        # token still cached and fresh. Then TokenCache.touch and Origins.holds, spelt
+        # out: no call on the hot path.
+        if now < hot.fresh_until and hot.generation == self._generation:
+            try:
+                # One search of the recency order, not a membership test and then
+                # a move: a token no longer cached is not in it.
+                self._token_recency.move_to_end(hot.tok)
+            except KeyError:
+                pass
+            else:
+                self._origin_table.move_to_end(hot.origin)
+                stats = self.stats
+                stats.requests += 1
+                stats.cache_hits += 1
+                return hot
+        del self._hot[key]
+        return None
+
+    def prepared(self, hit: Hit, facts: RequestFacts, now: float) -> Prepared:
+        """``hit`` as the :class:`Prepared` of the request ``facts`` sent at ``now``."""
+        # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
+        return _tuple_new(Prepared, (
+            hit.st, hit.ident, hit.required, hit.want, hit.tok, None,
+            hit.authorization, False, facts, now,
+        ))  # fmt: skip
+
     def ready(self, facts: RequestFacts) -> Prepared | None:
         """The hot path, without effects: what goes with a request that needs nothing
         but a cached token (or nothing at all), or None when the request needs the
@@ -826,34 +901,10 @@ class AuthCore:
         key: tuple[object, ...] = (
             where if info_scope is None and wanted is _NO_SCOPE else (*where, info_scope, wanted)
         )
-        hot = self._hot.get(key)
         now = self.now
+        hot = self._standing(key, now)
         if hot is not None:
-            st, ident_key, hot_ident, hot_tok, fresh_until, required, want, authorization = hot
-            # Origins.holds and TokenCache.touch, spelt out: no call on the hot path.
-            origins = self._origin_table
-            if (
-                now < fresh_until
-                and origins.get(st.key) is st
-                and self._identities.get(ident_key) is hot_ident
-            ):
-                try:
-                    # One search of the recency order, not a membership test and then
-                    # a move: a token no longer cached is not in it.
-                    self._token_recency.move_to_end(hot_tok)
-                except KeyError:
-                    pass
-                else:
-                    origins.move_to_end(st.key)
-                    stats = self.stats
-                    stats.requests += 1
-                    stats.cache_hits += 1
-                    # tuple.__new__ is Prepared(...) without the NamedTuple's Python __new__.
-                    return _tuple_new(Prepared, (
-                        st, hot_ident, required, want, hot_tok, None,
-                        authorization, False, facts, now,
-                    ))  # fmt: skip
-            del self._hot[key]
+            return self.prepared(hot, facts, now)
         p = self.policy
         st = self.origins.state(facts.url, registry_host)
         required, _, api, want = self._scopes(facts)
@@ -876,8 +927,17 @@ class AuthCore:
         self.stats.requests += 1
         self.stats.cache_hits += 1
         fraction = p.refresh_fraction if p.refresh_ahead else None
-        self._hot[key] = _Hot(
-            st, ident_key, ident, tok, tok.fresh_until(fraction), required, want, tok.authorization
+        self._hot[key] = Hit(
+            st,
+            st.key,
+            self._generation,
+            ident,
+            tok,
+            tok.fresh_until(fraction),
+            required,
+            want,
+            tok.authorization,
+            bool(url.raw_query_string),
         )
         if len(self._hot) > HOT_ENTRIES:
             del self._hot[next(iter(self._hot))]

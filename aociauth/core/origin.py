@@ -204,10 +204,14 @@ class Origins:
     would be 100,000 entries kept for the program's life.
     """
 
-    def __init__(self, max_origins: int = 4096) -> None:
+    def __init__(
+        self, max_origins: int = 4096, on_change: Callable[[], None] | None = None
+    ) -> None:
         if max_origins < 1:
             raise ValueError("max_origins must be at least 1")
         self.max_origins = max_origins
+        #: Called when an origin's state is replaced or evicted (not when one is met).
+        self._on_change = on_change or _nothing
         self._states: OrderedDict[OriginKey, OriginState] = OrderedDict()
         #: Hosts spoken to over https (bounded with the states): plain http to one
         #: of them is a downgrade.
@@ -234,7 +238,7 @@ class Origins:
             if origin.scheme == "https" and origin.host:
                 self._https_hosts[origin.host] = None
                 self._bound(self._https_hosts)
-            self._bound(self._states)
+            self._bound_states()
         else:
             self._states.move_to_end(key)
         return st
@@ -266,16 +270,26 @@ class Origins:
         current = self._states.get(st.key)
         if current is None:
             current = self._states[st.key] = st
-            self._bound(self._states)
+            self._bound_states()
         new = transition(current, event)
         if new is not current:
             self._states[st.key] = new
+            self._on_change()
         return new
 
     def spoke_https_to(self, host: str) -> bool:
         """Whether an https origin on ``host`` was met (plain http to it is a downgrade)."""
         return host in self._https_hosts
 
+    def _bound_states(self) -> None:
+        if len(self._states) > self.max_origins:
+            self._bound(self._states)
+            self._on_change()
+
     def _bound(self, table: OrderedDict[Any, Any]) -> None:
         while len(table) > self.max_origins:
             table.popitem(last=False)
+
+
+def _nothing() -> None:
+    pass
