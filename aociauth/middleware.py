@@ -61,6 +61,7 @@ from aociauth.core import (
     LookupAnswer,
     LookupCredentials,
     Outcome,
+    Prepared,
     PrepareResend,
     RefreshInBackground,
     Reply,
@@ -87,6 +88,8 @@ log = logging.getLogger("aociauth")
 
 Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
 _tuple_new = tuple.__new__
+_monotonic = time.monotonic
+_STDLIB_LOOP_TIME = asyncio.BaseEventLoop.time
 
 
 class AuthMiddleware:
@@ -197,6 +200,43 @@ class AuthMiddleware:
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         """Authorise ``req``, send it, and answer one usable 401 challenge."""
+        headers = req.headers
+        # The fast lane: a plain request (no redirect being followed, no scope or
+        # request info of the caller's, no Authorization of its own) that the core
+        # decided before. Spelt out, for on this path every call and lookup shows in
+        # the client's CPU time (docs/benchmarks.md).
+        if (
+            _followed.get() is None
+            and _request_info_var.get(None) is None
+            and _scope_var.get(None) is None
+            and hdrs.AUTHORIZATION not in headers
+            and not self._closed
+        ):
+            loop = req.loop
+            # The loop's own clock, read without a Python call where it is the stdlib's.
+            now = _monotonic() if type(loop).time is _STDLIB_LOOP_TIME else loop.time()
+            url = req.url
+            core = self._core
+            hit = core.hit(req.method, url, now)
+            if hit is not None:
+                headers[hdrs.AUTHORIZATION] = hit.authorization
+                try:
+                    resp = await handler(req)
+                    status = resp.status
+                    if status == 401 or status == 429:
+                        facts = RequestFacts(req.method, url, None, EMPTY_SCOPE, False)
+                        prep = core.prepared(hit, facts, now)
+                        resp = await self._answer(req, handler, prep, resp)
+                finally:
+                    # As below: aiohttp's request_info is a view of these headers.
+                    headers.popall(hdrs.AUTHORIZATION, None)
+                if resp.status < 300 and not hit.query:
+                    return resp
+                return self._answered(req, resp, False)
+        return await self._full(req, handler)
+
+    async def _full(self, req: ClientRequest, handler: Handler) -> ClientResponse:
+        """The whole path: any request the fast lane does not take."""
         if self._closed:
             raise self._closed_error()
         # Spelt out for the hot path, where calls cost most: a redirect to hide is rare,
@@ -215,6 +255,7 @@ class AuthMiddleware:
         credentials = self._credentials
         if now >= credentials.next_check:
             credentials.watch(now)
+            core.hits_until = credentials.next_check
         try:
             # The hot path: the core needs nothing but to send (a cached token, say).
             prep = core.ready(facts)
@@ -225,12 +266,7 @@ class AuthMiddleware:
             else:
                 if prep.authorization is not None:
                     headers[hdrs.AUTHORIZATION] = prep.authorization
-                resp = await handler(req)
-                if resp.status == 401:
-                    reply = Reply(401, tuple(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
-                    resp = await self._drive(req, handler, core.after(prep, reply), resp)
-                else:
-                    core.settle(prep, resp.status)
+                resp = await self._answer(req, handler, prep, await handler(req))
         finally:
             # aiohttp's request_info (in a response, and in the ClientResponseError of
             # raise_for_status or of an answer it cannot parse) is a view of the request's
@@ -241,6 +277,21 @@ class AuthMiddleware:
                 headers.popall(hdrs.AUTHORIZATION, None)
                 for value in callers_auth:
                     headers.add(hdrs.AUTHORIZATION, value)
+        return self._answered(req, resp, followed)
+
+    async def _answer(
+        self, req: ClientRequest, handler: Handler, prep: Prepared, resp: ClientResponse
+    ) -> ClientResponse:
+        """Give the core the answer to a request sent as ``prep`` said; follow its flow."""
+        if resp.status == 401:
+            reply = Reply(401, tuple(resp.headers.getall(hdrs.WWW_AUTHENTICATE, ())))
+            return await self._drive(req, handler, self._core.after(prep, reply), resp)
+        self._core.settle(prep, resp.status)
+        return resp
+
+    def _answered(self, req: ClientRequest, resp: ClientResponse, followed: bool) -> ClientResponse:
+        """What every answer passed back goes through: the 429 log, hiding pre-signed
+        URLs, noting a redirect to hide."""
         status = resp.status
         if status == 429:
             log.debug(

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import itertools
 import json
+import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -320,6 +321,7 @@ async def test_registry_429_keeps_the_cached_token_and_fetches_nothing(stack: St
         assert await status_of(session, url) == 200
     assert stack.ts.counters.requests == 1
     assert mw.stats.responses_401 == 1
+    assert mw.stats.registry_429s == 3  # counted on the fast lane too
 
 
 async def test_429_with_a_challenge_header_is_still_not_a_401() -> None:
@@ -494,3 +496,147 @@ async def test_a_cold_request_asks_the_cores_ready_once() -> None:
                 assert resp.status == 200
     assert len(asked) == 3
     assert len(reg.requests) == 3
+
+
+# -- the fast lane -------------------------------------------------------------------
+
+
+PULL_OTHER = parse_scope("repository:team/other:pull")
+
+
+def counting_ready(mw: aociauth.AuthMiddleware) -> list[RequestFacts]:
+    """Record each time the middleware asks the core's ready(): the whole path."""
+    core = mw._core
+    ready = core.ready
+    asked: list[RequestFacts] = []
+
+    def counted(facts: RequestFacts) -> Prepared | None:
+        asked.append(facts)
+        return ready(facts)
+
+    core.ready = counted  # type: ignore[method-assign]
+    return asked
+
+
+async def test_a_plain_request_decided_before_takes_the_fast_lane(stack: Stack) -> None:
+    url = stack.url(f"/v2/team/app/blobs/{stack.reg.seed_blob('team/app', b'blob')}")
+    config = aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    async with loopback_client(config) as (mw, session):
+        # The first is served by the token it fetched; the second, by the cached
+        # token, is the one the core remembers.
+        for _ in range(2):
+            assert await status_of(session, url) == 200
+        asked = counting_ready(mw)
+        hits = mw.stats.cache_hits
+        for _ in range(5):
+            assert await status_of(session, url) == 200
+        assert asked == []  # the core's hit() answered, without the whole path
+        assert mw.stats.cache_hits == hits + 5
+        # Not plain: a scope of the caller's, or an Authorization of its own.
+        with with_scope(PULL_OTHER):
+            assert await status_of(session, url) == 200
+        async with session.get(url, headers={"Authorization": "Basic b3duOm93bg=="}) as r:
+            assert r.status == 200
+            assert r.request_info.headers["Authorization"] == "Basic b3duOm93bg=="
+        assert len(asked) == 2
+    assert stack.ts.counters.requests == 1
+    assert stack.reg.counters.bearer == 9
+
+
+async def test_a_pre_signed_url_on_the_fast_lane_is_still_hidden(stack: Stack) -> None:
+    digest = stack.reg.seed_blob("team/app", b"blob")
+    url = stack.url(f"/v2/team/app/blobs/{digest}?X-Amz-Signature=not-for-logs")
+    config = aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    async with loopback_client(config) as (mw, session):
+        asked = counting_ready(mw)
+        for _ in range(3):  # fetched, remembered, then on the fast lane
+            async with session.get(url) as r:
+                assert r.status == 200
+                assert "not-for-logs" not in str(r.request_info.real_url)
+                assert "not-for-logs" in str(r.url)  # the URL itself stays the caller's
+        assert len(asked) == 2
+
+
+async def test_a_config_check_due_is_not_skipped_by_the_fast_lane(
+    stack: Stack, tmp_path: pathlib.Path
+) -> None:
+    # A docker login as another user while the program runs: even a request the
+    # core remembers goes the whole way once the config is due a check.
+    digest = stack.reg.seed_blob("team/app", b"blob")
+    config_json = tmp_path / "config.json"
+
+    def login(user: str) -> None:
+        tmp = tmp_path / "config.tmp"
+        tmp.write_text(json.dumps({"auths": {stack.reg.host: stack.login(user)}}))
+        tmp.replace(config_json)
+
+    login("alice")
+    config = aociauth.load_with_env(env={"DOCKER_CONFIG": str(tmp_path), "HOME": str(tmp_path)})
+    url = stack.url(f"/v2/team/app/blobs/{digest}")
+    async with loopback_client(config, config_check_interval=0) as (mw, session):
+        for _ in range(2):
+            assert await status_of(session, url) == 200
+        login("bob")
+        assert await status_of(session, url) == 200
+        assert mw.stats.config_lookups == 2
+    assert [r.username for r in stack.ts.requests] == ["alice", "bob"]
+
+
+class _BehindLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock is not time.monotonic() (as a test loop with virtual time)."""
+
+    def time(self) -> float:
+        return super().time() - 1_000_000.0
+
+
+def test_the_fast_lane_reads_the_loops_own_clock() -> None:
+    # time.monotonic() stands in for the stdlib loop's time() only: on this loop,
+    # tokens are timed by its own clock, and so must the fast lane be.
+    async def scenario() -> tuple[int, int]:
+        async with (
+            TokenServer(users=PASSWORDS) as ts,
+            Registry(auth="bearer", token_server=ts) as reg,
+        ):
+            url = f"{reg.url}/v2/team/app/blobs/{reg.seed_blob('team/app', b'blob')}"
+            config = aociauth.ConfigFile.from_dict(
+                {"auths": {reg.host: {"username": "alice", "password": PASSWORDS["alice"]}}}
+            )
+            async with loopback_client(config) as (mw, session):
+                for _ in range(2):
+                    assert await status_of(session, url) == 200
+                asked = counting_ready(mw)
+                for _ in range(3):
+                    assert await status_of(session, url) == 200
+                return len(asked), ts.counters.requests
+
+    loop = _BehindLoop()
+    try:
+        assert loop.run_until_complete(scenario()) == (0, 1)
+    finally:
+        loop.close()
+
+
+async def test_a_token_refused_on_the_fast_lane_is_replaced_once() -> None:
+    # Revoked while the core remembers it: the 401 goes to the core as on the whole
+    # path, one new token is fetched, and the caller sees the answer to the resend.
+    async with (
+        TokenServer(users=PASSWORDS, opaque_tokens=True) as ts,
+        Registry(auth="bearer", token_server=ts) as reg,
+    ):
+        url = f"{reg.url}/v2/team/app/blobs/{reg.seed_blob('team/app', b'blob')}"
+        config = aociauth.ConfigFile.from_dict(
+            {"auths": {reg.host: {"username": "alice", "password": PASSWORDS["alice"]}}}
+        )
+        async with loopback_client(config) as (mw, session):
+            for _ in range(3):
+                assert await status_of(session, url) == 200
+            asked = counting_ready(mw)
+            ts.revoke_opaque_tokens()
+            for _ in range(3):
+                assert await status_of(session, url) == 200
+            # The refused one went by the fast lane; the one after, by the whole path
+            # (the new token is remembered then); the last, by the fast lane again.
+            assert len(asked) == 1
+            assert mw.stats.responses_401 == 2
+    assert ts.counters.requests == 2
+    assert reg.counters.unauthorized == 2
