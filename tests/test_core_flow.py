@@ -2957,3 +2957,86 @@ def test_meeting_more_leaves_what_was_remembered_standing() -> None:
     core.adopt(core.origin_of(REG), "team", CREDS)
     assert core.ready(get()) is not None
     assert core._hot[WHERE] is hit
+
+
+@pytest.mark.parametrize("path", ["ready", "hit"])
+def test_a_remembered_request_refused_takes_a_token_issued_after_it_went(path: str) -> None:
+    # The time a remembered request went out is its own: a token issued since (by
+    # another request's fetch) replaces the refused one without a fetch.
+    core, tok = hot_core()
+    core.now, core.hits_until = 10.0, math.inf
+    if path == "ready":
+        prep = core.ready(get())
+    else:
+        hit = core.hit("GET", get().url, 10.0)
+        prep = None if hit is None else core.prepared(hit, get(), 10.0)
+    assert prep is not None
+    assert (prep.sent, prep.at) == (tok, 10.0)
+    core.cache.put(core.cache.recency[tok], AccessToken("newer", PULL_A, 20.0, 1000.0))
+    flow = core.after(prep, Reply(401, (bearer_line(error="invalid_token"),)))
+    effects: list[object] = []
+    value: object = None
+    while True:
+        try:
+            effect = core.resume(flow, value, 30.0)
+        except StopIteration:
+            break
+        effects.append(effect)
+        value = Reply(200) if isinstance(effect, Resend) else None
+    assert effects[-1] == Resend("Bearer newer")
+    assert not any(isinstance(e, FetchToken) for e in effects)
+
+
+def _origin_replaced(core: AuthCore) -> None:
+    realm = "https://reg.example/other"
+    core.origins.apply(core.origin_of(REG), Answered(bearer_challenge(realm=realm)))
+
+
+def _identity_replaced(core: AuthCore) -> None:
+    core.adopt(core.origin_of(REG), "", ConfigEntry(username="bob", password="other"))
+
+
+def _identity_bounded_out(core: AuthCore) -> None:
+    core.adopt(core.origin_of(REG), "other", CREDS)
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (_origin_replaced, _identity_replaced),
+        (_origin_replaced, _identity_bounded_out),
+        (_origin_replaced, AuthCore.forget_credentials),
+        (_identity_replaced, _origin_replaced),
+        (_identity_bounded_out, _origin_replaced),
+        (AuthCore.forget_credentials, _origin_replaced),
+    ],
+)
+def test_two_changes_never_bring_back_what_one_ended(
+    first: Callable[[AuthCore], None], then: Callable[[AuthCore], None]
+) -> None:
+    # The generation only moves forward, whichever change moves it: one change
+    # must not undo another's and let a decision that ended stand again.
+    core, _ = hot_core(FlowPolicy(max_origins=1))
+    core.hits_until = math.inf
+    first(core)
+    then(core)
+    assert core.hit("GET", get().url, 0.0) is None
+
+
+@pytest.mark.parametrize("path", ["ready", "hit"])
+def test_a_remembered_request_refused_takes_no_token_issued_before_it_went(path: str) -> None:
+    # The identity a remembered request went with is its own: with it, a token the
+    # cache held from before the request is no better than the one refused.
+    core, tok = hot_core()
+    core.cache.put(core.cache.recency[tok], AccessToken("older", PULL_A, -10.0, 500.0))
+    core.now, core.hits_until = 10.0, math.inf
+    if path == "ready":
+        prep = core.ready(get())
+    else:
+        hit = core.hit("GET", get().url, 10.0)
+        prep = None if hit is None else core.prepared(hit, get(), 10.0)
+    assert prep is not None
+    assert (prep.sent, prep.ident) == (tok, core._identities[(core.origin_of(REG).key, "")])
+    flow = core.after(prep, Reply(401, (bearer_line(error="invalid_token"),)))
+    assert core.resume(flow, None, 30.0) == PrepareResend()
+    assert isinstance(core.resume(flow, None, 30.0), FetchToken)
