@@ -239,8 +239,9 @@ class AuthMiddleware:
         """The whole path: any request the fast lane does not take."""
         if self._closed:
             raise self._closed_error()
-        # Spelt out for the hot path, where calls cost most: a redirect to hide is rare,
-        # and a caller's own Authorization too (None, not [], when there is none).
+        # Spelt out: a request with a scope of the caller's that the core remembers takes
+        # this path too. A redirect to hide is rare, and a caller's own Authorization too
+        # (None, not [], when there is none).
         followed = _followed.get() is not None and hide_followed_redirect(req)
         headers = req.headers
         callers_auth = headers.getall(hdrs.AUTHORIZATION, None)
