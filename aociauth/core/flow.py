@@ -570,6 +570,7 @@ class AuthCore:
         self.hits_until = -math.inf
 
     def _changed(self) -> None:
+        """A decision the hot path remembers may no longer stand (see ``_generation``)."""
         self._generation += 1
 
     def resume(self, flow: Generator[Any, Any, Any], value: Any, now: float) -> Any:
@@ -713,11 +714,11 @@ class AuthCore:
         )
         ident_key = (st.key, namespace)
         if ident_key in self._identities:
-            self._generation += 1  # a replaced identity ends what the hot path remembers
+            self._changed()  # a replaced identity ends what the hot path remembers
         self._identities[ident_key] = ident
         while len(self._identities) > self.policy.max_origins:
             del self._identities[next(iter(self._identities))]
-            self._generation += 1
+            self._changed()
         return ident
 
     def _identity(self, st: OriginState, required: Scope) -> Generator[Effect, Any, Identity]:
@@ -742,7 +743,7 @@ class AuthCore:
         request; tokens cached for an entry that did not change stay usable.
         """
         self._identities.clear()
-        self._generation += 1
+        self._changed()
         self._known_namespaces.clear()
 
     def renewed(self, st: OriginState, ident: Identity) -> Generator[Effect, Any, Identity | None]:
