@@ -2959,18 +2959,24 @@ def test_meeting_more_leaves_what_was_remembered_standing() -> None:
     assert core._hot[WHERE] is hit
 
 
+def remembered(core: AuthCore, path: str, now: float) -> Prepared:
+    """The Prepared of GET a at ``now``, remembered, as ``ready`` or ``hit`` gives it."""
+    core.now, core.hits_until = now, math.inf
+    if path == "ready":
+        prep = core.ready(get())
+    else:
+        hit = core.hit("GET", get().url, now)
+        prep = None if hit is None else core.prepared(hit, get(), now)
+    assert prep is not None
+    return prep
+
+
 @pytest.mark.parametrize("path", ["ready", "hit"])
 def test_a_remembered_request_refused_takes_a_token_issued_after_it_went(path: str) -> None:
     # The time a remembered request went out is its own: a token issued since (by
     # another request's fetch) replaces the refused one without a fetch.
     core, tok = hot_core()
-    core.now, core.hits_until = 10.0, math.inf
-    if path == "ready":
-        prep = core.ready(get())
-    else:
-        hit = core.hit("GET", get().url, 10.0)
-        prep = None if hit is None else core.prepared(hit, get(), 10.0)
-    assert prep is not None
+    prep = remembered(core, path, 10.0)
     assert (prep.sent, prep.at) == (tok, 10.0)
     core.cache.put(core.cache.recency[tok], AccessToken("newer", PULL_A, 20.0, 1000.0))
     flow = core.after(prep, Reply(401, (bearer_line(error="invalid_token"),)))
@@ -3029,13 +3035,7 @@ def test_a_remembered_request_refused_takes_no_token_issued_before_it_went(path:
     # cache held from before the request is no better than the one refused.
     core, tok = hot_core()
     core.cache.put(core.cache.recency[tok], AccessToken("older", PULL_A, -10.0, 500.0))
-    core.now, core.hits_until = 10.0, math.inf
-    if path == "ready":
-        prep = core.ready(get())
-    else:
-        hit = core.hit("GET", get().url, 10.0)
-        prep = None if hit is None else core.prepared(hit, get(), 10.0)
-    assert prep is not None
+    prep = remembered(core, path, 10.0)
     assert (prep.sent, prep.ident) == (tok, core._identities[(core.origin_of(REG).key, "")])
     flow = core.after(prep, Reply(401, (bearer_line(error="invalid_token"),)))
     assert core.resume(flow, None, 30.0) == PrepareResend()

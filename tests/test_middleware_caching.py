@@ -518,9 +518,15 @@ def counting_ready(mw: aociauth.AuthMiddleware) -> list[RequestFacts]:
     return asked
 
 
+def alice_blob(reg: Registry) -> tuple[str, aociauth.ConfigFile]:
+    """A blob seeded at ``reg`` (its URL), and a config logging alice in there."""
+    url = f"{reg.url}/v2/team/app/blobs/{reg.seed_blob('team/app', b'blob')}"
+    login = {"username": "alice", "password": PASSWORDS["alice"]}
+    return url, aociauth.ConfigFile.from_dict({"auths": {reg.host: login}})
+
+
 async def test_a_plain_request_decided_before_takes_the_fast_lane(stack: Stack) -> None:
-    url = stack.url(f"/v2/team/app/blobs/{stack.reg.seed_blob('team/app', b'blob')}")
-    config = aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    url, config = alice_blob(stack.reg)
     async with loopback_client(config) as (mw, session):
         # The first is served by the token it fetched; the second, by the cached
         # token, is the one the core remembers.
@@ -544,9 +550,8 @@ async def test_a_plain_request_decided_before_takes_the_fast_lane(stack: Stack) 
 
 
 async def test_a_pre_signed_url_on_the_fast_lane_is_still_hidden(stack: Stack) -> None:
-    digest = stack.reg.seed_blob("team/app", b"blob")
-    url = stack.url(f"/v2/team/app/blobs/{digest}?X-Amz-Signature=not-for-logs")
-    config = aociauth.ConfigFile.from_dict({"auths": {stack.reg.host: stack.login("alice")}})
+    url, config = alice_blob(stack.reg)
+    url += "?X-Amz-Signature=not-for-logs"
     async with loopback_client(config) as (mw, session):
         asked = counting_ready(mw)
         for _ in range(3):  # fetched, remembered, then on the fast lane
@@ -597,10 +602,7 @@ def test_the_fast_lane_reads_the_loops_own_clock() -> None:
             TokenServer(users=PASSWORDS) as ts,
             Registry(auth="bearer", token_server=ts) as reg,
         ):
-            url = f"{reg.url}/v2/team/app/blobs/{reg.seed_blob('team/app', b'blob')}"
-            config = aociauth.ConfigFile.from_dict(
-                {"auths": {reg.host: {"username": "alice", "password": PASSWORDS["alice"]}}}
-            )
+            url, config = alice_blob(reg)
             async with loopback_client(config) as (mw, session):
                 for _ in range(2):
                     assert await status_of(session, url) == 200
@@ -623,10 +625,7 @@ async def test_a_token_refused_on_the_fast_lane_is_replaced_once() -> None:
         TokenServer(users=PASSWORDS, opaque_tokens=True) as ts,
         Registry(auth="bearer", token_server=ts) as reg,
     ):
-        url = f"{reg.url}/v2/team/app/blobs/{reg.seed_blob('team/app', b'blob')}"
-        config = aociauth.ConfigFile.from_dict(
-            {"auths": {reg.host: {"username": "alice", "password": PASSWORDS["alice"]}}}
-        )
+        url, config = alice_blob(reg)
         async with loopback_client(config) as (mw, session):
             for _ in range(3):
                 assert await status_of(session, url) == 200
