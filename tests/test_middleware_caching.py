@@ -502,6 +502,7 @@ async def test_a_cold_request_asks_the_cores_ready_once() -> None:
 
 
 PULL_OTHER = parse_scope("repository:team/other:pull")
+PULL_APP = parse_scope("repository:team/app:pull")
 
 
 def counting_ready(mw: aociauth.AuthMiddleware) -> list[RequestFacts]:
@@ -538,15 +539,18 @@ async def test_a_plain_request_decided_before_takes_the_fast_lane(stack: Stack) 
             assert await status_of(session, url) == 200
         assert asked == []  # the core's hit() answered, without the whole path
         assert mw.stats.cache_hits == hits + 5
-        # Not plain: a scope of the caller's, or an Authorization of its own.
+        # Not plain: a scope or request info of the caller's, or an Authorization of
+        # its own.
         with with_scope(PULL_OTHER):
             assert await status_of(session, url) == 200
+        with aociauth.with_request_info(aociauth.RequestInfo(PULL_APP)):
+            assert await status_of(session, url) == 200  # the same token, the whole path
         async with session.get(url, headers={"Authorization": "Basic b3duOm93bg=="}) as r:
             assert r.status == 200
             assert r.request_info.headers["Authorization"] == "Basic b3duOm93bg=="
-        assert len(asked) == 2
+        assert len(asked) == 3
     assert stack.ts.counters.requests == 1
-    assert stack.reg.counters.bearer == 9
+    assert stack.reg.counters.bearer == 10
 
 
 async def test_a_pre_signed_url_on_the_fast_lane_is_still_hidden(stack: Stack) -> None:
@@ -639,3 +643,33 @@ async def test_a_token_refused_on_the_fast_lane_is_replaced_once() -> None:
             assert mw.stats.responses_401 == 2
     assert ts.counters.requests == 2
     assert reg.counters.unauthorized == 2
+
+
+async def test_a_followed_redirect_to_a_remembered_url_is_still_hidden() -> None:
+    # A registry redirecting a blob to a pre-signed URL of its own that the core
+    # remembers: the hop must still hide the redirect's Location, which stays in
+    # resp.history for any error message to print.
+    async with TokenServer(users=PASSWORDS) as ts:
+        challenge = f'Bearer realm="{ts.realm}",service="{ts.service}"'
+        signed = "/v2/team/app/blobs/sha256:aa?X-Amz-Signature=not-for-logs"
+
+        async def registry(req: web.Request) -> web.StreamResponse:
+            if not req.headers.get("Authorization", "").startswith("Bearer "):
+                return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+            if req.path.endswith("/redirect"):
+                return web.Response(status=307, headers={"Location": signed})
+            return web.Response(text="blob")
+
+        async with ScriptedServer(registry) as reg:
+            login = {"username": "alice", "password": PASSWORDS["alice"]}
+            config = aociauth.ConfigFile.from_dict({"auths": {reg.host: login}})
+            async with loopback_client(config) as (mw, session):
+                for _ in range(2):  # fetched, then remembered
+                    assert await status_of(session, reg.url_for(signed)) == 200
+                asked = counting_ready(mw)
+                async with session.get(reg.url_for("/v2/team/app/blobs/redirect")) as r:
+                    assert r.status == 200
+                    (redirect,) = r.history
+                    assert "not-for-logs" not in redirect.headers["Location"]
+                # The hop took the whole path, as every followed redirect does.
+                assert len(asked) == 2
